@@ -1,0 +1,107 @@
+r"""A multilayer perceptron with a hand-written backward pass.
+
+An MLP with layer sizes (n_0, n_1, ..., n_L) is L linear layers; every layer but the last is followed
+by the activation f:
+
+    h_0 = x,    a_l = h_{l-1} W_l + b_l,    h_l = f(a_l)  (l < L),    y = a_L.
+
+Backward applies the chain rule layer by layer from the top: with g_L = dy,
+
+    dW_l = h_{l-1}^T g_l,    db_l = 1^T g_l,    dh_{l-1} = g_l W_l^T,    g_{l-1} = dh_{l-1} * f'(a_{l-1}),
+
+and dx = dh_0. The per-layer pieces and their derivatives live in ``layers.py``; this file only
+composes them. Parameters are named ``W0, b0, W1, b1, ...`` (0-based), each weight of shape
+(n_{l}, n_{l+1}).
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from ppo_np.layers import activation, linear_backward, linear_forward, orthogonal
+from ppo_np.params import Params
+
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def as_dtype(dtype) -> np.dtype:
+    """numpy dtype from a name or type; only float32 and float64 are allowed."""
+    resolved = np.dtype(DTYPES.get(dtype, dtype)) if isinstance(dtype, str) else np.dtype(dtype)
+    if resolved not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+    return resolved
+
+
+class MLPCache(NamedTuple):
+    """Per layer: the linear cache (input, W) and the activation cache (None for the output layer)."""
+
+    linear: tuple
+    act: tuple
+
+
+class MLP:
+    """Fully connected network x -> y with orthogonal init and zero biases.
+
+    Args:
+        sizes: (n_in, hidden..., n_out), at least two entries, all positive.
+        activation: name of the hidden activation: "tanh", "relu" or "identity".
+        rng: the seeded generator that draws the initial weights.
+        hidden_gain: gain of the hidden layers' orthogonal init (sqrt(2) by default).
+        out_gain: gain of the output layer (0.01 for a policy head, 1.0 for a value head).
+        dtype: float32 or float64; parameters, activations and gradients all use it.
+    """
+
+    def __init__(self, sizes, activation_name: str = "tanh", *, rng: np.random.Generator,
+                 hidden_gain: float = math.sqrt(2.0), out_gain: float = 1.0, dtype="float64"):
+        sizes = tuple(int(s) for s in sizes)
+        if len(sizes) < 2 or min(sizes) < 1:
+            raise ValueError(f"MLP sizes must be at least (n_in, n_out), all >= 1, got {sizes}")
+        self.sizes = sizes
+        self.activation_name = activation_name
+        self.act = activation(activation_name)
+        self.dtype = as_dtype(dtype)
+        self.params: Params = {}
+        n_layers = len(sizes) - 1
+        for l in range(n_layers):
+            gain = out_gain if l == n_layers - 1 else hidden_gain
+            self.params[f"W{l}"] = orthogonal((sizes[l], sizes[l + 1]), gain, rng, self.dtype)
+            self.params[f"b{l}"] = np.zeros(sizes[l + 1], dtype=self.dtype)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.sizes) - 1
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, MLPCache]:
+        """y = MLP(x). Shapes: x (B, n_in) -> y (B, n_out)."""
+        h = np.asarray(x, dtype=self.dtype)
+        linear_caches, act_caches = [], []
+        for l in range(self.n_layers):
+            h, lin = linear_forward(h, self.params[f"W{l}"], self.params[f"b{l}"])  # (B, n_{l+1})
+            linear_caches.append(lin)
+            if l < self.n_layers - 1:
+                h, act = self.act.forward(h)
+                act_caches.append(act)
+        return h, MLPCache(tuple(linear_caches), tuple(act_caches))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """The output alone, for inference."""
+        return self.forward(x)[0]
+
+    def backward(self, dy: np.ndarray, cache: MLPCache) -> tuple[np.ndarray, Params]:
+        r"""Gradients of a scalar loss through the whole stack.
+
+        .. math:: g_L = dy,\quad dW_l = h_{l-1}^T g_l,\quad db_l = 1^T g_l,\quad
+                  g_{l-1} = (g_l W_l^T) \odot f'(a_{l-1}),\quad dx = g_1 W_1^T
+
+        Shapes: dy (B, n_out) -> dx (B, n_in) and a dict of gradients shaped like ``params``.
+        Checked by ``tests/test_mlp.py::test_mlp_gradients``.
+        """
+        grads: Params = {}
+        g = np.asarray(dy, dtype=self.dtype)
+        for l in reversed(range(self.n_layers)):
+            if l < self.n_layers - 1:
+                g = self.act.backward(g, cache.act[l])  # g_l = dh_l * f'(a_l)
+            g, grads[f"W{l}"], grads[f"b{l}"] = linear_backward(g, cache.linear[l])
+        return g, {name: grads[name] for name in self.params}  # in parameter order

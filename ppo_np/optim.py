@@ -1,0 +1,106 @@
+r"""Adam and global-norm gradient clipping, written out.
+
+Adam (Kingma & Ba 2015), for every parameter array theta with gradient g at step t = 1, 2, ...:
+
+    m_t = beta1 m_{t-1} + (1 - beta1) g
+    v_t = beta2 v_{t-1} + (1 - beta2) g^2
+    m_hat = m_t / (1 - beta1^t),   v_hat = v_t / (1 - beta2^t)      (bias correction)
+    theta <- theta - lr * m_hat / (sqrt(v_hat) + eps)
+
+At t = 1, m_hat = g and v_hat = g^2, so every coordinate moves by lr * g / (|g| + eps), about
+lr * sign(g): the first step's size does not depend on the gradient's scale. ``eps`` defaults to
+1e-5 as in PPO's reference implementations (not 1e-8 as in the paper).
+
+Global-norm clipping: for gradients g_1..g_k (any arrays, from one network or several),
+    ||g|| = sqrt(sum_i ||g_i||_2^2),   g_i <- g_i * min(1, max_norm / ||g||),
+which shrinks the whole step without turning it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ppo_np.params import Params
+
+
+class Adam:
+    """Adam over a dict of parameter arrays, updated in place.
+
+    Args:
+        params: the arrays to optimise (their references are kept and written in place).
+        lr: learning rate; may be changed between steps (``opt.lr = ...``) for annealing.
+        betas: (beta1, beta2), each in [0, 1).
+        eps: added to sqrt(v_hat) in the denominator, > 0.
+    """
+
+    def __init__(self, params: Params, lr: float = 3e-4, betas=(0.9, 0.999), eps: float = 1e-5):
+        beta1, beta2 = betas
+        if not lr > 0:
+            raise ValueError(f"Adam lr must be > 0, got {lr!r}")
+        if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
+            raise ValueError(f"Adam betas must each lie in [0, 1), got {betas!r}")
+        if not eps > 0:
+            raise ValueError(f"Adam eps must be > 0, got {eps!r}")
+        self.params = params
+        self.lr, self.beta1, self.beta2, self.eps = float(lr), float(beta1), float(beta2), float(eps)
+        self.m = {k: np.zeros_like(p) for k, p in params.items()}
+        self.v = {k: np.zeros_like(p) for k, p in params.items()}
+        self.t = 0
+
+    def step(self, grads: Params) -> None:
+        """One Adam step with ``grads`` (same names and shapes as ``params``)."""
+        self.t += 1
+        bias1 = 1.0 - self.beta1 ** self.t
+        bias2 = 1.0 - self.beta2 ** self.t
+        # theta -= lr * (m / bias1) / (sqrt(v / bias2) + eps), with the scalars folded in once
+        step_size = self.lr / bias1
+        inv_sqrt_bias2 = 1.0 / np.sqrt(bias2)
+        for name, p in self.params.items():
+            g, m, v = grads[name], self.m[name], self.v[name]
+            m *= self.beta1
+            m += (1.0 - self.beta1) * g          # m_t
+            v *= self.beta2
+            v += (1.0 - self.beta2) * (g * g)    # v_t
+            p -= step_size * m / (np.sqrt(v) * inv_sqrt_bias2 + self.eps)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Everything needed to continue bit-identically: m, v (copies) and the step count."""
+        state = {"t": np.array(self.t, dtype=np.int64), "lr": np.array(self.lr)}
+        state.update({f"m/{k}": a.copy() for k, a in self.m.items()})
+        state.update({f"v/{k}": a.copy() for k, a in self.v.items()})
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Restore a ``state_dict``; shapes must match the parameters."""
+        for prefix, moments in (("m", self.m), ("v", self.v)):
+            for k, a in moments.items():
+                key = f"{prefix}/{k}"
+                if key not in state:
+                    raise ValueError(f"Adam state is missing {key!r}")
+                src = np.asarray(state[key])
+                if src.shape != a.shape:
+                    raise ValueError(f"Adam state {key!r} has shape {src.shape}, expected {a.shape}")
+                a[...] = src
+        self.t = int(state["t"])
+        self.lr = float(state["lr"])
+
+
+def global_norm(*grad_sets: Params) -> float:
+    """sqrt of the sum of squares of every entry of every gradient in every set."""
+    return float(np.sqrt(sum(float(np.vdot(g, g)) for gs in grad_sets for g in gs.values())))
+
+
+def clip_grad_norm(*grad_sets: Params, max_norm: float) -> float:
+    """Scale all gradients together, in place, so that their global norm is <= max_norm.
+
+    Pass the actor's and the critic's gradients together to clip them jointly, or call once per set
+    to clip them separately. Returns the norm before clipping (a diagnostic worth logging).
+    """
+    if not max_norm > 0:
+        raise ValueError(f"max_norm must be > 0, got {max_norm!r}")
+    norm = global_norm(*grad_sets)
+    if norm > max_norm:
+        scale = max_norm / (norm + 1e-12)
+        for gs in grad_sets:
+            for g in gs.values():
+                g *= scale
+    return norm
