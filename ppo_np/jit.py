@@ -1,0 +1,41 @@
+"""Every Numba option used by ppo-np, in one place.
+
+    from ppo_np.jit import jit
+
+    @jit
+    def kernel(x, gamma): ...
+
+Options, and why:
+    cache=True      compiled machine code is written next to the source (``__pycache__``, or
+                    ``NUMBA_CACHE_DIR``) and reloaded by later processes, so compilation is paid once
+                    per machine, not once per run. The cache is keyed on the kernel's own source
+                    file: a module global read by a kernel is frozen into the cache and an edit
+                    elsewhere is not seen. Hence the house rule: every constant is an argument.
+    nogil=True      kernels release the GIL, so they can run beside other Python threads.
+    fastmath=False  strict IEEE order of operations: a kernel and its NumPy/Python reference agree
+                    to ~1e-12 in float64 (fastmath would reassociate sums and allow SIMD reductions
+                    that round differently; the kernels here are memory-bound, so it buys little).
+    error_model="numpy"
+                    floating-point division by zero gives inf/nan as in NumPy instead of raising,
+                    which also removes a branch from every division.
+    boundscheck     left at Numba's default (off); set ``NUMBA_BOUNDSCHECK=1`` to debug a kernel.
+
+Running without compilation: ``NUMBA_DISABLE_JIT=1`` makes ``jit`` return the plain Python
+function, so every kernel runs as (slow) Python: breakpoints and coverage work, and the test suite
+passes that way too.
+"""
+from __future__ import annotations
+
+import functools
+
+import numba
+
+JIT_OPTIONS: dict[str, object] = {
+    "cache": True,
+    "nogil": True,
+    "fastmath": False,
+    "error_model": "numpy",
+}
+
+#: ``numba.njit`` with ``JIT_OPTIONS``; use as a bare decorator, ``@jit``.
+jit = functools.partial(numba.njit, **JIT_OPTIONS)
