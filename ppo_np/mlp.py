@@ -28,7 +28,10 @@ DTYPES = {"float32": np.float32, "float64": np.float64}
 
 def as_dtype(dtype) -> np.dtype:
     """numpy dtype from a name or type; only float32 and float64 are allowed."""
-    resolved = np.dtype(DTYPES.get(dtype, dtype)) if isinstance(dtype, str) else np.dtype(dtype)
+    try:
+        resolved = np.dtype(DTYPES.get(dtype, dtype)) if isinstance(dtype, str) else np.dtype(dtype)
+    except TypeError:  # a name numpy does not know, e.g. "bogus"
+        resolved = None
     if resolved not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
     return resolved
@@ -55,9 +58,13 @@ class MLP:
 
     def __init__(self, sizes, activation_name: str = "tanh", *, rng: np.random.Generator,
                  hidden_gain: float = math.sqrt(2.0), out_gain: float = 1.0, dtype="float64"):
-        sizes = tuple(int(s) for s in sizes)
-        if len(sizes) < 2 or min(sizes) < 1:
-            raise ValueError(f"MLP sizes must be at least (n_in, n_out), all >= 1, got {sizes}")
+        try:
+            given = tuple(sizes)
+            sizes = tuple(int(s) for s in given)
+        except (TypeError, ValueError):
+            given, sizes = sizes, None
+        if sizes is None or sizes != given or len(sizes) < 2 or min(sizes) < 1:  # != rejects 2.5 -> 2
+            raise ValueError(f"MLP sizes must be at least (n_in, n_out), all integers >= 1, got {given!r}")
         self.sizes = sizes
         self.activation_name = activation_name
         self.act = activation(activation_name)
