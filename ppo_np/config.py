@@ -1,0 +1,258 @@
+"""Every hyperparameter of a run, in one typed, validated dataclass.
+
+``PPOConfig`` is the single source of configuration: the agent reads it, checkpoints store it as JSON,
+and the command line is generated from it (each field's ``doc`` is its ``--help`` text and
+``--set key=value`` accepts exactly its field names). Construction validates every field and raises a
+``ValueError`` naming the field, the value and what is allowed.
+
+Presets hold the tuned values for CartPole-v1, Acrobot-v1 and Pendulum-v1 (after RL Baselines3 Zoo);
+``preset_for(env_id, continuous)`` falls back to generic discrete or continuous defaults.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+_CHOICES = "choices"
+
+
+def _param(default, doc: str, **choices):
+    """A dataclass field with its documentation (and allowed values) kept in the metadata."""
+    metadata = {"doc": doc, **choices}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: default, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """Hyperparameters of PPO (clip or penalty) and of the run around it."""
+
+    # --- the run ---
+    seed: int = _param(0, "seed of every random draw (weights, actions, shuffles, environments)")
+    num_envs: int = _param(8, "parallel environments N in the vector env")
+    num_steps: int = _param(256, "steps T per environment per rollout; the batch is T * N samples")
+    vectorization: str = _param("auto", "how environments run in parallel: auto (native vectorised if the env "
+                                "has one, else sync), native, sync or async",
+                                choices=("auto", "native", "sync", "async"))
+    dtype: str = _param("float32", "floating type of networks and rollout buffers", choices=("float32", "float64"))
+    checkpoint_every: int = _param(20, "write a checkpoint every this many updates (and always at the end)")
+
+    # --- networks ---
+    hidden_sizes: tuple = _param((64, 64), "hidden layer sizes of both the actor and the critic MLP")
+    activation: str = _param("tanh", "hidden activation of both MLPs", choices=("tanh", "relu"))
+    log_std_init: float = _param(0.0, "initial log standard deviation of a Gaussian policy (Box actions)")
+
+    # --- advantages and targets ---
+    gamma: float = _param(0.99, "discount factor gamma, in (0, 1]")
+    gae_lambda: float = _param(0.95, "GAE lambda, in [0, 1]")
+    value_target: str = _param("gae", "value target: gae (A + V, i.e. TD(lambda)) or rewards_to_go",
+                               choices=("gae", "rewards_to_go"))
+    norm_adv: bool = _param(True, "normalise advantages per minibatch to mean 0, std 1")
+
+    # --- the update ---
+    algo: str = _param("clip", "surrogate: clip (PPO-clip) or penalty (PPO-penalty, adaptive KL)",
+                       choices=("clip", "penalty"))
+    update_epochs: int = _param(10, "epochs K over each rollout (the outer loop)")
+    minibatch_size: int = _param(64, "samples per minibatch (the inner loop); the last may be smaller")
+    learning_rate: float = _param(3e-4, "Adam learning rate of actor and critic")
+    lr_schedule: str = _param("constant", "learning rate over training: constant or linear (to 0)",
+                              choices=("constant", "linear"))
+    adam_eps: float = _param(1e-5, "Adam epsilon")
+    max_grad_norm: float = _param(0.5, "clip the global gradient norm to this value")
+    clip_grad: str = _param("joint", "clip actor and critic gradients jointly or separately",
+                            choices=("joint", "separate"))
+    target_kl: Optional[float] = _param(None, "stop the epoch loop when a minibatch's approx KL (k3) exceeds this; "
+                                        "none to never stop early")
+
+    # --- PPO-clip ---
+    clip_coef: float = _param(0.2, "clip range epsilon of the ratio, > 0")
+    clip_schedule: str = _param("constant", "clip range over training: constant or linear (to 0)",
+                                choices=("constant", "linear"))
+    vf_clip: Optional[float] = _param(None, "clip the value change to +-this around the old value; none for plain MSE")
+    vf_coef: float = _param(0.5, "weight c_v of the value loss")
+
+    # --- PPO-penalty: adaptive beta ---
+    kl_target: float = _param(0.01, "KL target of the adaptive penalty")
+    kl_max: Optional[float] = _param(None, "beta grows when the mean KL exceeds this (none: 1.5 * kl_target)")
+    kl_min: Optional[float] = _param(None, "beta shrinks when the mean KL falls below this (none: kl_target / 1.5)")
+    beta_init: float = _param(1.0, "initial KL penalty coefficient beta")
+    beta_factor: float = _param(2.0, "beta is multiplied or divided by this factor, > 1")
+
+    # --- entropy ---
+    ent_coef: float = _param(0.0, "entropy coefficient c_e (initial value when scheduled or tuned)")
+    ent_schedule: str = _param("constant", "entropy coefficient over training: constant, linear or exponential "
+                               "(to ent_coef_final), or auto (tuned toward target_entropy)",
+                               choices=("constant", "linear", "exponential", "auto"))
+    ent_coef_final: float = _param(0.0, "final entropy coefficient of the linear and exponential schedules")
+    target_entropy: Optional[float] = _param(None, "entropy target of the auto schedule (none: half the "
+                                             "uniform policy's entropy when discrete, -action_dim when continuous)")
+    ent_coef_lr: float = _param(1e-3, "Adam learning rate of the auto-tuned log entropy coefficient")
+
+    # --- temperature ---
+    temperature: float = _param(1.0, "temperature tau of the action distribution (softmax(z/tau); Gaussian std * tau)")
+    temperature_final: Optional[float] = _param(None, "anneal tau linearly to this value; none keeps it constant")
+
+    # --- continuous control ---
+    normalize_obs: bool = _param(False, "normalise observations by running mean and std (statistics are saved)")
+    normalize_reward: bool = _param(False, "scale rewards by the running std of the discounted return")
+    obs_clip: float = _param(10.0, "clip normalised observations to +-this")
+    reward_clip: float = _param(10.0, "clip scaled rewards to +-this")
+
+    def __post_init__(self):
+        errors = []
+        for f in dataclasses.fields(self):
+            allowed = f.metadata.get(_CHOICES)
+            value = getattr(self, f.name)
+            if allowed is not None and value not in allowed:
+                errors.append(f"{f.name} must be one of {', '.join(allowed)}; got {value!r}")
+        for name, value, ok, rule in self._rules():
+            if not ok:
+                errors.append(f"{name} must be {rule}; got {value!r}")
+        if errors:
+            raise ValueError("invalid PPOConfig: " + "; ".join(errors))
+
+    def _rules(self):
+        """(field, value, ok, rule) for every numeric constraint."""
+        def finite(x):
+            return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+        def integer(x):
+            return isinstance(x, int) and not isinstance(x, bool)
+
+        def positive(x):
+            return finite(x) and x > 0
+
+        def optional_positive(x):
+            return x is None or positive(x)
+
+        kl_max, kl_min = self.kl_bounds
+        yield "seed", self.seed, integer(self.seed) and self.seed >= 0, "an integer >= 0"
+        for name in ("num_envs", "num_steps", "update_epochs", "minibatch_size", "checkpoint_every"):
+            value = getattr(self, name)
+            yield name, value, integer(value) and value >= 1, "an integer >= 1"
+        sizes = self.hidden_sizes
+        yield ("hidden_sizes", sizes, isinstance(sizes, tuple) and len(sizes) >= 1
+               and all(integer(s) and s >= 1 for s in sizes), "a non-empty tuple of integers >= 1")
+        yield "gamma", self.gamma, finite(self.gamma) and 0 < self.gamma <= 1, "in (0, 1]"
+        yield "gae_lambda", self.gae_lambda, finite(self.gae_lambda) and 0 <= self.gae_lambda <= 1, "in [0, 1]"
+        for name in ("learning_rate", "adam_eps", "max_grad_norm", "clip_coef", "kl_target", "beta_init",
+                     "temperature", "obs_clip", "reward_clip", "ent_coef_lr"):
+            value = getattr(self, name)
+            yield name, value, positive(value), "a finite number > 0"
+        for name in ("target_kl", "vf_clip", "temperature_final", "kl_max", "kl_min"):
+            value = getattr(self, name)
+            yield name, value, optional_positive(value), "none or a finite number > 0"
+        for name in ("vf_coef", "ent_coef", "ent_coef_final"):
+            value = getattr(self, name)
+            yield name, value, finite(value) and value >= 0, "a finite number >= 0"
+        yield "log_std_init", self.log_std_init, finite(self.log_std_init), "a finite number"
+        yield ("target_entropy", self.target_entropy, self.target_entropy is None or finite(self.target_entropy),
+               "none or a finite number")
+        yield "beta_factor", self.beta_factor, finite(self.beta_factor) and self.beta_factor > 1, "a finite number > 1"
+        yield ("kl_min", self.kl_min, kl_min < kl_max, f"below kl_max ({kl_max!r})")
+        if self.ent_schedule == "exponential":
+            yield ("ent_coef_final", self.ent_coef_final, self.ent_coef_final > 0 and self.ent_coef > 0,
+                   "> 0, with ent_coef > 0, for an exponential schedule")
+        if self.ent_schedule == "auto":
+            yield "ent_coef", self.ent_coef, self.ent_coef > 0, "> 0 as the starting point of the auto schedule"
+
+    @property
+    def batch_size(self) -> int:
+        """Samples per rollout, T * N (before the reset steps of the vector env are masked out)."""
+        return self.num_envs * self.num_steps
+
+    @property
+    def kl_bounds(self) -> tuple[float, float]:
+        """(kl_max, kl_min) of the adaptive penalty, defaults derived from kl_target."""
+        kl_max = self.kl_max if self.kl_max is not None else 1.5 * self.kl_target
+        kl_min = self.kl_min if self.kl_min is not None else self.kl_target / 1.5
+        return kl_max, kl_min
+
+    def replace(self, **changes) -> "PPOConfig":
+        """A copy with ``changes`` applied (and validated)."""
+        unknown = sorted(set(changes) - set(field_names()))
+        if unknown:
+            raise ValueError(f"unknown config key(s) {', '.join(unknown)}; known keys: {', '.join(field_names())}")
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "PPOConfig":
+        """The config stored by ``to_json``; unknown keys are an error, lists become tuples."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"config is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"config JSON must be an object, got {type(data).__name__}")
+        if isinstance(data.get("hidden_sizes"), list):
+            data["hidden_sizes"] = tuple(data["hidden_sizes"])
+        return cls().replace(**data)
+
+
+def field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(PPOConfig)]
+
+
+def field_doc(name: str) -> str:
+    return next(f.metadata["doc"] for f in dataclasses.fields(PPOConfig) if f.name == name)
+
+
+def parse_value(name: str, text: str) -> Any:
+    """Parse the text of ``--set name=text`` into the field's type; a ValueError says what was expected."""
+    fields = {f.name: f for f in dataclasses.fields(PPOConfig)}
+    if name not in fields:
+        raise ValueError(f"unknown config key {name!r}; known keys: {', '.join(fields)}")
+    default = fields[name].default
+    kind = fields[name].type
+    raw = text.strip()
+    if raw.lower() in ("none", "null") and "Optional" in str(kind):
+        return None
+    try:
+        if "bool" in str(kind):
+            if raw.lower() in ("true", "1", "yes", "on"):
+                return True
+            if raw.lower() in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if "tuple" in str(kind):
+            return tuple(int(s) for s in raw.replace(" ", "").strip("()[]").split(",") if s)
+        if "int" in str(kind):
+            return int(raw)
+        if "float" in str(kind):
+            return float(raw)
+        return raw
+    except ValueError:
+        expected = {"bool": "true or false", "tuple": "comma-separated integers like 64,64",
+                    "int": "an integer", "float": "a number"}
+        what = next((v for k, v in expected.items() if k in str(kind)), "a value")
+        raise ValueError(f"config key {name}: cannot parse {text!r}, expected {what} (default {default!r})") from None
+
+
+_CARTPOLE = dict(num_envs=8, num_steps=32, minibatch_size=256, update_epochs=20, gamma=0.98, gae_lambda=0.8,
+                 learning_rate=1e-3, lr_schedule="linear", clip_coef=0.2, clip_schedule="linear", ent_coef=0.0)
+_ACROBOT = dict(num_envs=16, num_steps=256, minibatch_size=64, update_epochs=4, gamma=0.99, gae_lambda=0.94,
+                normalize_obs=True, ent_coef=0.0)
+_PENDULUM = dict(num_envs=4, num_steps=1024, minibatch_size=64, update_epochs=10, gamma=0.9, gae_lambda=0.95,
+                 learning_rate=1e-3, clip_coef=0.2, ent_coef=0.0, normalize_obs=False, log_std_init=0.0)
+_GENERIC_DISCRETE = dict(num_envs=8, num_steps=128, minibatch_size=256, update_epochs=4, ent_coef=0.01,
+                         lr_schedule="linear")
+_GENERIC_CONTINUOUS = dict(num_envs=1, num_steps=2048, minibatch_size=64, update_epochs=10,
+                           normalize_obs=True, normalize_reward=True, lr_schedule="linear")
+
+PRESETS: dict[str, dict] = {"CartPole-v1": _CARTPOLE, "Acrobot-v1": _ACROBOT, "Pendulum-v1": _PENDULUM,
+                            "discrete": _GENERIC_DISCRETE, "continuous": _GENERIC_CONTINUOUS}
+
+DEFAULT_TOTAL_STEPS = {"CartPole-v1": 100_000, "Acrobot-v1": 100_000, "Pendulum-v1": 200_000}
+
+
+def preset_for(env_id: str, continuous: bool) -> PPOConfig:
+    """The preset of ``env_id``, else the generic discrete or continuous defaults."""
+    values = PRESETS.get(env_id, PRESETS["continuous" if continuous else "discrete"])
+    return PPOConfig(**values)
