@@ -1,0 +1,46 @@
+"""Learning curves and diagnostics of a run directory, drawn from its ``metrics.csv`` to one PNG."""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+PANELS = (("episode_return", "episode return"), ("entropy", "entropy"), ("approx_kl_k3", "approx KL (k3)"),
+          ("exact_kl", "exact KL"), ("clip_frac", "clip fraction"), ("explained_variance", "explained variance"),
+          ("value_loss", "value loss"), ("learning_rate", "learning rate"), ("beta", "KL penalty beta"))
+
+
+def plot_run(run_dir: Path, out: Path | None = None) -> Path:
+    """Draw every panel of ``PANELS`` against environment steps; returns the PNG's path."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ValueError("ppo-np plot needs matplotlib: pip install 'ppo-np[plot]' (or pip install matplotlib)") from None
+    metrics = run_dir / "metrics.csv"
+    if not metrics.is_file():
+        raise ValueError(f"{run_dir} has no metrics.csv; is it a ppo-np run directory?")
+    with open(metrics, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{metrics} has no rows yet")
+
+    def column(name):
+        return [float(r[name]) if r.get(name) not in (None, "") else math.nan for r in rows]
+
+    steps = column("step")
+    cols = 3
+    fig, axes = plt.subplots(math.ceil(len(PANELS) / cols), cols, figsize=(4 * cols, 2.8 * math.ceil(len(PANELS) / cols)))
+    for ax, (key, title) in zip(axes.flat, PANELS):
+        ax.plot(steps, column(key), lw=1.2)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("environment steps", fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle(str(run_dir), fontsize=10)
+    fig.tight_layout()
+    out = out or run_dir / "curves.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -1,0 +1,400 @@
+r"""The PPO agent: collect a rollout, estimate advantages, then K epochs of shuffled minibatch updates.
+
+One iteration ("update") in paper order (Schulman et al. 2017, Algorithm 1):
+
+1. run pi_old = pi_theta for T steps in each of N environments (``rollout.Collector``), storing
+   log pi_old(a_t|s_t) of the tempered policy that acted and the old distribution parameters;
+2. advantages A_t by GAE(gamma, lambda) and value targets (TD(lambda) returns A_t + V(s_t), or
+   rewards-to-go), by the Numba kernels in ``kernels.py``;
+3. for each of K epochs, a fresh seeded permutation of the valid samples, cut into minibatches; per
+   minibatch: L = L_pi + c_v L_V - c_e H and its gradient (``losses.ppo_loss``), one global-norm clip,
+   one Adam step for the actor and one for the critic; stop the epochs early when approx KL > target_kl;
+4. controllers: PPO-penalty's beta from the exact mean KL(pi_old || pi_new) over the whole batch,
+   measured between action distributions after the update; the auto entropy coefficient steps
+   once per minibatch.
+
+``learn(total_steps)`` trains until ``total_steps`` environment steps have been taken in total, so a
+resumed agent finishes the same run. Schedules read progress = steps / total_steps.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import gymnasium as gym
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from ppo_np import checkpoint, kernels
+from ppo_np.config import PPOConfig, preset_for
+from ppo_np.losses import LossCoefs, Minibatch, explained_variance, ppo_loss
+from ppo_np.normalize import ObsNormalizer, RewardScaler
+from ppo_np.optim import Adam, clip_grad_norm
+from ppo_np.policy import Actor, Critic
+from ppo_np.rollout import Collector, RolloutBuffer, make_vector_env
+from ppo_np.schedules import AdaptiveBeta, EntropyCoefficient, schedule
+
+METRIC_FIELDS = ("update", "step", "wall_s", "steps_per_s", "episode_return", "episode_length", "policy_loss",
+                 "value_loss", "entropy", "approx_kl_k1", "approx_kl_k3", "exact_kl", "clip_frac",
+                 "explained_variance", "learning_rate", "clip_range", "ent_coef", "beta", "temperature",
+                 "grad_norm", "epochs_run")
+CHECKPOINT_NAME = "checkpoint.npz"
+
+
+class NonFiniteError(FloatingPointError):
+    """A NaN or inf reached the update; raised before any weight is touched."""
+
+
+class PPO:
+    """Proximal Policy Optimization on a gymnasium environment.
+
+    Args:
+        env_id: a registered gymnasium id with a 1-D Box observation space and Discrete or 1-D Box actions.
+        config: hyperparameters; ``None`` takes the preset for ``env_id`` (``config.preset_for``).
+        run_dir: where ``config.json``, ``metrics.csv`` and ``checkpoint.npz`` go; ``None`` writes nothing.
+    """
+
+    def __init__(self, env_id: str, config: Optional[PPOConfig] = None, run_dir: str | os.PathLike | None = None):
+        self.env_id = env_id
+        self.envs = None
+        probe = make_vector_env(env_id, 1, "sync")  # spaces only; validates the id and the spaces
+        obs_space, action_space = probe.single_observation_space, probe.single_action_space
+        probe.close()
+        self.discrete = isinstance(action_space, gym.spaces.Discrete)
+        self.config = config if config is not None else preset_for(env_id, continuous=not self.discrete)
+        cfg = self.config
+        self.obs_dim = int(obs_space.shape[0])
+        self.action_dim = int(action_space.n) if self.discrete else int(action_space.shape[0])
+
+        rng = np.random.default_rng(cfg.seed)
+        self.actor = Actor(self.obs_dim, self.action_dim, self.discrete, cfg.hidden_sizes, cfg.activation,
+                           rng=rng, dtype=cfg.dtype, log_std_init=cfg.log_std_init)
+        self.critic = Critic(self.obs_dim, cfg.hidden_sizes, cfg.activation, rng=rng, dtype=cfg.dtype)
+        self.actor_opt = Adam(self.actor.params, lr=cfg.learning_rate, eps=cfg.adam_eps)
+        self.critic_opt = Adam(self.critic.params, lr=cfg.learning_rate, eps=cfg.adam_eps)
+        self.action_rng = np.random.default_rng(rng.integers(2**63))
+        self.obs_norm = ObsNormalizer((self.obs_dim,), cfg.obs_clip, cfg.normalize_obs)
+        self.reward_scaler = RewardScaler(cfg.num_envs, cfg.gamma, cfg.reward_clip, cfg.normalize_reward)
+        kl_max, kl_min = cfg.kl_bounds
+        self.beta = AdaptiveBeta(cfg.beta_init, kl_min, kl_max, cfg.beta_factor)
+        self.ent_coef = EntropyCoefficient(cfg.ent_schedule, cfg.ent_coef, cfg.ent_coef_final,
+                                           self._target_entropy(), cfg.ent_coef_lr)
+        self.global_step = 0
+        self.update_count = 0
+        self.total_steps = 0
+        self.recent_returns: list[float] = []
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+
+    def _target_entropy(self) -> float:
+        cfg = self.config
+        if cfg.target_entropy is not None:
+            return cfg.target_entropy
+        return 0.5 * math.log(self.action_dim) if self.discrete else -float(self.action_dim)
+
+    # --- acting ---------------------------------------------------------------------------------
+
+    def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        """Actions for a batch of raw observations (N, obs_dim), or for one observation (obs_dim,).
+
+        Observation statistics are used frozen. Continuous actions are returned unclipped.
+        """
+        obs = np.asarray(obs)
+        single = obs.ndim == 1
+        if obs.shape[-1:] != (self.obs_dim,) or obs.ndim > 2:
+            raise ValueError(f"predict expects observations of shape ({self.obs_dim},) or (N, {self.obs_dim}), "
+                             f"got {obs.shape}")
+        batch = self.obs_norm(np.atleast_2d(obs), update=False)
+        actions = self.actor.act(batch, self.action_rng, temperature=self._temperature(),
+                                 deterministic=deterministic)[0]
+        return actions[0] if single else actions
+
+    def _progress(self) -> float:
+        return self.global_step / self.total_steps if self.total_steps else 0.0
+
+    def _temperature(self) -> float:
+        cfg = self.config
+        if cfg.temperature_final is None:
+            return cfg.temperature
+        return schedule("linear", cfg.temperature, cfg.temperature_final, self._progress())
+
+    # --- training -------------------------------------------------------------------------------
+
+    def learn(self, total_steps: int, callback: Optional[Callable[["PPO", dict], Optional[bool]]] = None,
+              progress_bar: bool = False) -> "PPO":
+        """Train until ``total_steps`` environment steps in total (counting those of earlier calls).
+
+        ``callback(agent, metrics)`` runs after every update with that update's metrics row; returning
+        False stops training. With a run directory, a checkpoint is written every
+        ``checkpoint_every`` updates, at the end, and on KeyboardInterrupt.
+        """
+        if not (isinstance(total_steps, (int, np.integer)) and total_steps >= 1):
+            raise ValueError(f"total_steps must be an integer >= 1, got {total_steps!r}")
+        cfg = self.config
+        self.total_steps = int(total_steps)
+        if self.envs is None:
+            self.envs = make_vector_env(self.env_id, cfg.num_envs, cfg.vectorization)
+            # a fresh episode seed per (seed, update): a resumed run restarts its episodes reproducibly
+            env_seed = int(np.random.SeedSequence([cfg.seed, self.update_count]).generate_state(1)[0])
+            self.collector = Collector(self.envs, env_seed, self.obs_norm, self.reward_scaler)
+        buf = RolloutBuffer.allocate(cfg.num_steps, cfg.num_envs, self.obs_dim,
+                                     () if self.discrete else (self.action_dim,), self.action_dim,
+                                     self.actor.dtype)
+        self._prepare_run_dir()
+        bar = _progress_bar(progress_bar, self.total_steps, self.global_step)
+        start, start_step = time.perf_counter(), self.global_step
+        # One BLAS thread: at these matrix sizes threads cost more than they give (measured 13x slower
+        # on 2 busy cores), and a fixed summation order keeps runs bit-reproducible.
+        blas = threadpool_limits(limits=1, user_api="blas")
+        try:
+            while self.global_step < self.total_steps:
+                self.collector.collect(self.actor, self.critic, buf, self.action_rng, self._temperature())
+                self.global_step += cfg.batch_size
+                row = self._update(buf)
+                wall = time.perf_counter() - start
+                row.update(step=self.global_step, wall_s=wall, steps_per_s=(self.global_step - start_step) / wall)
+                self._log(row)
+                if bar is not None:
+                    bar.update(cfg.batch_size)
+                    bar.set_postfix(steps_per_s=f"{row['steps_per_s']:.0f}", ret=f"{self.mean_recent_return():.1f}")
+                if self.run_dir is not None and self.update_count % cfg.checkpoint_every == 0:
+                    self.save(self.run_dir / CHECKPOINT_NAME)
+                if callback is not None and callback(self, row) is False:
+                    break
+        except KeyboardInterrupt:
+            if self.run_dir is not None:
+                self.save(self.run_dir / CHECKPOINT_NAME)
+            raise
+        finally:
+            blas.restore_original_limits()
+            if bar is not None:
+                bar.close()
+        if self.run_dir is not None:
+            self.save(self.run_dir / CHECKPOINT_NAME)
+        return self
+
+    def mean_recent_return(self, last: int = 20) -> float:
+        """Mean return of the last ``last`` finished training episodes (NaN before the first)."""
+        recent = self.recent_returns[-last:]
+        return float(np.mean(recent)) if recent else math.nan
+
+    def _advantages(self, buf: RolloutBuffer) -> tuple[np.ndarray, np.ndarray]:
+        cfg = self.config
+        next_values = buf.next_values()
+        adv, returns = kernels.gae(buf.rewards, buf.values, next_values, buf.terminated, buf.truncated,
+                                   cfg.gamma, cfg.gae_lambda)
+        if cfg.value_target == "rewards_to_go":
+            returns = kernels.rewards_to_go(buf.rewards, next_values, buf.terminated, buf.truncated, cfg.gamma)
+        return adv, returns
+
+    def _update(self, buf: RolloutBuffer) -> dict:
+        cfg = self.config
+        episodes = self.collector.drain_episodes()
+        self.recent_returns = (self.recent_returns + [r for r, _ in episodes])[-100:]
+        adv, returns = self._advantages(buf)
+        self._check_finite(observations=buf.obs, rewards=buf.rewards, values=buf.values)
+
+        B = cfg.batch_size
+        flat = Minibatch(obs=buf.obs.reshape(B, -1), actions=buf.actions.reshape(B, *buf.actions.shape[2:]),
+                         logp_old=buf.logp.reshape(B), advantages=adv.reshape(B), returns=returns.reshape(B),
+                         values_old=buf.values.reshape(B), dist_old=buf.dist_out.reshape(B, -1),
+                         log_std_old=None if self.discrete else self.actor.params["log_std"].copy())
+        valid = np.flatnonzero(buf.valid.reshape(B))
+        progress = self._progress()
+        lr = schedule(cfg.lr_schedule, cfg.learning_rate, 0.0, progress)
+        self.actor_opt.lr = self.critic_opt.lr = max(lr, 1e-12)  # Adam needs lr > 0; 1e-12 is "stopped"
+        clip_range = schedule(cfg.clip_schedule, cfg.clip_coef, 0.0, progress)
+        temperature = self._temperature()
+
+        sums: dict[str, float] = {}
+        n_minibatches = 0
+        epochs_run = 0
+        stop = False
+        for epoch in range(cfg.update_epochs):
+            epochs_run += 1
+            for mb_idx in kernels.minibatch_indices(valid.size, cfg.minibatch_size,
+                                                    kernels.epoch_seed(cfg.seed, self.update_count, epoch)):
+                mb = _take(flat, valid[mb_idx])
+                if cfg.norm_adv:
+                    mb = mb._replace(advantages=_normalize(mb.advantages))
+                coefs = LossCoefs(surrogate=cfg.algo, clip_eps=max(clip_range, 1e-8), beta=self.beta.beta,
+                                  vf_coef=cfg.vf_coef, vf_clip=cfg.vf_clip, ent_coef=self.ent_coef.at(progress),
+                                  temperature=temperature)
+                result = ppo_loss(self.actor, self.critic, mb, coefs)
+                if cfg.clip_grad == "joint":
+                    grad_norm = clip_grad_norm(result.actor_grads, result.critic_grads, max_norm=cfg.max_grad_norm)
+                else:
+                    grad_norm = math.hypot(clip_grad_norm(result.actor_grads, max_norm=cfg.max_grad_norm),
+                                           clip_grad_norm(result.critic_grads, max_norm=cfg.max_grad_norm))
+                self._check_finite(loss=np.array(result.loss), gradient_norm=np.array(grad_norm))
+                self.actor_opt.step(result.actor_grads)
+                self.critic_opt.step(result.critic_grads)
+                self.ent_coef.observe(result.stats["entropy"])
+                for key, value in result.stats.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm
+                n_minibatches += 1
+                if cfg.target_kl is not None and result.stats["approx_kl_k3"] > cfg.target_kl:
+                    stop = True
+                    break
+            if stop:
+                break
+
+        row = {key: value / max(n_minibatches, 1) for key, value in sums.items()}
+        row["exact_kl"] = self._batch_kl(flat, valid, temperature)
+        if cfg.algo == "penalty":
+            self.beta.update(row["exact_kl"])
+        self.update_count += 1
+        row.update(update=self.update_count, epochs_run=epochs_run, learning_rate=lr, clip_range=clip_range,
+                   ent_coef=self.ent_coef.value, beta=self.beta.beta, temperature=temperature,
+                   explained_variance=explained_variance(buf.values[buf.valid], returns[buf.valid]),
+                   episode_return=float(np.mean([r for r, _ in episodes])) if episodes else math.nan,
+                   episode_length=float(np.mean([n for _, n in episodes])) if episodes else math.nan)
+        return row
+
+    def _batch_kl(self, flat: Minibatch, valid: np.ndarray, temperature: float) -> float:
+        """Exact mean KL(pi_old(.|s) || pi_new(.|s)) over the rollout's valid states, after the update."""
+        dist_new = self.actor.forward(flat.obs[valid])[0]
+        return float(np.mean(self.actor.kl(flat.dist_old[valid], flat.log_std_old, dist_new, temperature)))
+
+    def _check_finite(self, **quantities: np.ndarray) -> None:
+        for name, value in quantities.items():
+            if not np.all(np.isfinite(value)):
+                raise NonFiniteError(f"non-finite {name.replace('_', ' ')} at update {self.update_count + 1}, "
+                                     f"step {self.global_step}; weights were not changed by this update")
+
+    # --- run directory, metrics, checkpoints ------------------------------------------------------
+
+    def _prepare_run_dir(self) -> None:
+        if self.run_dir is None:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.json").write_text(json.dumps(
+            {"env_id": self.env_id, "total_steps": self.total_steps, **dataclasses.asdict(self.config)}, indent=2))
+        metrics = self.run_dir / "metrics.csv"
+        rows = _read_metrics(metrics) if metrics.exists() else []
+        kept = [r for r in rows if int(float(r["update"])) <= self.update_count]  # drop rows past the checkpoint
+        with open(metrics, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
+            writer.writeheader()
+            writer.writerows(kept)
+
+    def _log(self, row: dict) -> None:
+        if self.run_dir is None:
+            return
+        with open(self.run_dir / "metrics.csv", "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=METRIC_FIELDS).writerow({k: row.get(k, "") for k in METRIC_FIELDS})
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Everything a resumed run needs, as plain arrays (see ``checkpoint``)."""
+        arrays = {"env_id": np.array(self.env_id), "config": np.array(self.config.to_json()),
+                  "counters/global_step": np.array(self.global_step), "counters/update": np.array(self.update_count),
+                  "counters/total_steps": np.array(self.total_steps),
+                  "recent_returns": np.array(self.recent_returns, dtype=np.float64),
+                  "rng/action": np.array(json.dumps(self.action_rng.bit_generator.state)),
+                  "beta": np.array(self.beta.beta)}
+        arrays.update({f"actor/{k}": v for k, v in self.actor.params.items()})
+        arrays.update({f"critic/{k}": v for k, v in self.critic.params.items()})
+        arrays.update({f"adam_actor/{k}": v for k, v in self.actor_opt.state_dict().items()})
+        arrays.update({f"adam_critic/{k}": v for k, v in self.critic_opt.state_dict().items()})
+        arrays.update(self.obs_norm.rms.state_dict("obs_rms"))
+        arrays.update(self.reward_scaler.rms.state_dict("ret_rms"))
+        arrays["ret_rms/returns"] = self.reward_scaler.returns.copy()
+        arrays.update(self.ent_coef.state_dict())
+        return arrays
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write a checkpoint (atomically) that ``PPO.load`` restores exactly."""
+        return checkpoint.save(path, self.state_arrays())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, run_dir: str | os.PathLike | None = None) -> "PPO":
+        """An agent restored from a checkpoint: weights, optimisers, normalisers, controllers, counters, RNG."""
+        arrays = checkpoint.load(path)
+        take = checkpoint.take
+        try:
+            env_id = str(take(arrays, "env_id"))
+            config = PPOConfig.from_json(str(take(arrays, "config")))
+        except ValueError as exc:
+            raise checkpoint.CheckpointError(f"{path}: {exc}") from None
+        agent = cls(env_id, config, run_dir=run_dir)
+        for prefix, params in (("actor", agent.actor.params), ("critic", agent.critic.params)):
+            for k, p in params.items():
+                p[...] = take(arrays, f"{prefix}/{k}", p)
+        for prefix, opt in (("adam_actor", agent.actor_opt), ("adam_critic", agent.critic_opt)):
+            state = opt.state_dict()
+            opt.load_state_dict({k: take(arrays, f"{prefix}/{k}", v) for k, v in state.items()})
+        agent.obs_norm.rms.load_state_dict(
+            {k: take(arrays, k, v) for k, v in agent.obs_norm.rms.state_dict("obs_rms").items()}, "obs_rms")
+        agent.reward_scaler.rms.load_state_dict(
+            {k: take(arrays, k, v) for k, v in agent.reward_scaler.rms.state_dict("ret_rms").items()}, "ret_rms")
+        agent.reward_scaler.returns = take(arrays, "ret_rms/returns", agent.reward_scaler.returns).copy()
+        agent.ent_coef.load_state_dict({k: take(arrays, k, v) for k, v in agent.ent_coef.state_dict().items()})
+        agent.beta.beta = float(take(arrays, "beta", np.array(1.0)))
+        agent.global_step = int(take(arrays, "counters/global_step", np.array(0)))
+        agent.update_count = int(take(arrays, "counters/update", np.array(0)))
+        agent.total_steps = int(take(arrays, "counters/total_steps", np.array(0)))
+        agent.recent_returns = [float(r) for r in take(arrays, "recent_returns")]
+        try:
+            agent.action_rng.bit_generator.state = json.loads(str(take(arrays, "rng/action")))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise checkpoint.CheckpointError(f"{path}: bad RNG state ({exc})") from None
+        return agent
+
+    def close(self) -> None:
+        if self.envs is not None:
+            self.envs.close()
+            self.envs = None
+
+
+def _take(flat: Minibatch, idx: np.ndarray) -> Minibatch:
+    """The rows ``idx`` of every per-sample field (the old log-std is per policy, not per sample)."""
+    return Minibatch(*(kernels.gather_rows(a, idx, np.empty((idx.size, *a.shape[1:]), a.dtype))
+                       if name != "log_std_old" else a for name, a in zip(Minibatch._fields, flat)))
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    return (x - x.mean()) / (x.std() + 1e-8)
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _progress_bar(enabled: bool, total: int, initial: int):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", unit_scale=True, dynamic_ncols=True)
+
+
+def evaluate(agent: PPO, env_id: Optional[str] = None, episodes: int = 20, seed: int = 0,
+             deterministic: bool = True) -> dict:
+    """Mean and std of the undiscounted return over ``episodes`` full episodes (frozen normaliser).
+
+    Episodes run in parallel, one per sub-environment of a sync vector env, each seeded seed + i.
+    """
+    if not (isinstance(episodes, (int, np.integer)) and episodes >= 1):
+        raise ValueError(f"episodes must be an integer >= 1, got {episodes!r}")
+    envs = make_vector_env(env_id or agent.env_id, episodes, "sync")
+    try:
+        obs, _ = envs.reset(seed=seed)
+        returns = np.zeros(episodes)
+        running = np.ones(episodes, bool)
+        while running.any():
+            actions = agent.predict(obs, deterministic=deterministic)
+            if not agent.discrete:
+                actions = np.clip(actions, envs.single_action_space.low, envs.single_action_space.high)
+            obs, rewards, terminated, truncated, _ = envs.step(actions)
+            returns += rewards * running
+            running &= ~(terminated | truncated)
+    finally:
+        envs.close()
+    return {"mean_return": float(returns.mean()), "std_return": float(returns.std()), "episodes": int(episodes)}
