@@ -90,7 +90,10 @@ LOG_2PI = math.log(2.0 * math.pi)
 # --- validation -------------------------------------------------------------------------------------
 
 def check_temperature(temperature) -> float:
-    """tau as a Python float; ValueError unless it is a finite number > 0."""
+    """tau as a Python float; ValueError unless it is a finite number > 0.
+
+    Checked by ``tests/test_distributions.py::test_bad_temperature_is_named``.
+    """
     try:
         tau = float(temperature)
     except (TypeError, ValueError):
@@ -186,7 +189,10 @@ class Categorical:
 
     @staticmethod
     def probs(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-        """pi_tau(. | s) = exp(log_softmax(z / tau)), rows summing to 1. Shapes: (B, K) -> (B, K)."""
+        """pi_tau(. | s) = exp(log_softmax(z / tau)), rows summing to 1. Shapes: (B, K) -> (B, K).
+
+        Checked by ``tests/test_distributions.py::test_temperature_limits``.
+        """
         return np.exp(Categorical.log_softmax(logits, temperature))
 
     @staticmethod
@@ -205,12 +211,19 @@ class Categorical:
 
     @staticmethod
     def mode(logits: np.ndarray) -> np.ndarray:
-        """The deterministic action argmax_k z_k (the same for every tau). Shapes: (B, K) -> (B,) int64."""
+        """The deterministic action argmax_k z_k (the same for every tau). Shapes: (B, K) -> (B,) int64.
+
+        Checked by ``tests/test_distributions.py::test_temperature_limits``.
+        """
         return np.argmax(_check_logits(logits), axis=1).astype(np.int64)
 
     @staticmethod
     def log_prob(logits: np.ndarray, actions: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-        r"""log pi_tau(a_b | s_b) = (log_softmax(z_b / tau))_{a_b}. Shapes: (B, K), (B,) -> (B,)."""
+        r"""log pi_tau(a_b | s_b) = (log_softmax(z_b / tau))_{a_b}. Shapes: (B, K), (B,) -> (B,).
+
+        Checked by ``tests/test_distributions.py::test_large_logits_closed_form`` and
+        ``::test_policy_terms_match_the_separate_functions``.
+        """
         logits = _check_logits(logits)
         actions = _check_actions_discrete(actions, logits)
         log_pi = Categorical.log_softmax(logits, temperature)
@@ -238,7 +251,11 @@ class Categorical:
 
     @staticmethod
     def entropy(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-        r"""H(pi_tau(. | s)) = -sum_k pi_k log pi_k, in [0, log K]. Shapes: (B, K) -> (B,)."""
+        r"""H(pi_tau(. | s)) = -sum_k pi_k log pi_k, in [0, log K]. Shapes: (B, K) -> (B,).
+
+        Checked by ``tests/test_distributions.py::test_entropy_at_most_log_k`` and
+        ``::test_entropy_equals_log_k_at_uniform``.
+        """
         log_pi = Categorical.log_softmax(logits, temperature)
         return -(np.exp(log_pi) * log_pi).sum(axis=1)
 
@@ -301,6 +318,7 @@ class Categorical:
         ``kl`` (with the new policy as q), sharing one log-softmax.
         Shapes: logits (B, K), actions (B,), logits_old (B, K) or None
         -> (logp (B,), entropy (B,), kl (B,) or None, CategoricalTerms).
+        Checked by ``tests/test_distributions.py::test_policy_terms_match_the_separate_functions``.
         """
         tau = check_temperature(temperature)
         logits = _check_logits(logits)
@@ -376,7 +394,10 @@ class DiagGaussian:
 
     @staticmethod
     def std(log_std: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-        """sigma = tau * exp(log_std), same shape as log_std."""
+        """sigma = tau * exp(log_std), same shape as log_std.
+
+        Checked by ``tests/test_distributions.py::test_temperature_limits``.
+        """
         return check_temperature(temperature) * np.exp(np.asarray(log_std))
 
     @staticmethod
@@ -394,7 +415,10 @@ class DiagGaussian:
 
     @staticmethod
     def mode(mean: np.ndarray) -> np.ndarray:
-        """The deterministic action: the mean itself (a copy). Shapes: (B, D) -> (B, D)."""
+        """The deterministic action: the mean itself (a copy). Shapes: (B, D) -> (B, D).
+
+        Checked by ``tests/test_distributions.py::test_temperature_limits``.
+        """
         return np.array(mean, copy=True)
 
     @staticmethod
@@ -509,6 +533,7 @@ class DiagGaussian:
         The same formulas as ``log_prob``, ``entropy`` and ``kl`` (new policy as q).
         Shapes: mean (B, D), log_std (D,), actions (B, D), mean_old (B, D), log_std_old (D,)
         -> (logp (B,), entropy (B,), kl (B,) or None, GaussianTerms).
+        Checked by ``tests/test_distributions.py::test_policy_terms_match_the_separate_functions``.
         """
         tau = check_temperature(temperature)
         mean, log_std = _check_mean_log_std(mean, log_std)
