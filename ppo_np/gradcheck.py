@@ -155,7 +155,208 @@ def _check_mlps(rng: np.random.Generator) -> list[Check]:
     return checks
 
 
-SUITE: list[Callable[[np.random.Generator], list[Check]]] = [_check_linear, _check_activations, _check_mlps]
+# --- distributions, objectives and the chained PPO loss ----------------------------------------------
+
+def away_from(x: np.ndarray, kinks, margin: float) -> np.ndarray:
+    """x with every entry within ``margin`` of a kink pushed to kink +- margin (the side it was on).
+
+    Keeps central differences off the kinks of piecewise-smooth losses (clip boundaries, ties of a max).
+    ``kinks`` may be scalars or arrays broadcastable to x; kinks must be more than 2 margin apart.
+    """
+    x = np.array(x, dtype=np.float64)
+    for k in kinks:
+        d = x - k
+        near = np.abs(d) < margin
+        x = np.where(near, k + np.where(d < 0, -margin, margin), x)
+    return x
+
+
+def _temperature(rng: np.random.Generator) -> float:
+    """A temperature well away from 1, so that a missing 1/tau cannot pass unnoticed."""
+    return float(rng.choice([rng.uniform(0.3, 0.7), rng.uniform(1.5, 3.0)]))
+
+
+def _check_categorical(rng: np.random.Generator) -> list[Check]:
+    from ppo_np.distributions import Categorical as C
+
+    B, K = int(rng.integers(1, 6)), int(rng.integers(2, 6))
+    tau = _temperature(rng)
+    x = {"logits": 2.0 * rng.standard_normal((B, K))}
+    pq = {"logits_p": 2.0 * rng.standard_normal((B, K)), "logits_q": 2.0 * rng.standard_normal((B, K))}
+    a = rng.integers(0, K, size=B)
+    old = 2.0 * rng.standard_normal((B, K))
+
+    def kl_backward(dy):
+        dp, dq = C.kl_backward(dy, pq["logits_p"], pq["logits_q"], tau)
+        return {"logits_p": dp, "logits_q": dq}
+
+    def terms():
+        logp, ent, kl, _ = C.policy_terms(x["logits"], a, tau, old)
+        return np.concatenate([logp, ent, kl])
+
+    def terms_backward(dy):
+        cache = C.policy_terms(x["logits"], a, tau, old)[3]
+        return {"logits": C.policy_terms_backward(dy[:B], dy[B:2 * B], dy[2 * B:], cache)}
+
+    return (check_gradients("categorical-log_prob", lambda: C.log_prob(x["logits"], a, tau),
+                            lambda dy: {"logits": C.log_prob_backward(dy, x["logits"], a, tau)}, x, rng)
+            + check_gradients("categorical-entropy", lambda: C.entropy(x["logits"], tau),
+                              lambda dy: {"logits": C.entropy_backward(dy, x["logits"], tau)}, x, rng)
+            + check_gradients("categorical-kl", lambda: C.kl(pq["logits_p"], pq["logits_q"], tau),
+                              kl_backward, pq, rng)
+            + check_gradients("categorical-terms", terms, terms_backward, x, rng))
+
+
+def _check_gaussian(rng: np.random.Generator) -> list[Check]:
+    from ppo_np.distributions import DiagGaussian as G
+
+    B, D = int(rng.integers(1, 6)), int(rng.integers(1, 4))
+    tau = _temperature(rng)
+    x = {"mean": rng.standard_normal((B, D)), "log_std": 0.5 * rng.standard_normal(D)}
+    pq = {"mean_p": rng.standard_normal((B, D)), "log_std_p": 0.5 * rng.standard_normal(D),
+          "mean_q": rng.standard_normal((B, D)), "log_std_q": 0.5 * rng.standard_normal(D)}
+    a = x["mean"] + tau * np.exp(x["log_std"]) * rng.standard_normal((B, D))
+    mean_old, log_std_old = rng.standard_normal((B, D)), 0.5 * rng.standard_normal(D)
+
+    def log_prob_backward(dy):
+        dm, dl = G.log_prob_backward(dy, x["mean"], x["log_std"], a, tau)
+        return {"mean": dm, "log_std": dl}
+
+    def entropy_backward(dy):
+        dm, dl = G.entropy_backward(dy, x["mean"], x["log_std"], tau)
+        return {"mean": dm, "log_std": dl}
+
+    def kl_backward(dy):
+        return dict(zip(pq, G.kl_backward(dy, *pq.values(), tau)))
+
+    def terms():
+        logp, ent, kl, _ = G.policy_terms(x["mean"], x["log_std"], a, tau, mean_old, log_std_old)
+        return np.concatenate([logp, ent, kl])
+
+    def terms_backward(dy):
+        cache = G.policy_terms(x["mean"], x["log_std"], a, tau, mean_old, log_std_old)[3]
+        dm, dl = G.policy_terms_backward(dy[:B], dy[B:2 * B], dy[2 * B:], cache)
+        return {"mean": dm, "log_std": dl}
+
+    return (check_gradients("gaussian-log_prob", lambda: G.log_prob(x["mean"], x["log_std"], a, tau),
+                            log_prob_backward, x, rng)
+            + check_gradients("gaussian-entropy", lambda: G.entropy(x["mean"], x["log_std"], tau),
+                              entropy_backward, x, rng)
+            + check_gradients("gaussian-kl", lambda: G.kl(*pq.values(), tau), kl_backward, pq, rng)
+            + check_gradients("gaussian-terms", terms, terms_backward, x, rng))
+
+
+def surrogate_test_point(rng: np.random.Generator, B: int, clip_eps: float, margin: float = 1e-2):
+    """(logp, logp_old, adv) with ratios spread over [0.5, 1.5] but at least ``margin`` from 1 +- eps.
+
+    Some samples land in the flat (clipped) regions, so the zero gradients are exercised too.
+    """
+    ratio = away_from(rng.uniform(0.5, 1.5, size=B), (1.0 - clip_eps, 1.0 + clip_eps), margin)
+    logp_old = rng.uniform(-3.0, -0.1, size=B)
+    adv = away_from_zero(rng, B)
+    return logp_old + np.log(ratio), logp_old, adv
+
+
+def _check_surrogates(rng: np.random.Generator) -> list[Check]:
+    from ppo_np import losses
+
+    B, eps, beta = int(rng.integers(2, 9)), 0.2, float(rng.uniform(0.1, 3.0))
+    logp, logp_old, adv = surrogate_test_point(rng, B, eps)
+    x = {"logp": logp}
+    y = {"logp": logp.copy(), "kl": rng.uniform(0.0, 0.5, size=B)}
+
+    def penalty_backward(dy):
+        _, (dlogp, dkl), _ = losses.kl_penalty_surrogate(y["logp"], logp_old, adv, y["kl"], beta)
+        return {"logp": dy * dlogp, "kl": dy * dkl}
+
+    return (check_gradients("surrogate-clip", lambda: losses.clipped_surrogate(x["logp"], logp_old, adv, eps)[0],
+                            lambda dy: {"logp": dy * losses.clipped_surrogate(x["logp"], logp_old, adv, eps)[1]},
+                            x, rng)
+            + check_gradients("surrogate-penalty",
+                              lambda: losses.kl_penalty_surrogate(y["logp"], logp_old, adv, y["kl"], beta)[0],
+                              penalty_backward, y, rng))
+
+
+def value_test_point(rng: np.random.Generator, values: np.ndarray, vf_clip: float, margin: float = 1e-2):
+    """(returns, values_old) for given values, with no sample within ``margin`` of a kink of the clipped
+    value loss: |V - V_old| = eps_v, or a tie (V - R)^2 = (V^clip - R)^2, i.e. R = (V + V^clip) / 2."""
+    offset = away_from(rng.uniform(-3 * vf_clip, 3 * vf_clip, size=values.shape), (-vf_clip, vf_clip), margin)
+    values_old = values - offset
+    v_clipped = values_old + np.clip(values - values_old, -vf_clip, vf_clip)
+    returns = away_from(values + rng.standard_normal(values.shape), [0.5 * (values + v_clipped)], margin)
+    return returns, values_old
+
+
+def _check_value_losses(rng: np.random.Generator) -> list[Check]:
+    from ppo_np import losses
+
+    B, vf_clip = int(rng.integers(2, 9)), 0.2
+    x = {"values": rng.standard_normal(B)}
+    returns, values_old = value_test_point(rng, x["values"], vf_clip)
+    h = {"entropy": rng.uniform(0.0, 2.0, size=B)}
+    return (check_gradients("value-loss", lambda: losses.value_loss(x["values"], returns)[0],
+                            lambda dy: {"values": dy * losses.value_loss(x["values"], returns)[1]}, x, rng)
+            + check_gradients(
+                "value-loss-clipped", lambda: losses.clipped_value_loss(x["values"], returns, values_old, vf_clip)[0],
+                lambda dy: {"values": dy * losses.clipped_value_loss(x["values"], returns, values_old, vf_clip)[1]},
+                x, rng)
+            + check_gradients("entropy-bonus", lambda: losses.entropy_bonus(h["entropy"])[0],
+                              lambda dy: {"entropy": dy * losses.entropy_bonus(h["entropy"])[1]}, h, rng))
+
+
+def check_ppo_loss(rng: np.random.Generator, discrete: bool, surrogate: str,
+                   temperature: float | None = None, vf_clip: float | None = 0.2) -> list[Check]:
+    """The whole chained ``ppo_loss`` against central differences in every actor and critic parameter.
+
+    Small tanh networks with parameters drawn from N(0, 0.5^2) (log_std from N(0, 0.3^2)), so that the
+    outputs are O(1) rather than the 0.01-gain init's ~0; ratios, value offsets and returns placed away
+    from every kink (``surrogate_test_point``, ``value_test_point``); an old policy that differs from the
+    current one, so the KL and its gradient are not trivially 0.
+    """
+    from ppo_np.losses import LossCoefs, Minibatch, ppo_loss
+    from ppo_np.policy import Actor, Critic
+
+    B, obs_dim, n_act = int(rng.integers(3, 8)), 3, int(rng.integers(2, 4))
+    tau = _temperature(rng) if temperature is None else temperature
+    clip_eps = 0.2
+    actor = Actor(obs_dim, n_act, discrete, (5, 4), rng=rng)
+    critic = Critic(obs_dim, (5, 4), rng=rng)
+    for p in (*actor.params.values(), *critic.params.values()):
+        p[...] = 0.5 * rng.standard_normal(p.shape)
+    if not discrete:
+        actor.params["log_std"][...] = 0.3 * rng.standard_normal(n_act)
+    obs = rng.standard_normal((B, obs_dim))
+    actions, logp, out = actor.act(obs, rng, temperature=tau)
+    adv = away_from_zero(rng, B)
+    ratio = away_from(rng.uniform(0.5, 1.5, size=B), (1.0 - clip_eps, 1.0 + clip_eps), 1e-2)
+    logp_old = logp - np.log(ratio)                             # r = ratio at the test point, off the kinks
+    returns, values_old = value_test_point(rng, critic(obs), 0.2 if vf_clip is None else vf_clip)
+    mb = Minibatch(obs, actions, logp_old, adv, returns, values_old,
+                   dist_old=out + 0.3 * rng.standard_normal(out.shape),
+                   log_std_old=None if discrete else actor.params["log_std"] + 0.2 * rng.standard_normal(n_act))
+    coefs = LossCoefs(surrogate=surrogate, clip_eps=clip_eps, beta=float(rng.uniform(0.5, 2.0)), vf_coef=0.7,
+                      vf_clip=vf_clip, ent_coef=0.05, temperature=tau)
+    inputs = {**{f"actor/{k}": v for k, v in actor.params.items()},
+              **{f"critic/{k}": v for k, v in critic.params.items()}}
+
+    def backward(dy):
+        result = ppo_loss(actor, critic, mb, coefs)
+        return {**{f"actor/{k}": dy * g for k, g in result.actor_grads.items()},
+                **{f"critic/{k}": dy * g for k, g in result.critic_grads.items()}}
+
+    name = f"ppo_loss-{'categorical' if discrete else 'gaussian'}-{surrogate}"
+    return check_gradients(name, lambda: ppo_loss(actor, critic, mb, coefs).loss, backward, inputs, rng)
+
+
+def _check_ppo_losses(rng: np.random.Generator) -> list[Check]:
+    return [c for discrete in (True, False) for surrogate in ("clip", "penalty")
+            for c in check_ppo_loss(rng, discrete, surrogate)]
+
+
+SUITE: list[Callable[[np.random.Generator], list[Check]]] = [
+    _check_linear, _check_activations, _check_mlps,
+    _check_categorical, _check_gaussian, _check_surrogates, _check_value_losses, _check_ppo_losses,
+]
 
 
 def run_suite(seed: int = 0, trials: int = 3) -> list[Check]:

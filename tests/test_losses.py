@@ -1,0 +1,445 @@
+"""Laws of the PPO objectives (``ppo_np/losses.py``) and of the actor/critic chain (``ppo_np/policy.py``).
+
+Gradient checks in float64 away from kinks (relative error < 1e-6), hypothesis properties of the
+surrogates, the value losses and the importance ratio, exact importance-sampling identities on discrete
+distributions, and the bad-input contract.
+"""
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from ppo_np.distributions import Categorical, DiagGaussian
+from ppo_np.gradcheck import (_check_surrogates, _check_value_losses, check_gradients, check_ppo_loss,
+                              surrogate_test_point)
+from ppo_np.kernels import importance_ratios
+from ppo_np.losses import (STAT_KEYS, LossCoefs, Minibatch, clipped_objective, clipped_surrogate,
+                           clipped_value_loss, entropy_bonus, explained_variance, kl_penalty_surrogate, ppo_loss,
+                           value_loss)
+from ppo_np.optim import Adam
+from ppo_np.params import assign_flat, flatten
+from ppo_np.policy import Actor, Critic
+
+LAWS = settings(deadline=None, max_examples=60)
+
+
+def _assert_ok(checks):
+    bad = [c for c in checks if not c.ok]
+    assert checks and not bad, bad
+
+
+def vectors(n_min=1, n_max=16, lo=-5.0, hi=5.0):
+    return st.integers(n_min, n_max).flatmap(lambda n: arrays(np.float64, n, elements=st.floats(lo, hi)))
+
+
+def paired(n_arrays, lo=-5.0, hi=5.0, n_max=16):
+    """``n_arrays`` float64 vectors of one common random length."""
+    return st.integers(1, n_max).flatmap(
+        lambda n: st.tuples(*[arrays(np.float64, n, elements=st.floats(lo, hi)) for _ in range(n_arrays)]))
+
+
+def _setup(discrete, seed=0, B=16, tau=1.0, dtype="float64"):
+    """A small actor and critic, and a minibatch sampled from the actor itself (so r = 1 exactly)."""
+    rng = np.random.default_rng(seed)
+    obs_dim, n = 4, (3 if discrete else 2)
+    actor = Actor(obs_dim, n, discrete, (8, 8), rng=rng, dtype=dtype, log_std_init=-0.3)
+    critic = Critic(obs_dim, (8, 8), rng=rng, dtype=dtype)
+    obs = rng.standard_normal((B, obs_dim)).astype(dtype)
+    actions, logp, out = actor.act(obs, rng, temperature=tau)
+    mb = Minibatch(obs, actions, logp, rng.standard_normal(B).astype(dtype), rng.standard_normal(B).astype(dtype),
+                   critic(obs), out, None if discrete else actor.params["log_std"].copy())
+    return actor, critic, mb, rng
+
+
+# --- gradient checks ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", range(4))
+def test_surrogate_gradients(seed):
+    """dL/dlogp of L^CLIP and dL/dlogp, dL/dKL of L^KLPEN, away from the clip kinks."""
+    _assert_ok(_check_surrogates(np.random.default_rng(seed)))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_value_loss_gradients(seed):
+    """dL/dV of the plain and the clipped value loss (away from kinks), and of the entropy bonus."""
+    _assert_ok(_check_value_losses(np.random.default_rng(seed)))
+
+
+@pytest.mark.parametrize("discrete", [True, False], ids=["categorical", "gaussian"])
+@pytest.mark.parametrize("surrogate", ["clip", "penalty"])
+@pytest.mark.parametrize("vf_clip", [None, 0.2], ids=["vf", "vf_clip"])
+def test_ppo_loss_gradients(discrete, surrogate, vf_clip):
+    """The full chain L = L_pi + c_v L^V - c_e H w.r.t. every actor (log_std included) and critic parameter,
+    at tau = 0.6 and tau = 1.8."""
+    rng = np.random.default_rng(sum(map(ord, f"{discrete}-{surrogate}-{vf_clip}")))
+    for tau in (0.6, 1.8):
+        _assert_ok(check_ppo_loss(rng, discrete, surrogate, temperature=tau, vf_clip=vf_clip))
+
+
+@pytest.mark.parametrize("discrete", [True, False], ids=["categorical", "gaussian"])
+def test_penalty_gradient_through_the_distribution(discrete):
+    """L^KLPEN as a function of the new distribution's parameters (logits, or mean and log_std): the
+    surrogate's (dlogp, dkl) chained through log_prob_backward and kl_backward (q side)."""
+    rng = np.random.default_rng(1)
+    B, n, tau, beta = 5, 3, 1.4, 0.8
+    logp_old, adv = rng.uniform(-3, -0.5, B), rng.standard_normal(B)
+    if discrete:
+        x = {"logits": rng.standard_normal((B, n))}
+        old, a = rng.standard_normal((B, n)), rng.integers(0, n, B)
+
+        def loss():
+            return kl_penalty_surrogate(Categorical.log_prob(x["logits"], a, tau), logp_old, adv,
+                                        Categorical.kl(old, x["logits"], tau), beta)
+
+        def backward(dy):
+            _, (dlogp, dkl), _ = loss()
+            return {"logits": dy * (Categorical.log_prob_backward(dlogp, x["logits"], a, tau)
+                                    + Categorical.kl_backward(dkl, old, x["logits"], tau)[1])}
+    else:
+        x = {"mean": rng.standard_normal((B, n)), "log_std": 0.3 * rng.standard_normal(n)}
+        mean_old, ls_old = rng.standard_normal((B, n)), 0.3 * rng.standard_normal(n)
+        a = mean_old + rng.standard_normal((B, n))
+
+        def loss():
+            return kl_penalty_surrogate(DiagGaussian.log_prob(x["mean"], x["log_std"], a, tau), logp_old, adv,
+                                        DiagGaussian.kl(mean_old, ls_old, x["mean"], x["log_std"], tau), beta)
+
+        def backward(dy):
+            _, (dlogp, dkl), _ = loss()
+            dm1, dl1 = DiagGaussian.log_prob_backward(dlogp, x["mean"], x["log_std"], a, tau)
+            _, _, dm2, dl2 = DiagGaussian.kl_backward(dkl, mean_old, ls_old, x["mean"], x["log_std"], tau)
+            return {"mean": dy * (dm1 + dm2), "log_std": dy * (dl1 + dl2)}
+
+    _assert_ok(check_gradients("penalty-through-dist", lambda: loss()[0], backward, x, rng))
+
+
+# --- the clipped surrogate ---------------------------------------------------------------------------
+
+@LAWS
+@given(paired(2, lo=-10.0, hi=10.0), st.floats(0.01, 0.5))
+def test_pessimism(ratio_and_adv, eps):
+    """min(r A, clip(r, 1-eps, 1+eps) A) <= r A for every sample: L^CLIP is a lower bound of the
+    unclipped surrogate (as objectives to maximise)."""
+    log_r, adv = ratio_and_adv
+    ratio = np.exp(log_r / 3.0)                      # r in [e^-3.3, e^3.3]
+    assert np.all(clipped_objective(ratio, adv, eps) <= ratio * adv)
+
+
+def _flat(ratio, adv, eps):
+    return ((adv > 0) & (ratio > 1 + eps)) | ((adv < 0) & (ratio < 1 - eps))
+
+
+@LAWS
+@given(paired(3, lo=-1.0, hi=1.0), st.floats(0.05, 0.4))
+def test_clipped_gradient_is_zero_exactly_where_flat(arrs, eps):
+    """dL^CLIP/dlogp is exactly 0 where (A > 0 and r > 1+eps) or (A < 0 and r < 1-eps), and exactly
+    -r A / B everywhere else."""
+    delta, logp_old, adv = arrs
+    logp = logp_old + delta
+    _, dlogp, _ = clipped_surrogate(logp, logp_old, adv, eps)
+    ratio = importance_ratios(logp, logp_old, eps)[0]
+    flat = _flat(ratio, adv, eps)
+    assert np.all(dlogp[flat] == 0.0)
+    np.testing.assert_array_equal(dlogp[~flat], (-ratio * adv / len(adv))[~flat])
+
+
+def test_clipped_gradient_boundary_convention():
+    """At r = 1 +- eps exactly the unclipped derivative -r A / B is used: zero only strictly outside.
+
+    eps is set from the ratio the kernel actually computes, so that r == 1 + eps (or 1 - eps) holds
+    exactly in floating point (r - 1 and 1 - r are exact for r in [0.5, 2])."""
+    logp_old = np.array([-1.0, -1.0])
+    for log_r, adv, side in ((math.log(1.25), 2.0, +1), (math.log(0.75), -2.0, -1)):
+        logp = logp_old + np.array([log_r, log_r + side * 1e-3])   # on the boundary, just outside it
+        r = importance_ratios(logp, logp_old, 0.1)[0]
+        eps = side * (r[0] - 1.0)
+        assert 1.0 + side * eps == r[0]
+        _, dlogp, _ = clipped_surrogate(logp, logp_old, np.array([adv, adv]), eps)
+        assert dlogp[0] == -r[0] * adv / 2 and dlogp[0] != 0.0
+        assert dlogp[1] == 0.0
+
+
+@pytest.mark.parametrize("discrete", [True, False], ids=["categorical", "gaussian"])
+def test_clipped_gradient_at_r_one(discrete):
+    """At r = 1 (logp_old = logp), the PPO-clip gradient is the plain policy gradient
+    -(1/B) sum_b A_b grad_theta log pi(a_b | s_b), computed here one sample at a time."""
+    actor, critic, mb, _ = _setup(discrete, seed=3, B=6, tau=1.3)
+    coefs = LossCoefs(surrogate="clip", clip_eps=0.2, vf_coef=0.0, ent_coef=0.0, temperature=1.3)
+    grads = ppo_loss(actor, critic, mb, coefs).actor_grads
+    expected = {k: np.zeros_like(v) for k, v in actor.params.items()}
+    for b in range(len(mb.obs)):
+        out, cache = actor.forward(mb.obs[b:b + 1])
+        if discrete:
+            dz = Categorical.log_prob_backward(np.ones(1), out, mb.actions[b:b + 1], 1.3)
+            g = actor.backward(dz, cache)
+        else:
+            dm, dl = DiagGaussian.log_prob_backward(np.ones(1), out, actor.params["log_std"], mb.actions[b:b + 1], 1.3)
+            g = actor.backward(dm, cache, dl)
+        for k in expected:
+            expected[k] -= mb.advantages[b] * g[k] / len(mb.obs)
+    for k in expected:
+        np.testing.assert_allclose(grads[k], expected[k], rtol=1e-10, atol=1e-14)
+
+
+def test_clip_and_penalty_agree_at_r_one_without_kl():
+    """At r = 1 with beta = 0, L^CLIP and L^KLPEN have the same value and gradient (nothing is clipped)."""
+    actor, critic, mb, _ = _setup(True, seed=4)
+    clip = ppo_loss(actor, critic, mb, LossCoefs(surrogate="clip", ent_coef=0.01))
+    pen = ppo_loss(actor, critic, mb, LossCoefs(surrogate="penalty", beta=0.0, ent_coef=0.01))
+    assert clip.loss == pytest.approx(pen.loss, abs=1e-15)
+    for k in clip.actor_grads:
+        np.testing.assert_allclose(clip.actor_grads[k], pen.actor_grads[k], atol=1e-15)
+
+
+# --- value loss ---------------------------------------------------------------------------------------
+
+@LAWS
+@given(paired(3), st.floats(0.01, 2.0))
+def test_clipped_value_gradient_is_zero_where_clipped_wins(arrs, eps_v):
+    """The clipped term can win only where |V - V_old| > eps_v (inside, V^clip = V) and strictly exceeds
+    the unclipped one; there the gradient is exactly 0, everywhere else exactly (V - R)/B (in particular
+    for every sample inside the clip range, whatever the rounding of V_old + (V - V_old)). The loss is
+    never below the unclipped one."""
+    values, returns, values_old = arrs
+    loss, dv, stats = clipped_value_loss(values, returns, values_old, eps_v)
+    v_clip = values_old + np.clip(values - values_old, -eps_v, eps_v)
+    outside = np.abs(values - values_old) > eps_v
+    clipped_wins = outside & ((v_clip - returns) ** 2 > (values - returns) ** 2)
+    assert np.all(dv[clipped_wins] == 0.0)
+    assert np.all(dv[~outside] == ((values - returns) / len(values))[~outside])
+    np.testing.assert_array_equal(dv[~clipped_wins], ((values - returns) / len(values))[~clipped_wins])
+    assert loss >= value_loss(values, returns)[0] - 1e-12
+    assert stats["vf_clip_frac"] == pytest.approx(clipped_wins.mean())
+
+
+def test_value_loss_closed_form():
+    loss, dv, _ = value_loss(np.array([1.0, 2.0]), np.array([0.0, 4.0]))
+    assert loss == 0.5 * (1 + 4) / 2 and np.array_equal(dv, [0.5, -1.0])
+    bonus, dH, stats = entropy_bonus(np.array([1.0, 2.0, 3.0, 6.0]))
+    assert bonus == 3.0 and np.all(dH == 0.25) and stats == {"entropy": 3.0}
+
+
+# --- diagnostics --------------------------------------------------------------------------------------
+
+def test_explained_variance():
+    """1 for perfect predictions, 0 for predicting the mean of R, negative when worse, NaN when Var[R] = 0."""
+    rng = np.random.default_rng(0)
+    R = rng.standard_normal(100)
+    assert explained_variance(R, R) == 1.0
+    assert explained_variance(np.full(100, R.mean()), R) == pytest.approx(0.0, abs=1e-12)
+    assert explained_variance(-R, R) < 0
+    V = R + 0.3 * rng.standard_normal(100)
+    assert explained_variance(V, R) == pytest.approx(1 - np.var(R - V) / np.var(R), rel=1e-12)
+    assert math.isnan(explained_variance(np.zeros(5), np.full(5, 2.0)))
+
+
+@LAWS
+@given(st.floats(1e-6, 1e6))
+def test_k3_is_nonnegative_per_sample(r):
+    """(r - 1) - log r >= 0 for every r > 0 (log r <= r - 1), with equality only at r = 1."""
+    log_r = math.log(r)
+    _, _, k1, k3 = importance_ratios(np.array([log_r]), np.array([0.0]), 0.2)
+    assert k3 >= 0.0
+    assert k1 == -log_r
+
+
+@LAWS
+@given(paired(2, lo=-3.0, hi=3.0))
+def test_ratio_diagnostics(arrs):
+    """k3 >= 0 on any batch; k1 = mean(logp_old - logp); clip_frac = mean(|r - 1| > eps)."""
+    logp, logp_old = arrs
+    _, _, stats = clipped_surrogate(logp, logp_old, np.ones_like(logp), 0.2)
+    r = np.exp(logp - logp_old)
+    assert stats["approx_kl_k3"] >= 0.0
+    assert stats["approx_kl_k1"] == pytest.approx(np.mean(logp_old - logp), abs=1e-12)
+    assert stats["clip_frac"] == pytest.approx(np.mean(np.abs(r - 1) > 0.2))
+
+
+# --- importance sampling, exactly ------------------------------------------------------------------
+
+def _dist(logits):
+    return Categorical.probs(logits[None, :])[0]
+
+
+dist_pairs = st.integers(2, 8).flatmap(lambda k: st.tuples(*[arrays(np.float64, k, elements=st.floats(-4, 4))
+                                                             for _ in range(3)]))
+
+
+@LAWS
+@given(dist_pairs)
+def test_importance_sampling_identities(zs):
+    """For p, q with full support and any f, computed as exact sums over the K outcomes:
+        E_q[f p/q] = E_p[f]                                  (unbiased),
+        Var_q[f p/q] = E_q[(f p/q)^2] - E_p[f]^2 = E_p[f^2 p/q] - E_p[f]^2."""
+    zp, zq, f = zs
+    p, q = _dist(zp), _dist(zq)
+    w = p / q                                                   # the importance ratio r
+    e_p = np.sum(p * f)
+    assert np.sum(q * f * w) == pytest.approx(e_p, rel=1e-10, abs=1e-12)
+    var_q = np.sum(q * (f * w - e_p) ** 2)                      # the variance, by definition
+    assert var_q == pytest.approx(np.sum(p * f * f * w) - e_p ** 2, rel=1e-8, abs=1e-10)
+
+
+@LAWS
+@given(dist_pairs)
+def test_importance_variance_grows_as_q_moves_away_from_p(zs):
+    """Along the mixture path q_t = (1 - t) p + t u (u uniform, t in [0, 1]):
+
+    * with f = 1 the weights' variance is Var_{q_t}[p/q_t] = sum_k p_k^2 / q_t,k - 1 = chi^2(p || q_t).
+      t -> chi^2(p || q_t) is convex (1/q is convex and q_t is affine in t) with minimum 0 at t = 0,
+      hence non-decreasing on [0, 1], and strictly increasing when p != u (a convex g with g(0) = 0 <
+      g(t) satisfies g(s) <= (s/t) g(t) < g(t) for 0 < s < t).
+    * For a general f, V(t) = Var_{q_t}[f p/q_t] = sum_k f_k^2 p_k^2 / q_t,k - E_p[f]^2 is still convex,
+      with V'(0) = E_p[f^2] - E_u[f^2]; so V is non-decreasing on [0, 1] whenever E_p[f^2] >= E_u[f^2]
+      (e.g. f = 1), and this is the statement tested (it is false without that condition).
+    """
+    zp, _, f = zs
+    p = _dist(zp)
+    u = np.full_like(p, 1.0 / len(p))
+    ts = np.linspace(0.0, 1.0, 21)
+    chi2 = np.array([np.sum(p * p / ((1 - t) * p + t * u)) - 1.0 for t in ts])
+    assert chi2[0] == pytest.approx(0.0, abs=1e-12)
+    assert np.all(np.diff(chi2) >= -1e-12 * (1 + chi2[1:]))
+    if np.max(np.abs(p - u)) > 1e-3:
+        assert np.all(np.diff(chi2) > 0)
+    assume(np.sum(p * f * f) >= np.sum(u * f * f))
+    e_p = np.sum(p * f)
+    var = np.array([np.sum(f * f * p * p / ((1 - t) * p + t * u)) - e_p ** 2 for t in ts])
+    assert np.all(np.diff(var) >= -1e-10 * (1 + np.abs(var[1:])))
+
+
+# --- ppo_loss: results, the actor's parameter set, acting -------------------------------------------
+
+@pytest.mark.parametrize("discrete", [True, False], ids=["categorical", "gaussian"])
+def test_ppo_loss_results_at_the_start_of_an_update(discrete):
+    """Sampled from the current policy: r = 1, so k1 = k3 = exact KL = clip fraction = 0; every parameter
+    gets a gradient of its own shape; the stats are the documented keys."""
+    actor, critic, mb, _ = _setup(discrete, tau=0.7)
+    res = ppo_loss(actor, critic, mb, LossCoefs(vf_clip=0.2, ent_coef=0.01, temperature=0.7))
+    assert tuple(res.stats) == STAT_KEYS
+    assert res.stats["clip_frac"] == 0.0 and res.stats["exact_kl"] == 0.0
+    assert abs(res.stats["approx_kl_k1"]) < 1e-15 and abs(res.stats["approx_kl_k3"]) < 1e-15
+    assert res.actor_grads.keys() == actor.params.keys() and res.critic_grads.keys() == critic.params.keys()
+    for grads, params in ((res.actor_grads, actor.params), (res.critic_grads, critic.params)):
+        for k in params:
+            assert grads[k].shape == params[k].shape and grads[k].dtype == params[k].dtype
+    H = actor.entropy(mb.dist_old, 0.7).mean()
+    assert res.stats["entropy"] == pytest.approx(H)
+    assert res.loss == pytest.approx(res.stats["policy_loss"] + 0.5 * res.stats["value_loss"] - 0.01 * H)
+
+
+def test_actor_parameters_are_one_shared_set():
+    """actor.params holds the MLP's own arrays plus log_std; in-place updates (Adam, assign_flat) reach the
+    network, and Adam steps on ppo_loss's gradients lower the loss on a fixed minibatch."""
+    actor, critic, mb, _ = _setup(False, seed=5, B=32)
+    assert list(actor.params) == ["W0", "b0", "W1", "b1", "W2", "b2", "log_std"]
+    for k, v in actor.mlp.params.items():
+        assert actor.params[k] is v
+    theta = flatten(actor.params)
+    assign_flat(actor.params, theta + 0.1)
+    assert np.allclose(actor.params["log_std"], -0.2) and not np.allclose(actor.forward(mb.obs)[0], mb.dist_old)
+    assign_flat(actor.params, theta)
+    coefs = LossCoefs(surrogate="clip", vf_clip=None, ent_coef=0.0)
+    opt_a, opt_c = Adam(actor.params, lr=1e-2), Adam(critic.params, lr=1e-2)
+    first = ppo_loss(actor, critic, mb, coefs).loss
+    for _ in range(20):
+        res = ppo_loss(actor, critic, mb, coefs)
+        opt_a.step(res.actor_grads)
+        opt_c.step(res.critic_grads)
+    assert ppo_loss(actor, critic, mb, coefs).loss < first - 0.05
+    assert not np.allclose(actor.params["log_std"], -0.3)
+
+
+@pytest.mark.parametrize("discrete", [True, False], ids=["categorical", "gaussian"])
+def test_act(discrete):
+    """Shapes and dtypes; logp is log pi_tau of the returned action; deterministic = mode; one observation
+    drops the batch axis; the same seed gives the same actions."""
+    actor, _, _, rng = _setup(discrete)
+    obs = rng.standard_normal((7, 4))
+    a, logp, out = actor.act(obs, np.random.default_rng(1), temperature=2.0)
+    a2, _, _ = actor.act(obs, np.random.default_rng(1), temperature=2.0)
+    np.testing.assert_array_equal(a, a2)
+    assert logp.shape == (7,)
+    np.testing.assert_allclose(logp, actor.log_prob(out, a, 2.0))
+    if discrete:
+        assert a.shape == (7,) and a.dtype == np.int64
+    else:
+        assert a.shape == (7, 2)
+    a_det, logp_det, out_det = actor.act(obs, None, temperature=2.0, deterministic=True)
+    np.testing.assert_array_equal(a_det, Categorical.mode(out) if discrete else out)
+    np.testing.assert_allclose(logp_det, actor.log_prob(out, a_det, 2.0))
+    a1, logp1, out1 = actor.act(obs[0], None, deterministic=True)
+    assert np.shape(logp1) == () and out1.shape == out[0].shape
+    np.testing.assert_allclose(a1, a_det[0], rtol=1e-12, atol=1e-15)  # one row vs a batch: BLAS may round differently
+
+
+@pytest.mark.parametrize("discrete", [True, False], ids=["categorical", "gaussian"])
+def test_actor_kl(discrete):
+    """Actor.kl is the tempered distributions' analytic KL(old || new), the current log_std on the new side;
+    0 against itself; ppo_loss's exact_kl is its mean over the minibatch."""
+    actor, critic, mb, _ = _setup(discrete, tau=0.8)
+    new = actor.forward(mb.obs)[0]
+    np.testing.assert_allclose(actor.kl(mb.dist_old, mb.log_std_old, new, 0.8), 0.0, atol=1e-15)
+    log_std_old = None if discrete else mb.log_std_old - 0.1
+    expected = (Categorical.kl(mb.dist_old, new + [0.1, 0.0, -0.1], 0.8) if discrete else
+                DiagGaussian.kl(mb.dist_old, log_std_old, new + 0.1, actor.params["log_std"], 0.8))
+    got = actor.kl(mb.dist_old, log_std_old, new + ([0.1, 0.0, -0.1] if discrete else 0.1), 0.8)
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    assert np.all(got > 0)
+    shifted = mb._replace(dist_old=mb.dist_old - ([0.1, 0.0, -0.1] if discrete else 0.1), log_std_old=log_std_old)
+    res = ppo_loss(actor, critic, shifted, LossCoefs(temperature=0.8))
+    assert res.stats["exact_kl"] == pytest.approx(np.mean(actor.kl(shifted.dist_old, log_std_old, new, 0.8)))
+    if not discrete:
+        with pytest.raises(ValueError, match="log_std_old"):
+            actor.kl(mb.dist_old, None, new, 0.8)
+
+
+def test_float32_networks():
+    """float32 actor and critic: float32 gradients, finite, close to the float64 ones."""
+    for discrete in (True, False):
+        a32, c32, mb32, _ = _setup(discrete, seed=8, dtype="float32")
+        a64, c64, mb64, _ = _setup(discrete, seed=8, dtype="float64")
+        coefs = LossCoefs(surrogate="penalty", vf_clip=0.5, ent_coef=0.01)
+        r32, r64 = ppo_loss(a32, c32, mb32, coefs), ppo_loss(a64, c64, mb64, coefs)
+        for k, g in r32.actor_grads.items():
+            assert g.dtype == np.float32
+            np.testing.assert_allclose(g, r64.actor_grads[k], rtol=1e-3, atol=1e-5)
+        assert r32.loss == pytest.approx(r64.loss, rel=1e-4, abs=1e-6)
+
+
+# --- bad input -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("field, value", [("surrogate", "trpo"), ("clip_eps", 0.0), ("clip_eps", -0.1),
+                                          ("beta", -1.0), ("vf_coef", float("nan")), ("vf_clip", 0.0),
+                                          ("ent_coef", -0.01), ("temperature", 0.0), ("temperature", -2.0)])
+def test_bad_coefs_are_named(field, value):
+    with pytest.raises(ValueError, match=field) as info:
+        LossCoefs(**{field: value})
+    assert repr(value) in str(info.value)
+
+
+def test_bad_minibatches_are_named():
+    actor, critic, mb, _ = _setup(True, B=8)
+    with pytest.raises(ValueError, match=r"advantages must have shape \(8,\), got \(7,\)"):
+        ppo_loss(actor, critic, mb._replace(advantages=mb.advantages[:7]), LossCoefs())
+    with pytest.raises(ValueError, match=r"returns must have shape \(8,\)"):
+        ppo_loss(actor, critic, mb._replace(returns=np.zeros((8, 1))), LossCoefs())
+    with pytest.raises(ValueError, match=r"observations must have shape \(B, 4\), got \(8, 3\)"):
+        ppo_loss(actor, critic, mb._replace(obs=mb.obs[:, :3]), LossCoefs())
+    with pytest.raises(ValueError, match="dist_old"):
+        ppo_loss(actor, critic, mb._replace(dist_old=None), LossCoefs(surrogate="penalty"))
+    with pytest.raises(ValueError, match="LossCoefs"):
+        ppo_loss(actor, critic, mb, {"surrogate": "clip"})
+    with pytest.raises(ValueError, match="temperature"):
+        ppo_loss(actor, critic, mb, dataclasses.replace(LossCoefs(), temperature=-1.0))
+    g_actor, g_critic, g_mb, _ = _setup(False, B=8)
+    with pytest.raises(ValueError, match="log_std_old"):
+        ppo_loss(g_actor, g_critic, g_mb._replace(log_std_old=None), LossCoefs())
+    with pytest.raises(ValueError, match="n_actions_or_action_dim"):
+        Actor(3, 0, True, rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match="discrete"):
+        Actor(3, 2, "yes", rng=np.random.default_rng(0))
