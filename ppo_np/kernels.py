@@ -145,16 +145,17 @@ def _check_int(name: str, value, low: int) -> int:
     return int(value)
 
 
-def _check_rollout(rewards, values, next_values, terminated, truncated) -> None:
-    """The (T, N) rollout arrays: floats (any of float32/64) and bools, all of one shape."""
+def _check_rollout(rewards, next_values, terminated, truncated, values=None) -> None:
+    """The (T, N) rollout arrays: floats (each float32 or float64) and bools, all of one shape."""
     _check_float_array("rewards", rewards, 2)
-    _check_float_array("values", values, 2)
+    if values is not None:                                          # rewards_to_go has no V(s_t)
+        _check_float_array("values", values, 2)
     _check_float_array("next_values", next_values, 2)
     _check_array("terminated", terminated, 2, (np.dtype(np.bool_),), "bool")
     _check_array("truncated", truncated, 2, (np.dtype(np.bool_),), "bool")
     for name, x in (("values", values), ("next_values", next_values),
                     ("terminated", terminated), ("truncated", truncated)):
-        if x.shape != rewards.shape:
+        if x is not None and x.shape != rewards.shape:
             raise ValueError(f"{name} must have the shape of rewards {rewards.shape}, got {x.shape}")
 
 
@@ -223,7 +224,7 @@ def gae(rewards, values, next_values, terminated, truncated, gamma, gae_lambda):
     Returns ``(advantages, returns)``, each (T, N) in the rewards' dtype (computed in float64).
     Checked against ``gae_reference`` and closed forms in ``tests/test_kernels.py``.
     """
-    _check_rollout(rewards, values, next_values, terminated, truncated)
+    _check_rollout(rewards, next_values, terminated, truncated, values=values)
     gamma = _check_real("gamma", gamma, 0.0, 1.0, low_open=True)
     gae_lambda = _check_real("gae_lambda", gae_lambda, 0.0, 1.0, low_open=False)
     c = np.ascontiguousarray
@@ -280,13 +281,7 @@ def rewards_to_go(rewards, next_values, terminated, truncated, gamma):
     bool; gamma in (0, 1]). Returns (T, N) in the rewards' dtype (computed in float64).
     Equals ``gae(..., gae_lambda=1)[1]`` when next_values[t] = values[t + 1] inside every episode.
     """
-    _check_float_array("rewards", rewards, 2)
-    _check_float_array("next_values", next_values, 2)
-    _check_array("terminated", terminated, 2, (np.dtype(np.bool_),), "bool")
-    _check_array("truncated", truncated, 2, (np.dtype(np.bool_),), "bool")
-    for name, x in (("next_values", next_values), ("terminated", terminated), ("truncated", truncated)):
-        if x.shape != rewards.shape:
-            raise ValueError(f"{name} must have the shape of rewards {rewards.shape}, got {x.shape}")
+    _check_rollout(rewards, next_values, terminated, truncated)
     gamma = _check_real("gamma", gamma, 0.0, 1.0, low_open=True)
     c = np.ascontiguousarray
     return rewards_to_go_kernel(c(rewards), c(next_values), c(terminated), c(truncated), gamma)
