@@ -153,9 +153,10 @@ class PPO:
         blas = threadpool_limits(limits=1, user_api="blas")
         try:
             while self.global_step < self.total_steps:
-                self.collector.collect(self.actor, self.critic, buf, self.action_rng, self._temperature())
+                temperature = self._temperature()  # the tau that acts is the tau of logp_old in the update
+                self.collector.collect(self.actor, self.critic, buf, self.action_rng, temperature)
                 self.global_step += cfg.batch_size
-                row = self._update(buf)
+                row = self._update(buf, temperature)
                 wall = time.perf_counter() - start
                 row.update(step=self.global_step, wall_s=wall, steps_per_s=(self.global_step - start_step) / wall)
                 self._log(row)
@@ -192,7 +193,7 @@ class PPO:
             returns = kernels.rewards_to_go(buf.rewards, next_values, buf.terminated, buf.truncated, cfg.gamma)
         return adv, returns
 
-    def _update(self, buf: RolloutBuffer) -> dict:
+    def _update(self, buf: RolloutBuffer, temperature: float) -> dict:
         cfg = self.config
         episodes = self.collector.drain_episodes()
         self.recent_returns = (self.recent_returns + [r for r, _ in episodes])[-100:]
@@ -209,7 +210,6 @@ class PPO:
         lr = schedule(cfg.lr_schedule, cfg.learning_rate, 0.0, progress)
         self.actor_opt.lr = self.critic_opt.lr = max(lr, 1e-12)  # Adam needs lr > 0; 1e-12 is "stopped"
         clip_range = schedule(cfg.clip_schedule, cfg.clip_coef, 0.0, progress)
-        temperature = self._temperature()
 
         sums: dict[str, float] = {}
         n_minibatches = 0

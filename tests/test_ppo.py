@@ -1,0 +1,144 @@
+"""The agent end to end: determinism, tempered log-probabilities, save/load, resume, bad checkpoints."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from ppo_np import PPO, PPOConfig, evaluate
+from ppo_np.checkpoint import CheckpointError
+from ppo_np.ppo import CHECKPOINT_NAME
+from ppo_np.rollout import RolloutBuffer
+
+TINY = dict(num_envs=2, num_steps=16, minibatch_size=8, update_epochs=2, hidden_sizes=(16, 16))
+
+
+def tiny(env_id="CartPole-v1", **changes) -> PPO:
+    return PPO(env_id, PPOConfig(**{**TINY, **changes}))
+
+
+def metrics_of(agent: PPO, steps: int) -> list[dict]:
+    rows = []
+    agent.learn(steps, callback=lambda a, row: rows.append({k: v for k, v in row.items() if k not in ("wall_s", "steps_per_s")}))
+    return rows
+
+
+@pytest.mark.parametrize("env_id, changes", [
+    ("CartPole-v1", {}),
+    ("CartPole-v1", dict(algo="penalty", ent_schedule="auto", ent_coef=0.01, temperature=1.5, temperature_final=0.5)),
+    ("Pendulum-v1", dict(normalize_obs=True, normalize_reward=True, vf_clip=0.2, dtype="float64")),
+])
+def test_same_config_and_seed_give_bit_identical_metrics_and_weights(env_id, changes):
+    a, b = tiny(env_id, **changes), tiny(env_id, **changes)
+    rows_a, rows_b = metrics_of(a, 160), metrics_of(b, 160)
+    assert json.dumps(rows_a) == json.dumps(rows_b)  # NaN-safe, exact
+    for name in a.actor.params:
+        assert np.array_equal(a.actor.params[name], b.actor.params[name])
+    other = PPO(env_id, PPOConfig(**{**TINY, **changes, "seed": 1}))
+    assert json.dumps(metrics_of(other, 160)) != json.dumps(rows_a)
+
+
+def test_stored_log_probabilities_are_those_of_the_tempered_policy():
+    agent = tiny(temperature=2.5)
+    agent.learn(32)  # opens the environments
+    fresh = RolloutBuffer.allocate(4, 2, agent.obs_dim, (), agent.action_dim, agent.actor.dtype)
+    agent.collector.collect(agent.actor, agent.critic, fresh, np.random.default_rng(0), 2.5)
+    # what the importance ratio's denominator will be: log pi_tau of the policy that acted
+    logp = agent.actor.log_prob(fresh.dist_out.reshape(8, -1), fresh.actions.reshape(8), 2.5)
+    np.testing.assert_allclose(fresh.logp.reshape(8), logp, rtol=1e-6)
+    untempered = agent.actor.log_prob(fresh.dist_out.reshape(8, -1), fresh.actions.reshape(8), 1.0)
+    assert not np.allclose(fresh.logp.reshape(8), untempered)
+
+
+def test_save_load_round_trip_restores_predictions_and_optimiser_state(tmp_path):
+    agent = tiny("Pendulum-v1", normalize_obs=True, normalize_reward=True, ent_schedule="auto", ent_coef=0.01)
+    agent.learn(96)
+    agent.save(tmp_path / "a.npz")
+    loaded = PPO.load(tmp_path / "a.npz")
+    obs = np.random.default_rng(0).normal(size=(5, agent.obs_dim))
+    np.testing.assert_array_equal(agent.predict(obs), loaded.predict(obs))
+    for opt_a, opt_b in ((agent.actor_opt, loaded.actor_opt), (agent.critic_opt, loaded.critic_opt)):
+        sa, sb = opt_a.state_dict(), opt_b.state_dict()
+        assert sa.keys() == sb.keys() and all(np.array_equal(sa[k], sb[k]) for k in sa)
+    np.testing.assert_array_equal(agent.obs_norm.rms.var, loaded.obs_norm.rms.var)
+    assert loaded.ent_coef.value == agent.ent_coef.value
+    assert (loaded.global_step, loaded.update_count) == (agent.global_step, agent.update_count)
+    np.testing.assert_array_equal(agent.predict(obs, deterministic=False), loaded.predict(obs, deterministic=False))
+
+
+def test_resume_continues_counters_schedules_and_metrics(tmp_path):
+    cfg = PPOConfig(**TINY, lr_schedule="linear", clip_schedule="linear", algo="penalty")
+    straight = PPO("CartPole-v1", cfg)
+    full = metrics_of(straight, 192)
+
+    first = PPO("CartPole-v1", cfg, run_dir=tmp_path)
+    first.learn(96)  # 3 of 6 updates, then "the process ends"
+    resumed = PPO.load(tmp_path / CHECKPOINT_NAME, run_dir=tmp_path)
+    assert (resumed.update_count, resumed.global_step, resumed.total_steps) == (3, 96, 96)
+    assert resumed.beta.beta == first.beta.beta != cfg.beta_init  # the controller's state, not its start
+    rows = metrics_of(resumed, 192)
+    assert [r["update"] for r in rows] == [4, 5, 6]
+    assert [r["step"] for r in rows] == [128, 160, 192]
+    # the schedules pick up where they stopped: the same learning rate and clip range as a straight run
+    for key in ("learning_rate", "clip_range"):
+        assert [r[key] for r in rows] == pytest.approx([r[key] for r in full[3:]])
+    with open(tmp_path / "metrics.csv") as f:
+        assert [int(r["update"]) for r in csv.DictReader(f)] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "foreign", "garbage", "newer"])
+def test_damaged_or_foreign_checkpoints_get_a_clear_error(tmp_path, damage):
+    agent = tiny()
+    path = agent.save(tmp_path / "a.npz")
+    data = path.read_bytes()
+    if damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "foreign":
+        np.savez(path, weights=np.zeros(3))
+    elif damage == "garbage":
+        path.write_bytes(b"not a zip file at all" * 10)
+    else:
+        arrays = dict(np.load(path))
+        arrays["format_version"] = np.array(99)
+        np.savez(path, **arrays)
+    with pytest.raises(CheckpointError, match=str(path.name)):
+        PPO.load(path)
+
+
+def test_checkpoint_of_another_shape_is_refused(tmp_path):
+    path = tiny(hidden_sizes=(8,)).save(tmp_path / "a.npz")
+    arrays = dict(np.load(path))
+    arrays["actor/W0"] = np.zeros((4, 9), np.float32)
+    np.savez(path, **arrays)
+    with pytest.raises(CheckpointError, match="actor/W0.*shape"):
+        PPO.load(path)
+
+
+def test_evaluate_reports_mean_std_and_count():
+    agent = tiny()
+    result = evaluate(agent, episodes=3, seed=0)
+    assert set(result) == {"mean_return", "std_return", "episodes"} and result["episodes"] == 3
+    assert 8 <= result["mean_return"] <= 500
+    with pytest.raises(ValueError, match="episodes"):
+        evaluate(agent, episodes=0)
+
+
+def test_bad_learn_and_predict_input_is_named():
+    agent = tiny()
+    with pytest.raises(ValueError, match="total_steps"):
+        agent.learn(0)
+    with pytest.raises(ValueError, match=r"\(4,\)"):
+        agent.predict(np.zeros(3))
+
+
+def test_annealed_temperature_keeps_the_first_ratio_at_one():
+    # one epoch of one minibatch: its statistics are taken before the step, at pi_new = pi_old,
+    # so any mismatch between the acting tau and the update's tau would show as KL > 0
+    agent = PPO("CartPole-v1", PPOConfig(**{**TINY, "update_epochs": 1, "minibatch_size": 32, "dtype": "float64"},
+                                         temperature=2.0, temperature_final=0.2))
+    rows = metrics_of(agent, 160)
+    assert len({r["temperature"] for r in rows}) == len(rows)  # tau really changes every update
+    for row in rows:
+        assert abs(row["approx_kl_k1"]) < 1e-12 and row["clip_frac"] == 0.0
