@@ -12,13 +12,6 @@ PANELS = (("episode_return", "episode return"), ("entropy", "entropy"), ("approx
 
 def plot_run(run_dir: Path, out: Path | None = None) -> Path:
     """Draw every panel of ``PANELS`` against environment steps; returns the PNG's path."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ValueError("ppo-np plot needs matplotlib: pip install 'ppo-np[plot]' (or pip install matplotlib)") from None
     metrics = run_dir / "metrics.csv"
     if not metrics.is_file():
         raise ValueError(f"{run_dir} has no metrics.csv; is it a ppo-np run directory?")
@@ -26,6 +19,13 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path:
         rows = list(csv.DictReader(f))
     if not rows:
         raise ValueError(f"{metrics} has no rows yet")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ValueError("ppo-np plot needs matplotlib: pip install 'ppo-np[plot]' (or pip install matplotlib)") from None
 
     def column(name):
         return [float(r[name]) if r.get(name) not in (None, "") else math.nan for r in rows]

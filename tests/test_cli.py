@@ -1,0 +1,71 @@
+"""The command line: train/eval JSON contracts, and bad input as exit status 2 with one clear line."""
+import json
+
+import pytest
+
+from ppo_np.cli import main
+
+SMALL = ["--num-envs", "2", "--num-steps", "16", "--minibatch-size", "16", "--update-epochs", "1",
+         "--eval-episodes", "2", "--no-progress"]
+
+
+def test_train_json_then_eval_json(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "CartPole-v1", "--total-steps", "64", "--run-dir", str(run), "--json", *SMALL]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"env_id", "total_steps", "wall_s", "steps_per_s", "mean_return_last20", "eval_mean_return"} <= set(summary)
+    assert summary["env_id"] == "CartPole-v1" and summary["total_steps"] == 64
+    assert {"config.json", "metrics.csv", "checkpoint.npz"} <= {p.name for p in run.iterdir()}
+    assert json.loads((run / "config.json").read_text())["num_envs"] == 2
+
+    assert main(["eval", str(run), "--episodes", "3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {"mean_return", "std_return", "episodes"} and result["episodes"] == 3
+
+    assert main(["train", "--resume", str(run), "--total-steps", "96", "--json", "--eval-episodes", "1"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["total_steps"] == 96
+
+
+def test_set_and_field_options_reach_the_config(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "CartPole-v1", "--total-steps", "32", "--run-dir", str(run), "--json", *SMALL,
+                 "--set", "gae_lambda=0.9", "--algo", "penalty"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["gae_lambda"] == 0.9 and config["algo"] == "penalty"
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["train", "CartPole-v1", "--set", "learning_rate=-1"], "learning_rate"),
+    (["train", "CartPole-v1", "--set", "nonsense=1"], "nonsense"),
+    (["train", "CartPole-v1", "--set", "gamma"], "key=value"),
+    (["train", "CartPole-v1", "--gamma", "abc"], "gamma"),
+    (["train", "CartPole-v1", "--temperature", "0"], "temperature"),
+    (["train", "NoSuchEnv-v0"], "NoSuchEnv-v0"),
+    (["train", "CartPole-v1", "--total-steps", "-5"], "-5"),
+    (["train"], "ENV_ID"),
+    (["eval", "/nonexistent/run"], "no checkpoint"),
+    (["plot", "/nonexistent/run"], "/nonexistent/run"),
+    (["gradcheck", "--trials", "0"], "positive integer"),
+])
+def test_bad_input_exits_2_with_one_clear_line(argv, fragment, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err
+
+
+def test_existing_run_directory_is_not_overwritten(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "CartPole-v1", "--total-steps", "32", "--run-dir", str(run), "--json", *SMALL]) == 0
+    with pytest.raises(SystemExit) as info:
+        main(["train", "CartPole-v1", "--total-steps", "32", "--run-dir", str(run), *SMALL])
+    assert info.value.code == 2 and "--resume" in capsys.readouterr().err
+
+
+def test_plot_draws_the_run_to_png(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "CartPole-v1", "--total-steps", "96", "--run-dir", str(run), "--json", *SMALL]) == 0
+    assert main(["plot", str(run)]) == 0
+    png = run / "curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
