@@ -34,7 +34,9 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path:
     cols = 3
     fig, axes = plt.subplots(math.ceil(len(PANELS) / cols), cols, figsize=(4 * cols, 2.8 * math.ceil(len(PANELS) / cols)))
     for ax, (key, title) in zip(axes.flat, PANELS):
-        ax.plot(steps, column(key), lw=1.2)
+        points = [(x, y) for x, y in zip(steps, column(key)) if not math.isnan(y)]  # updates with no episode end
+        if points:
+            ax.plot(*zip(*points), lw=1.2)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("environment steps", fontsize=8)
         ax.grid(alpha=0.3)

@@ -162,7 +162,7 @@ class PPO:
                 self._log(row)
                 if bar is not None:
                     bar.update(cfg.batch_size)
-                    bar.set_postfix(steps_per_s=f"{row['steps_per_s']:.0f}", ret=f"{self.mean_recent_return():.1f}")
+                    bar.set_postfix(update=self.update_count, ret=f"{self.mean_recent_return():.1f}")
                 if self.run_dir is not None and self.update_count % cfg.checkpoint_every == 0:
                     self.save(self.run_dir / CHECKPOINT_NAME)
                 if callback is not None and callback(self, row) is False:
