@@ -131,7 +131,8 @@ class PPO:
 
         ``callback(agent, metrics)`` runs after every update with that update's metrics row; returning
         False stops training. With a run directory, a checkpoint is written every
-        ``checkpoint_every`` updates, at the end, and on KeyboardInterrupt.
+        ``checkpoint_every`` updates, at the end, and when anything (Ctrl-C, an environment's error)
+        stops training, except a ``NonFiniteError``: then the last good checkpoint is kept as it is.
         """
         if not (isinstance(total_steps, (int, np.integer)) and total_steps >= 1):
             raise ValueError(f"total_steps must be an integer >= 1, got {total_steps!r}")
@@ -167,7 +168,9 @@ class PPO:
                     self.save(self.run_dir / CHECKPOINT_NAME)
                 if callback is not None and callback(self, row) is False:
                     break
-        except KeyboardInterrupt:
+        except NonFiniteError:
+            raise  # keep the last good checkpoint: this state may already hold the bad numbers
+        except BaseException:  # Ctrl-C, an environment that raised, anything: save the work, then stop
             if self.run_dir is not None:
                 self.save(self.run_dir / CHECKPOINT_NAME)
             raise
