@@ -204,7 +204,24 @@ class Categorical:
         Checked by ``tests/test_distributions.py::test_categorical_sampling_frequencies`` and
         ``::test_sampling_is_reproducible``.
         """
-        cdf = np.cumsum(Categorical.probs(logits, temperature), axis=1)   # (B, K), C_{bk}
+        return Categorical._inverse_cdf(Categorical.log_softmax(logits, temperature), rng)
+
+    @staticmethod
+    def sample_with_log_prob(logits: np.ndarray, rng: np.random.Generator,
+                             temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """``sample`` and ``log_prob`` of its result from one log-softmax (the rollout's hot path).
+
+        Draws the same uniforms as ``sample``, so it returns the same actions for the same ``rng``.
+        Shapes: logits (B, K) -> actions (B,) int64, logp (B,).
+        Checked by ``tests/test_distributions.py::test_sample_with_log_prob_matches_the_separate_calls``.
+        """
+        log_pi = Categorical.log_softmax(logits, temperature)                # (B, K)
+        actions = Categorical._inverse_cdf(log_pi, rng)                     # (B,)
+        return actions, log_pi[np.arange(actions.size), actions]
+
+    @staticmethod
+    def _inverse_cdf(log_pi: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        cdf = np.cumsum(np.exp(log_pi), axis=1)                           # (B, K), C_{bk}
         u = rng.random(cdf.shape[0]) * cdf[:, -1]                         # (B,), U_b C_{bK}
         a = (cdf <= u[:, None]).sum(axis=1)                               # (B,), min{k : u < C_k}
         return np.minimum(a, cdf.shape[1] - 1).astype(np.int64)           # guard u == C_K after rounding

@@ -143,8 +143,11 @@ class Actor:
         if not deterministic and rng is None:
             raise ValueError("act needs an rng unless deterministic=True")
         if self.discrete:
-            actions = Categorical.mode(out) if deterministic else Categorical.sample(out, rng, tau)
-            logp = Categorical.log_prob(out, actions, tau)
+            if deterministic:
+                actions = Categorical.mode(out)
+                logp = Categorical.log_prob(out, actions, tau)
+            else:
+                actions, logp = Categorical.sample_with_log_prob(out, rng, tau)
         else:
             log_std = self.params["log_std"]
             actions = DiagGaussian.mode(out) if deterministic else DiagGaussian.sample(out, log_std, rng, tau)

@@ -89,6 +89,9 @@ class PPO:
         self.update_count = 0
         self.total_steps = 0
         self.recent_returns: list[float] = []
+        # wall seconds per phase of learn(), accumulated: env_step, inference, storage (the rollout);
+        # advantages; minibatch_fwd_bwd (gather + loss + gradients), optimizer (clip + Adam)
+        self.phase_times: dict[str, float] = {}
         self.run_dir = Path(run_dir) if run_dir is not None else None
 
     def _target_entropy(self) -> float:
@@ -142,7 +145,7 @@ class PPO:
             self.envs = make_vector_env(self.env_id, cfg.num_envs, cfg.vectorization)
             # a fresh episode seed per (seed, update): a resumed run restarts its episodes reproducibly
             env_seed = int(np.random.SeedSequence([cfg.seed, self.update_count]).generate_state(1)[0])
-            self.collector = Collector(self.envs, env_seed, self.obs_norm, self.reward_scaler)
+            self.collector = Collector(self.envs, env_seed, self.obs_norm, self.reward_scaler, self.phase_times)
         buf = RolloutBuffer.allocate(cfg.num_steps, cfg.num_envs, self.obs_dim,
                                      () if self.discrete else (self.action_dim,), self.action_dim,
                                      self.actor.dtype)
@@ -198,9 +201,12 @@ class PPO:
 
     def _update(self, buf: RolloutBuffer, temperature: float) -> dict:
         cfg = self.config
+        clock = time.perf_counter
         episodes = self.collector.drain_episodes()
         self.recent_returns = (self.recent_returns + [r for r, _ in episodes])[-100:]
+        t0 = clock()
         adv, returns = self._advantages(buf)
+        self._add_time("advantages", clock() - t0)
         self._check_finite(observations=buf.obs, rewards=buf.rewards, values=buf.values)
 
         B = cfg.batch_size
@@ -217,11 +223,15 @@ class PPO:
         sums: dict[str, float] = {}
         n_minibatches = 0
         epochs_run = 0
-        stop = False
+        stop = valid.size == 0  # every row a reset step (possible only for T = 1): nothing to learn from
+        fwd_bwd = optimizer = 0.0
         for epoch in range(cfg.update_epochs):
+            if stop:
+                break
             epochs_run += 1
             for mb_idx in kernels.minibatch_indices(valid.size, cfg.minibatch_size,
                                                     kernels.epoch_seed(cfg.seed, self.update_count, epoch)):
+                t0 = clock()
                 mb = _take(flat, valid[mb_idx])
                 if cfg.norm_adv:
                     mb = mb._replace(advantages=_normalize(mb.advantages))
@@ -229,6 +239,7 @@ class PPO:
                                   vf_coef=cfg.vf_coef, vf_clip=cfg.vf_clip, ent_coef=self.ent_coef.at(progress),
                                   temperature=temperature)
                 result = ppo_loss(self.actor, self.critic, mb, coefs)
+                t1 = clock()
                 if cfg.clip_grad == "joint":
                     grad_norm = clip_grad_norm(result.actor_grads, result.critic_grads, max_norm=cfg.max_grad_norm)
                 else:
@@ -238,6 +249,8 @@ class PPO:
                 self.actor_opt.step(result.actor_grads)
                 self.critic_opt.step(result.critic_grads)
                 self.ent_coef.observe(result.stats["entropy"])
+                fwd_bwd += t1 - t0
+                optimizer += clock() - t1
                 for key, value in result.stats.items():
                     sums[key] = sums.get(key, 0.0) + value
                 sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm
@@ -245,8 +258,8 @@ class PPO:
                 if cfg.target_kl is not None and result.stats["approx_kl_k3"] > cfg.target_kl:
                     stop = True
                     break
-            if stop:
-                break
+        self._add_time("minibatch_fwd_bwd", fwd_bwd)
+        self._add_time("optimizer", optimizer)
 
         row = {key: value / max(n_minibatches, 1) for key, value in sums.items()}
         row["exact_kl"] = self._batch_kl(flat, valid, temperature)
@@ -259,6 +272,9 @@ class PPO:
                    episode_return=float(np.mean([r for r, _ in episodes])) if episodes else math.nan,
                    episode_length=float(np.mean([n for _, n in episodes])) if episodes else math.nan)
         return row
+
+    def _add_time(self, phase: str, seconds: float) -> None:
+        self.phase_times[phase] = self.phase_times.get(phase, 0.0) + seconds
 
     def _batch_kl(self, flat: Minibatch, valid: np.ndarray, temperature: float) -> float:
         """Exact mean KL(pi_old(.|s) || pi_new(.|s)) over the rollout's valid states, after the update."""

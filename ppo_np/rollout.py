@@ -19,6 +19,7 @@ no Python loop over environments.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -101,8 +102,10 @@ class Collector:
     returns and lengths, and the normalisers (owned by the agent, passed in).
     """
 
-    def __init__(self, envs: gym.vector.VectorEnv, seed: int, obs_norm: ObsNormalizer, reward_scaler: RewardScaler):
+    def __init__(self, envs: gym.vector.VectorEnv, seed: int, obs_norm: ObsNormalizer, reward_scaler: RewardScaler,
+                 phase_times: dict[str, float] | None = None):
         self.envs = envs
+        self.phase_times = phase_times if phase_times is not None else {}  # seconds per phase, accumulated
         self.obs_norm, self.reward_scaler = obs_norm, reward_scaler
         self.discrete = isinstance(envs.single_action_space, gym.spaces.Discrete)
         if not self.discrete:
@@ -118,12 +121,17 @@ class Collector:
     def collect(self, actor, critic, buf: RolloutBuffer, rng: np.random.Generator, temperature: float) -> None:
         """Fill ``buf`` with T vector steps of the current policy."""
         T = buf.obs.shape[0]
+        clock = time.perf_counter
+        inference = env_step = storage = 0.0
         for t in range(T):
+            t0 = clock()
             obs = self.obs_norm(self.obs, update=True)              # (N, obs_dim)
             actions, logp, dist_out = actor.act(obs, rng, temperature=temperature)
             values = critic.forward(obs)[0]                          # (N,)
             env_actions = actions if self.discrete else np.clip(actions, self.action_low, self.action_high)
+            t1 = clock()
             next_obs, rewards, terminated, truncated, _ = self.envs.step(env_actions)
+            t2 = clock()
 
             valid = ~self.resetting
             done = (terminated | truncated) & valid
@@ -140,7 +148,15 @@ class Collector:
             buf.valid[t] = valid
             self._record_finished(done)
             self.obs, self.resetting = next_obs, done
+            t3 = clock()
+            inference += t1 - t0
+            env_step += t2 - t1
+            storage += t3 - t2
+        t0 = clock()
         buf.last_values[:] = critic.forward(self.obs_norm(self.obs, update=False))[0]
+        inference += clock() - t0
+        for phase, seconds in (("inference", inference), ("env_step", env_step), ("storage", storage)):
+            self.phase_times[phase] = self.phase_times.get(phase, 0.0) + seconds
 
     def _record_finished(self, done: np.ndarray) -> None:
         for n in np.flatnonzero(done):

@@ -291,6 +291,16 @@ def test_sampling_is_reproducible():
                               Categorical.sample(z, np.random.default_rng(1)))
 
 
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), tau=st.floats(0.1, 5.0), B=st.integers(1, 20), K=st.integers(2, 6))
+def test_sample_with_log_prob_matches_the_separate_calls(seed, tau, B, K):
+    """The rollout's fused call draws the same actions as ``sample`` and returns their ``log_prob``."""
+    z = np.random.default_rng(seed).standard_normal((B, K)) * 3
+    actions, logp = Categorical.sample_with_log_prob(z, np.random.default_rng(seed), tau)
+    np.testing.assert_array_equal(actions, Categorical.sample(z, np.random.default_rng(seed), tau))
+    np.testing.assert_array_equal(logp, Categorical.log_prob(z, actions, tau))
+
+
 # --- bad input ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("tau", [0.0, -1.5, float("nan"), float("inf"), "hot", None])
