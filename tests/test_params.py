@@ -1,0 +1,108 @@
+"""Laws of the flat-vector view of a parameter set: round trips, layout, in-place writes, errors."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ppo_np.params import assign_flat, flatten, num_params, unflatten
+
+FAST = settings(deadline=None, max_examples=60)
+
+shapes = st.lists(st.integers(0, 4), min_size=0, max_size=3).map(tuple)
+
+
+@st.composite
+def param_sets(draw, min_size=0):
+    """An ordered dict of named float64 arrays of drawn shapes (scalars and empty arrays included)."""
+    n = draw(st.integers(min_size, 5))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    names = draw(st.lists(st.text("abcWbxyz0123", min_size=1, max_size=4), min_size=n, max_size=n, unique=True))
+    return {name: rng.standard_normal(draw(shapes)) for name in names}
+
+
+@FAST
+@given(params=param_sets())
+def test_flatten_layout_is_insertion_order(params):
+    theta = flatten(params)
+    assert theta.shape == (num_params(params),) == (sum(p.size for p in params.values()),)
+    offset = 0
+    for p in params.values():
+        np.testing.assert_array_equal(theta[offset:offset + p.size], p.ravel())
+        offset += p.size
+
+
+@FAST
+@given(params=param_sets())
+def test_flatten_returns_a_new_array(params):
+    theta = flatten(params)
+    before = {k: p.copy() for k, p in params.items()}
+    theta += 1.0
+    for k in params:
+        np.testing.assert_array_equal(params[k], before[k])
+
+
+@FAST
+@given(params=param_sets())
+def test_unflatten_flatten_round_trip_by_name(params):
+    back = unflatten(flatten(params), params)
+    assert list(back) == list(params)
+    for name, p in params.items():
+        assert back[name].shape == p.shape and back[name].dtype == p.dtype
+        assert back[name] is not p
+        np.testing.assert_array_equal(back[name], p)
+
+
+@FAST
+@given(params=param_sets(), seed=st.integers(0, 2**32 - 1))
+def test_flatten_unflatten_round_trip_by_vector(params, seed):
+    theta = np.random.default_rng(seed).standard_normal(num_params(params))
+    np.testing.assert_array_equal(flatten(unflatten(theta, params)), theta)
+
+
+@FAST
+@given(params=param_sets(min_size=1), seed=st.integers(0, 2**32 - 1))
+def test_assign_flat_writes_in_place(params, seed):
+    """The same array objects receive the new values: holders of references see the update."""
+    theta = np.random.default_rng(seed).standard_normal(num_params(params))
+    objects = dict(params)  # the array objects, by name
+    views = {k: p[...] for k, p in params.items()}  # views of the original buffers
+    assign_flat(params, theta)
+    assert all(params[k] is objects[k] for k in params)
+    np.testing.assert_array_equal(flatten(params), theta)
+    np.testing.assert_array_equal(flatten(views), theta)
+
+
+@FAST
+@given(params=param_sets(min_size=1), seed=st.integers(0, 2**32 - 1))
+def test_assign_flat_keeps_float32_arrays(params, seed):
+    params32 = {k: p.astype(np.float32) for k, p in params.items()}
+    theta = np.random.default_rng(seed).standard_normal(num_params(params32)).astype(np.float32)
+    assign_flat(params32, theta)
+    assert all(p.dtype == np.float32 for p in params32.values())
+    np.testing.assert_array_equal(flatten(params32), theta)
+
+
+@FAST
+@given(params=param_sets(), delta=st.integers(-3, 3).filter(bool))
+def test_wrong_length_is_refused_and_named(params, delta):
+    n = num_params(params)
+    if n + delta < 0:
+        delta = -delta
+    theta = np.zeros(n + delta)
+    before = flatten(params)
+    with pytest.raises(ValueError, match=re.escape(f"({n},)") + ".*" + re.escape(str(theta.shape))):
+        assign_flat(params, theta)
+    np.testing.assert_array_equal(flatten(params), before)  # nothing was half-written
+    with pytest.raises(ValueError):
+        unflatten(theta, params)
+
+
+def test_right_size_wrong_shape_is_refused():
+    params = {"W": np.zeros((2, 3)), "b": np.zeros(3)}
+    with pytest.raises(ValueError, match=re.escape("(9,)") + ".*" + re.escape("(3, 3)")):
+        assign_flat(params, np.zeros((3, 3)))
