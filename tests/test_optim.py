@@ -1,0 +1,288 @@
+"""Laws of Adam and of global-norm clipping, checked against a plain-Python per-scalar reference."""
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ppo_np.gradcheck import away_from_zero
+from ppo_np.optim import Adam, clip_grad_norm, global_norm
+from ppo_np.params import flatten
+
+FAST = settings(deadline=None, max_examples=40)
+SLOW = settings(deadline=None, max_examples=10)
+
+seeds = st.integers(0, 2**32 - 1)
+shape_lists = st.lists(st.lists(st.integers(1, 4), min_size=0, max_size=2).map(tuple), min_size=1, max_size=3)
+
+
+def random_params(rng: np.random.Generator, shapes, scale: float = 1.0) -> dict[str, np.ndarray]:
+    """Named float64 arrays (0-d ones stay arrays, so that in-place updates reach them)."""
+    return {f"p{i}": np.asarray(scale * rng.standard_normal(s)) for i, s in enumerate(shapes)}
+
+
+def adam_reference(theta: list[float], grads: list[list[float]], lrs: list[float],
+                   beta1: float, beta2: float, eps: float) -> list[float]:
+    """Textbook Adam (Kingma & Ba 2015, Algorithm 1), one Python float at a time."""
+    theta = list(theta)
+    m = [0.0] * len(theta)
+    v = [0.0] * len(theta)
+    for t, (g, lr) in enumerate(zip(grads, lrs), start=1):
+        for i in range(len(theta)):
+            m[i] = beta1 * m[i] + (1.0 - beta1) * g[i]
+            v[i] = beta2 * v[i] + (1.0 - beta2) * g[i] * g[i]
+            m_hat = m[i] / (1.0 - beta1**t)
+            v_hat = v[i] / (1.0 - beta2**t)
+            theta[i] = theta[i] - lr * m_hat / (math.sqrt(v_hat) + eps)
+    return theta
+
+
+# --- Adam ------------------------------------------------------------------------------------------
+
+@FAST
+@given(shapes=shape_lists, lr=st.floats(1e-5, 1e-1), log10_scale=st.floats(-1, 4), seed=seeds)
+def test_first_step_is_lr_times_sign(shapes, lr, log10_scale, seed):
+    """At t = 1, m_hat = g and v_hat = g^2: each coordinate moves by lr * g / (|g| + eps) ~ lr * sign(g)."""
+    rng = np.random.default_rng(seed)
+    params = random_params(rng, shapes)
+    grads = {k: 10.0**log10_scale * away_from_zero(rng, p.shape) for k, p in params.items()}
+    before = {k: p.copy() for k, p in params.items()}
+    opt = Adam(params, lr=lr)
+    opt.step(grads)
+    for k, g in grads.items():
+        moved = params[k] - before[k]
+        np.testing.assert_allclose(moved, -lr * g / (np.abs(g) + opt.eps), rtol=1e-9, atol=1e-15)
+        # |moved + lr sign(g)| = lr eps / (|g| + eps) <= lr eps / |g|; plus rounding of the subtraction
+        bound = lr * opt.eps / np.abs(g) + 1e-15
+        assert np.all(np.abs(moved + lr * np.sign(g)) <= bound)
+
+
+@FAST
+@given(shapes=shape_lists, steps=st.integers(1, 30), beta1=st.floats(0.0, 0.99), beta2=st.floats(0.0, 0.9999),
+       log10_eps=st.floats(-10, -3), seed=seeds)
+def test_many_steps_match_scalar_reference(shapes, steps, beta1, beta2, log10_eps, seed):
+    """Many steps, with the lr changed between steps, equal textbook Adam on each scalar to 1e-12."""
+    rng = np.random.default_rng(seed)
+    eps = 10.0**log10_eps
+    params = random_params(rng, shapes)
+    theta0 = flatten(params).tolist()
+    grad_seq = [random_params(rng, shapes, scale=float(rng.uniform(0.01, 10))) for _ in range(steps)]
+    lrs = rng.uniform(1e-4, 1e-1, size=steps).tolist()
+    opt = Adam(params, lr=1.0, betas=(beta1, beta2), eps=eps)
+    for grads, lr in zip(grad_seq, lrs):
+        opt.lr = lr  # annealing: the next step uses the new lr
+        opt.step(grads)
+    expected = adam_reference(theta0, [flatten(g).tolist() for g in grad_seq], lrs, beta1, beta2, eps)
+    np.testing.assert_allclose(flatten(params), expected, rtol=1e-12, atol=1e-12)
+    assert opt.t == steps
+
+
+@FAST
+@given(shapes=shape_lists, steps=st.integers(1, 20), log10_c=st.floats(-3, 3), seed=seeds)
+def test_invariant_to_gradient_scale(shapes, steps, log10_c, seed):
+    """With eps negligible, gradients c * g (c > 0) give the same trajectory as g."""
+    rng = np.random.default_rng(seed)
+    c = 10.0**log10_c
+    p1 = random_params(rng, shapes)
+    p2 = {k: p.copy() for k, p in p1.items()}
+    opt1, opt2 = Adam(p1, lr=1e-2, eps=1e-30), Adam(p2, lr=1e-2, eps=1e-30)
+    for _ in range(steps):
+        g = {k: away_from_zero(rng, p.shape, margin=0.01) for k, p in p1.items()}
+        opt1.step(g)
+        opt2.step({k: c * a for k, a in g.items()})
+    np.testing.assert_allclose(flatten(p2), flatten(p1), rtol=1e-12, atol=1e-12)
+
+
+@SLOW
+@given(d=st.integers(1, 8), seed=seeds)
+def test_converges_on_convex_quadratic(d, seed):
+    """f(x) = 1/2 (x - x*)^T A (x - x*), eigenvalues of A in [0.1, 10]: f drops by > 1000x."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    A = q @ np.diag(np.exp(rng.uniform(np.log(0.1), np.log(10.0), d))) @ q.T
+    x_star = 3.0 * rng.standard_normal(d)
+    params = {"x": 3.0 * rng.standard_normal(d)}
+
+    def f(x):
+        return 0.5 * (x - x_star) @ A @ (x - x_star)
+
+    f0 = f(params["x"])
+    opt = Adam(params, lr=0.1)
+    for _ in range(1000):
+        opt.step({"x": A @ (params["x"] - x_star)})  # grad f = A (x - x*)
+    assert f(params["x"]) <= 1e-3 * f0
+
+
+@FAST
+@given(shapes=shape_lists, before=st.integers(0, 10), after=st.integers(1, 10), seed=seeds)
+def test_state_round_trip_continues_bit_identically(shapes, before, after, seed):
+    """Export after k steps, restore into a fresh Adam over copied params: both continue identically."""
+    rng = np.random.default_rng(seed)
+    params = random_params(rng, shapes)
+    targets = random_params(rng, shapes)
+
+    def grads_of(p):  # the gradient of 1/2 ||p - target||^2 + noise: depends on the params
+        return {k: p[k] - targets[k] + 0.1 * np.sin(7.0 * p[k]) for k in p}
+
+    opt = Adam(params, lr=0.05, betas=(0.8, 0.99), eps=1e-6)
+    for _ in range(before):
+        opt.step(grads_of(params))
+    opt.lr = 0.03  # an annealed lr is part of the state
+    state = opt.state_dict()
+    copies = {k: p.copy() for k, p in params.items()}
+    fresh = Adam(copies, lr=1.0, betas=(0.8, 0.99), eps=1e-6)
+    fresh.load_state_dict(state)
+    assert fresh.t == opt.t == before and fresh.lr == opt.lr
+    for _ in range(after):
+        opt.step(grads_of(params))
+        fresh.step(grads_of(copies))
+        for k in params:
+            assert np.array_equal(params[k], copies[k])
+
+
+@FAST
+@given(shapes=shape_lists, seed=seeds)
+def test_state_dict_holds_copies(shapes, seed):
+    rng = np.random.default_rng(seed)
+    params = random_params(rng, shapes)
+    opt = Adam(params)
+    opt.step(random_params(rng, shapes))
+    state = opt.state_dict()
+    saved = {k: np.array(v, copy=True) for k, v in state.items()}
+    opt.step(random_params(rng, shapes))  # moves m and v, must not move the exported state
+    for k in state:
+        assert np.array_equal(state[k], saved[k])
+
+
+def test_load_state_dict_refuses_mismatched_state():
+    params = {"W": np.zeros((2, 3)), "b": np.zeros(3)}
+    opt = Adam(params)
+    good = opt.state_dict()
+    with pytest.raises(ValueError, match=re.escape("'m/W'") + ".*" + re.escape("(3, 2)")):
+        opt.load_state_dict({**good, "m/W": np.zeros((3, 2))})
+    missing = {k: v for k, v in good.items() if k != "v/b"}
+    with pytest.raises(ValueError, match=re.escape("'v/b'")):
+        opt.load_state_dict(missing)
+
+
+def test_updates_in_place_and_keeps_dtype():
+    params = {"W": np.ones((2, 3), dtype=np.float32), "b": np.ones(3)}
+    objects = dict(params)
+    opt = Adam(params, lr=0.1)
+    opt.step({"W": np.ones((2, 3)), "b": -np.ones(3)})
+    assert all(params[k] is objects[k] for k in params)
+    assert params["W"].dtype == np.float32
+    assert np.all(params["W"] < 1.0) and np.all(params["b"] > 1.0)
+
+
+@pytest.mark.parametrize("kwargs, shown", [
+    ({"lr": 0.0}, "0.0"), ({"lr": -1e-3}, "-0.001"), ({"lr": float("nan")}, "nan"),
+    ({"betas": (1.0, 0.999)}, "(1.0, 0.999)"), ({"betas": (0.9, 1.0)}, "(0.9, 1.0)"),
+    ({"betas": (-0.1, 0.999)}, "(-0.1, 0.999)"),
+    ({"eps": 0.0}, "0.0"), ({"eps": -1e-8}, "-1e-08"),
+])
+def test_invalid_hyperparameters_are_named(kwargs, shown):
+    with pytest.raises(ValueError, match=re.escape(shown)):
+        Adam({"x": np.zeros(2)}, **kwargs)
+
+
+# --- clipping --------------------------------------------------------------------------------------
+
+def reference_norm(*grad_sets) -> float:
+    flat = [g.ravel() for gs in grad_sets for g in gs.values()]
+    return float(np.linalg.norm(np.concatenate(flat))) if flat else 0.0
+
+
+def random_grads(rng: np.random.Generator, shapes, scale: float = 1.0) -> dict[str, np.ndarray]:
+    """Named arrays with entries >= 0.1 * scale in magnitude, so every set has a norm well above 0."""
+    return {f"g{i}": np.asarray(scale * away_from_zero(rng, s)) for i, s in enumerate(shapes)}
+
+
+def assert_common_factor(clipped: dict, original: dict, factor: float) -> None:
+    """Every array was multiplied by the same factor: the direction of the whole gradient is kept."""
+    for k in original:
+        np.testing.assert_allclose(clipped[k], factor * original[k], rtol=1e-12, atol=0)
+
+
+@FAST
+@given(shapes=shape_lists, log10_scale=st.floats(-3, 3), max_norm=st.floats(1e-3, 1e3), seed=seeds)
+def test_clip_bounds_norm_and_keeps_direction(shapes, log10_scale, max_norm, seed):
+    rng = np.random.default_rng(seed)
+    grads = random_grads(rng, shapes, scale=10.0**log10_scale)
+    original = {k: g.copy() for k, g in grads.items()}
+    objects = dict(grads)
+    norm = clip_grad_norm(grads, max_norm=max_norm)
+    after = global_norm(grads)
+    assert norm == pytest.approx(reference_norm(original), rel=1e-12)  # the pre-clip norm
+    assert all(grads[k] is objects[k] for k in grads)  # in place
+    assert after <= max_norm * (1 + 1e-12)
+    if norm > max_norm:
+        assert after == pytest.approx(max_norm, rel=1e-7)  # shrunk to the bound, not below it
+    assert_common_factor(grads, original, after / norm)
+    if norm <= max_norm:  # below the bound: a no-op, bit for bit
+        for k in grads:
+            assert np.array_equal(grads[k], original[k])
+
+
+@FAST
+@given(shapes=shape_lists, seed=seeds)
+def test_clip_below_bound_is_bit_identical(shapes, seed):
+    rng = np.random.default_rng(seed)
+    grads = random_params(rng, shapes)
+    original = {k: g.copy() for k, g in grads.items()}
+    norm = global_norm(grads)
+    assert clip_grad_norm(grads, max_norm=1.5 * norm + 1e-300) == norm
+    if norm > 0:
+        assert clip_grad_norm(grads, max_norm=norm) == norm  # exactly at the bound: still a no-op
+    for k in grads:
+        assert np.array_equal(grads[k], original[k])
+
+
+@FAST
+@given(actor_shapes=shape_lists, critic_shapes=shape_lists, actor_scale=st.floats(0.1, 10),
+       critic_scale=st.floats(0.1, 10), max_norm=st.floats(0.05, 5), seed=seeds)
+def test_clip_jointly_and_separately(actor_shapes, critic_shapes, actor_scale, critic_scale, max_norm, seed):
+    """Jointly: one factor for both sets, joint norm = sqrt(n_a^2 + n_c^2). Separately: each set bounded."""
+    rng = np.random.default_rng(seed)
+    actor = random_grads(rng, actor_shapes, actor_scale)
+    critic = random_grads(rng, critic_shapes, critic_scale)
+    a0, c0 = ({k: g.copy() for k, g in gs.items()} for gs in (actor, critic))
+
+    ja, jc = ({k: g.copy() for k, g in gs.items()} for gs in (actor, critic))
+    joint = clip_grad_norm(ja, jc, max_norm=max_norm)
+    assert joint == pytest.approx(math.hypot(global_norm(a0), global_norm(c0)), rel=1e-12)
+    assert global_norm(ja, jc) <= max_norm * (1 + 1e-12)
+    factor = global_norm(ja, jc) / joint
+    assert_common_factor(ja, a0, factor)  # one factor for both sets
+    assert_common_factor(jc, c0, factor)
+
+    norm_a = clip_grad_norm(actor, max_norm=max_norm)
+    norm_c = clip_grad_norm(critic, max_norm=max_norm)
+    assert math.hypot(norm_a, norm_c) == pytest.approx(joint, rel=1e-12)
+    for clipped, orig, n in ((actor, a0, norm_a), (critic, c0, norm_c)):
+        assert global_norm(clipped) <= max_norm * (1 + 1e-12)
+        assert_common_factor(clipped, orig, global_norm(clipped) / n)
+    if min(norm_a, norm_c) < max_norm < max(norm_a, norm_c):  # separately, only the larger set shrinks
+        small, small0 = (actor, a0) if norm_a < norm_c else (critic, c0)
+        assert all(np.array_equal(small[k], small0[k]) for k in small0)
+
+
+@FAST
+@given(shapes=shape_lists, seed=seeds)
+def test_global_norm_matches_concatenated_norm(shapes, seed):
+    rng = np.random.default_rng(seed)
+    a, b = random_params(rng, shapes), random_params(rng, shapes[::-1], scale=3.0)
+    assert global_norm(a, b) == pytest.approx(reference_norm(a, b), rel=1e-12)
+    assert global_norm() == 0.0
+
+
+@pytest.mark.parametrize("max_norm", [0.0, -1.0, float("nan")])
+def test_clip_refuses_nonpositive_max_norm(max_norm):
+    grads = {"x": np.ones(3)}
+    with pytest.raises(ValueError, match=re.escape(repr(max_norm))):
+        clip_grad_norm(grads, max_norm=max_norm)
+    assert np.array_equal(grads["x"], np.ones(3))
