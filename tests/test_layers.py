@@ -172,3 +172,22 @@ def test_orthogonal_init_has_no_sign_bias():
 def test_orthogonal_init_rejects_empty_shapes(shape):
     with pytest.raises(ValueError, match=re.escape(str(shape))):
         layers.orthogonal(shape, 1.0, np.random.default_rng(0))
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), rows=st.integers(1, 40), cols=st.integers(1, 70), scale=st.floats(0.01, 20.0))
+def test_tanh_float32_kernel_matches_numpy(seed, rows, cols, scale):
+    """The float32 rational tanh is within 4e-7 of tanh (a few float32 ulps), odd, and bounded by 1."""
+    x = (np.random.default_rng(seed).standard_normal((rows, cols)) * scale).astype(np.float32)
+    y, cache = layers.tanh_forward(x)
+    assert y.dtype == np.float32 and cache.y is y
+    np.testing.assert_allclose(y, np.tanh(x.astype(np.float64)), rtol=0, atol=4e-7)
+    np.testing.assert_array_equal(layers.tanh_forward(-x)[0], -y)
+    assert np.all(np.abs(y) <= 1.0)
+
+
+def test_tanh_float32_kernel_edge_values():
+    x = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-30, 9.0, -9.0, 1e30], np.float32)
+    y = layers.tanh_forward(x)[0]
+    assert np.isnan(y[0])  # NaN propagates: the clamp's comparisons are false for it
+    np.testing.assert_array_max_ulp(y[1:], np.tanh(x[1:]), maxulp=2)

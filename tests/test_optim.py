@@ -286,3 +286,22 @@ def test_clip_refuses_nonpositive_max_norm(max_norm):
     with pytest.raises(ValueError, match=re.escape(repr(max_norm))):
         clip_grad_norm(grads, max_norm=max_norm)
     assert np.array_equal(grads["x"], np.ones(3))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), sizes=st.lists(st.integers(1, 30), min_size=1, max_size=5),
+       steps=st.integers(1, 5), lr=st.floats(1e-5, 1e-1))
+def test_fused_adam_kernel_equals_its_reference(seed, sizes, steps, lr):
+    from ppo_np.optim import adam_update_kernel, adam_update_reference
+
+    rng = np.random.default_rng(seed)
+    params = [tuple(rng.standard_normal(n) for n in sizes) for _ in range(2)]
+    params[1] = tuple(p.copy() for p in params[0])
+    moments = [[tuple(np.zeros(n) for n in sizes) for _ in range(2)] for _ in range(2)]
+    for t in range(1, steps + 1):
+        grads = tuple(rng.standard_normal(n) for n in sizes)
+        bias = (1 - 0.9**t, 1 - 0.999**t)
+        adam_update_kernel(params[0], grads, *moments[0], lr, 0.9, 0.999, 1e-5, *bias)
+        adam_update_reference(params[1], grads, *moments[1], lr, 0.9, 0.999, 1e-5, *bias)
+    for a, b in zip(params[0], params[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
