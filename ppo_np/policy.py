@@ -220,8 +220,8 @@ class Critic:
         return y[:, 0], CriticCache(cache)
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        """The values alone (B,), for inference."""
-        return self.forward(obs)[0]
+        """The values alone (B,), for inference (``MLP.__call__``: no cache, a kernel for few rows)."""
+        return self.mlp(_check_obs(obs, self.obs_dim, self.dtype))[:, 0]
 
     def backward(self, dv: np.ndarray, cache: CriticCache) -> Params:
         r"""Gradients of a scalar loss L w.r.t. every critic parameter, from dv = dL/dV (B,).

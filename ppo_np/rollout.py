@@ -127,7 +127,7 @@ class Collector:
             t0 = clock()
             obs = self.obs_norm(self.obs, update=True)              # (N, obs_dim)
             actions, logp, dist_out = actor.act(obs, rng, temperature=temperature)
-            values = critic.forward(obs)[0]                          # (N,)
+            values = critic(obs)                                     # (N,)
             env_actions = actions if self.discrete else np.clip(actions, self.action_low, self.action_high)
             t1 = clock()
             next_obs, rewards, terminated, truncated, _ = self.envs.step(env_actions)
@@ -153,7 +153,7 @@ class Collector:
             env_step += t2 - t1
             storage += t3 - t2
         t0 = clock()
-        buf.last_values[:] = critic.forward(self.obs_norm(self.obs, update=False))[0]
+        buf.last_values[:] = critic(self.obs_norm(self.obs, update=False))
         inference += clock() - t0
         for phase, seconds in (("inference", inference), ("env_step", env_step), ("storage", storage)):
             self.phase_times[phase] = self.phase_times.get(phase, 0.0) + seconds

@@ -85,7 +85,7 @@ def test_rows_are_independent(sizes, act, B, seed):
     mlp = MLP(sizes, act, rng=rng)
     x = rng.standard_normal((B, sizes[0]))
     y = mlp(x)
-    np.testing.assert_array_equal(y, mlp.forward(x)[0])
+    np.testing.assert_allclose(y, mlp.forward(x)[0], rtol=1e-12, atol=1e-12)  # inference sums in its own order
     for i in range(B):
         np.testing.assert_allclose(y[i:i + 1], mlp(x[i:i + 1]), rtol=1e-12, atol=1e-12)
 
@@ -97,7 +97,8 @@ def test_no_hidden_layer_is_one_linear_layer(n_in, n_out, act, seed):
     mlp = MLP((n_in, n_out), act, rng=rng)
     randomize_biases(mlp.params, rng)
     x = rng.standard_normal((3, n_in))
-    np.testing.assert_array_equal(mlp(x), layers.linear_forward(x, mlp.params["W0"], mlp.params["b0"])[0])
+    np.testing.assert_allclose(mlp(x), layers.linear_forward(x, mlp.params["W0"], mlp.params["b0"])[0],
+                               rtol=1e-12, atol=1e-12)
 
 
 # --- initialisation --------------------------------------------------------------------------------
@@ -196,3 +197,18 @@ def test_bad_activation_is_named(name):
 def test_bad_dtype_is_named(dtype):
     with pytest.raises(ValueError, match=re.escape(repr(dtype))):
         MLP((3, 2), rng=np.random.default_rng(0), dtype=dtype)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), rows=st.integers(1, 40), hidden=st.lists(st.integers(1, 70), min_size=0, max_size=3),
+       act=st.sampled_from(["tanh", "relu", "identity"]), dtype=st.sampled_from(["float32", "float64"]))
+def test_infer_kernel_matches_forward(seed, rows, hidden, act, dtype):
+    """Inference (the compiled loop nest for few rows, BLAS beyond) equals ``forward``'s output."""
+    rng = np.random.default_rng(seed)
+    mlp = MLP((5, *hidden, 3), act, rng=rng, dtype=dtype)
+    for p in mlp.params.values():
+        p += rng.standard_normal(p.shape).astype(dtype) * 0.3  # biases too, so nothing is trivially zero
+    x = rng.standard_normal((rows, 5)).astype(dtype)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == "float64" else dict(rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mlp(x), mlp.forward(x)[0], **tol)
+    assert mlp(x).dtype == np.dtype(dtype)
