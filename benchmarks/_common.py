@@ -1,0 +1,68 @@
+"""Helpers shared by the benchmark scripts: machine and version info, load, summary statistics.
+
+``machine_info`` extends ``bench_kernels.machine_info`` (CPU, OS, Python, numpy/numba/llvmlite, Numba
+settings) with the libraries a training benchmark also depends on, and the load average, since
+the numbers of a busy machine are only comparable with that beside them.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import statistics
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run as a script or imported: find bench_kernels
+
+from bench_kernels import machine_info as _kernel_machine_info  # noqa: E402
+
+TRAIN_LIBRARIES = ("gymnasium", "threadpoolctl")
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (None where the OS has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def machine_info(extra: tuple[str, ...] = ()) -> dict:
+    """``bench_kernels.machine_info()`` plus the versions of gymnasium, threadpoolctl and ``extra``
+    (a module that is not installed is reported as None), the thread settings and the load now."""
+    info = _kernel_machine_info()
+    for name in TRAIN_LIBRARIES + tuple(extra):
+        try:
+            info["versions"][name] = importlib.import_module(name).__version__
+        except ImportError:
+            info["versions"][name] = None
+    info["machine"]["threads_env"] = {k: os.environ.get(k) for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS",
+                                                                       "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    info["machine"]["load_average_start"] = load_average()
+    info["machine"]["git_uncommitted"] = uncommitted_files()
+    return info
+
+
+def uncommitted_files() -> list[str] | None:
+    """Files of the package that differ from the commit (the run measured the working tree), or None."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--", ":/ppo_np", ":/setup.cfg"], capture_output=True,
+                             text=True, cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return [line[3:] for line in out.stdout.splitlines()] if out.returncode == 0 else None
+
+
+def summary(values: list[float], digits: int = 4) -> dict:
+    """mean, std (sample, ddof=1; 0 for one value), min, max and median of ``values``."""
+    values = [float(v) for v in values]
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    out = {"mean": statistics.fmean(values), "std": std, "min": min(values), "max": max(values),
+           "median": statistics.median(values)}
+    return {k: (round(v, digits) if math.isfinite(v) else v) for k, v in out.items()}
+
+
+def parse_list(text: str) -> list[str]:
+    """``"a,b, c"`` -> ``["a", "b", "c"]``."""
+    return [s.strip() for s in text.split(",") if s.strip()]
