@@ -28,10 +28,14 @@ import numpy as np
 from ppo_np.normalize import ObsNormalizer, RewardScaler
 
 VECTORIZE_MODES = {"native": "vector_entry_point", "sync": "sync", "async": "async"}
+# A native vector env pays a fixed cost per step that a sync one pays per env: measured on
+# CartPole-v1, native 75 us at N = 1 and 80 us at N = 8, sync 28 us and 132 us. "auto" takes the
+# native one from this many envs on.
+NATIVE_MIN_ENVS = 4
 
 
 def make_vector_env(env_id: str, num_envs: int, vectorization: str = "auto") -> gym.vector.VectorEnv:
-    """``gymnasium.make_vec`` with the native vectorised env where one exists ("auto").
+    """``gymnasium.make_vec``; "auto" takes the native vectorised env where one exists and N >= 4.
 
     Raises a ValueError naming the env id (unknown id) or the space (unsupported spaces).
     """
@@ -40,7 +44,8 @@ def make_vector_env(env_id: str, num_envs: int, vectorization: str = "auto") -> 
     except gym.error.Error as exc:
         raise ValueError(f"unknown environment id {env_id!r}: {exc}") from None
     if vectorization == "auto":
-        vectorization = "native" if spec.vector_entry_point is not None else "sync"
+        native = spec.vector_entry_point is not None and num_envs >= NATIVE_MIN_ENVS
+        vectorization = "native" if native else "sync"
     if vectorization not in VECTORIZE_MODES:
         raise ValueError(f"vectorization must be auto, native, sync or async; got {vectorization!r}")
     if vectorization == "native" and spec.vector_entry_point is None:

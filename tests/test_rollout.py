@@ -97,3 +97,15 @@ def test_unknown_env_and_unsupported_spaces_are_named():
         check_spaces("X", gym.spaces.Discrete(3), gym.spaces.Discrete(2))
     with pytest.raises(ValueError, match="action space"):
         check_spaces("X", gym.spaces.Box(-1, 1, (2,)), gym.spaces.MultiDiscrete([2, 2]))
+
+
+def test_auto_vectorization_takes_native_from_four_envs_on():
+    from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
+
+    for n, native in ((1, False), (3, False), (4, True), (8, True)):
+        envs = make_vector_env("CartPole-v1", n)
+        assert isinstance(envs.unwrapped, CartPoleVectorEnv) == native, n
+        envs.close()
+    assert isinstance(make_vector_env("CartPole-v1", 1, "native").unwrapped, CartPoleVectorEnv)
+    with pytest.raises(ValueError, match="Pendulum-v1 has no native"):
+        make_vector_env("Pendulum-v1", 2, "native")
