@@ -29,7 +29,7 @@ def _param(default, doc: str, **choices):
 
 @dataclass(frozen=True)
 class PPOConfig:
-    """Hyperparameters of PPO (clip or penalty) and of the run around it."""
+    """Hyperparameters of PPO (clip or penalty), of TRPO, and of the run around it."""
 
     # --- the run ---
     seed: int = _param(0, "seed of every random draw (weights, actions, shuffles, environments)")
@@ -54,11 +54,13 @@ class PPOConfig:
     norm_adv: bool = _param(True, "normalise advantages per minibatch to mean 0, std 1")
 
     # --- the update ---
-    algo: str = _param("clip", "surrogate: clip (PPO-clip) or penalty (PPO-penalty, adaptive KL)",
-                       choices=("clip", "penalty"))
+    algo: str = _param("clip", "policy update: clip (PPO-clip), penalty (PPO-penalty, adaptive KL) or trpo "
+                       "(TRPO: one KL-constrained natural-gradient step per rollout, see the trpo_* and cg_* "
+                       "fields; the critic keeps its Adam epochs; no entropy bonus, clip range or target_kl)",
+                       choices=("clip", "penalty", "trpo"))
     update_epochs: int = _param(10, "epochs K over each rollout (the outer loop)")
     minibatch_size: int = _param(64, "samples per minibatch (the inner loop); the last may be smaller")
-    learning_rate: float = _param(3e-4, "Adam learning rate of actor and critic")
+    learning_rate: float = _param(3e-4, "Adam learning rate of actor and critic (the critic alone for trpo)")
     lr_schedule: str = _param("constant", "learning rate over training: constant or linear (to 0)",
                               choices=("constant", "linear"))
     adam_eps: float = _param(1e-5, "Adam epsilon")
@@ -81,6 +83,16 @@ class PPOConfig:
     kl_min: Optional[float] = _param(None, "beta shrinks when the mean KL falls below this (none: kl_target / 1.5)")
     beta_init: float = _param(1.0, "initial KL penalty coefficient beta")
     beta_factor: float = _param(2.0, "beta is multiplied or divided by this factor, > 1")
+
+    # --- TRPO ---
+    trpo_max_kl: float = _param(0.01, "TRPO: the trust region delta; a step is accepted only if the exact mean "
+                                "KL(pi_old || pi) <= delta")
+    cg_iters: int = _param(10, "TRPO: conjugate-gradient iterations (Fisher-vector products) per step")
+    cg_tol: float = _param(1e-10, "TRPO: stop conjugate gradient once the squared residual norm is <= this")
+    cg_damping: float = _param(0.1, "TRPO: damping c of the Fisher matrix, CG solves (F + c I) x = g; >= 0")
+    line_search_steps: int = _param(10, "TRPO: step sizes tried by the backtracking line search before the "
+                                    "old parameters are kept")
+    line_search_decay: float = _param(0.5, "TRPO: each backtrack multiplies the step by this factor, in (0, 1)")
 
     # --- entropy ---
     ent_coef: float = _param(0.0, "entropy coefficient c_e (initial value when scheduled or tuned)")
@@ -131,7 +143,8 @@ class PPOConfig:
 
         kl_max, kl_min = self.kl_bounds
         yield "seed", self.seed, integer(self.seed) and self.seed >= 0, "an integer >= 0"
-        for name in ("num_envs", "num_steps", "update_epochs", "minibatch_size", "checkpoint_every"):
+        for name in ("num_envs", "num_steps", "update_epochs", "minibatch_size", "checkpoint_every", "cg_iters",
+                     "line_search_steps"):
             value = getattr(self, name)
             yield name, value, integer(value) and value >= 1, "an integer >= 1"
         sizes = self.hidden_sizes
@@ -140,15 +153,17 @@ class PPOConfig:
         yield "gamma", self.gamma, finite(self.gamma) and 0 < self.gamma <= 1, "in (0, 1]"
         yield "gae_lambda", self.gae_lambda, finite(self.gae_lambda) and 0 <= self.gae_lambda <= 1, "in [0, 1]"
         for name in ("learning_rate", "adam_eps", "max_grad_norm", "clip_coef", "kl_target", "beta_init",
-                     "temperature", "obs_clip", "reward_clip", "ent_coef_lr"):
+                     "temperature", "obs_clip", "reward_clip", "ent_coef_lr", "trpo_max_kl", "cg_tol"):
             value = getattr(self, name)
             yield name, value, positive(value), "a finite number > 0"
         for name in ("target_kl", "vf_clip", "temperature_final", "kl_max", "kl_min"):
             value = getattr(self, name)
             yield name, value, optional_positive(value), "none or a finite number > 0"
-        for name in ("vf_coef", "ent_coef", "ent_coef_final"):
+        for name in ("vf_coef", "ent_coef", "ent_coef_final", "cg_damping"):
             value = getattr(self, name)
             yield name, value, finite(value) and value >= 0, "a finite number >= 0"
+        yield ("line_search_decay", self.line_search_decay,
+               finite(self.line_search_decay) and 0 < self.line_search_decay < 1, "in (0, 1)")
         yield "log_std_init", self.log_std_init, finite(self.log_std_init), "a finite number"
         yield ("target_entropy", self.target_entropy, self.target_entropy is None or finite(self.target_entropy),
                "none or a finite number")

@@ -8,7 +8,11 @@ One iteration ("update") in paper order (Schulman et al. 2017, Algorithm 1):
    rewards-to-go), by the Numba kernels in ``kernels.py``;
 3. for each of K epochs, a fresh seeded permutation of the valid samples, cut into minibatches; per
    minibatch: L = L_pi + c_v L_V - c_e H and its gradient (``losses.ppo_loss``), one global-norm clip,
-   one Adam step for the actor and one for the critic; stop the epochs early when approx KL > target_kl;
+   one Adam step for the actor and one for the critic; stop the epochs early when approx KL > target_kl.
+   With ``algo="trpo"`` step 3 is instead one KL-constrained natural-gradient step of the actor on the
+   whole batch (``trpo.trpo_step``: Fisher-vector products, conjugate gradient, line search), then the
+   same epochs of shuffled minibatches for the critic alone, with Adam on the value loss (the actor's
+   Adam state is unused and stays as it is);
 4. controllers: PPO-penalty's beta from the exact mean KL(pi_old || pi_new) over the whole batch,
    measured between action distributions after the update; the auto entropy coefficient steps
    once per minibatch.
@@ -31,7 +35,7 @@ import gymnasium as gym
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ppo_np import checkpoint, kernels
+from ppo_np import checkpoint, kernels, trpo
 from ppo_np.config import PPOConfig, preset_for
 from ppo_np.losses import LossCoefs, Minibatch, explained_variance, ppo_loss
 from ppo_np.normalize import ObsNormalizer, RewardScaler
@@ -43,7 +47,7 @@ from ppo_np.schedules import AdaptiveBeta, EntropyCoefficient, schedule
 METRIC_FIELDS = ("update", "step", "wall_s", "steps_per_s", "episode_return", "episode_length", "policy_loss",
                  "value_loss", "entropy", "approx_kl_k1", "approx_kl_k3", "exact_kl", "clip_frac",
                  "explained_variance", "learning_rate", "clip_range", "ent_coef", "beta", "temperature",
-                 "grad_norm", "epochs_run")
+                 "grad_norm", "epochs_run", "step_size", "line_search_backtracks", "cg_residual")
 CHECKPOINT_NAME = "checkpoint.npz"
 
 
@@ -220,6 +224,29 @@ class PPO:
         self.actor_opt.lr = self.critic_opt.lr = max(lr, 1e-12)  # Adam needs lr > 0; 1e-12 is "stopped"
         clip_range = schedule(cfg.clip_schedule, cfg.clip_coef, 0.0, progress)
 
+        if cfg.algo == "trpo":
+            row, epochs_run = self._trpo_update(flat, valid, temperature)
+        else:
+            row, epochs_run = self._ppo_update(flat, valid, temperature, progress, clip_range)
+        row["exact_kl"] = self._batch_kl(flat, valid, temperature)
+        if cfg.algo == "penalty":
+            self.beta.update(row["exact_kl"])
+        self.update_count += 1
+        row.update(update=self.update_count, epochs_run=epochs_run, learning_rate=lr,
+                   clip_range=math.nan if cfg.algo == "trpo" else clip_range, ent_coef=self.ent_coef.value, beta=self.beta.beta, temperature=temperature,
+                   explained_variance=explained_variance(buf.values[buf.valid], returns[buf.valid]),
+                   episode_return=float(np.mean([r for r, _ in episodes])) if episodes else math.nan,
+                   episode_length=float(np.mean([n for _, n in episodes])) if episodes else math.nan)
+        return row
+
+    def _ppo_update(self, flat: Minibatch, valid: np.ndarray, temperature: float, progress: float,
+                    clip_range: float) -> tuple[dict, int]:
+        """Step 3 for PPO: K epochs of shuffled minibatches, L and its gradient, one clip, two Adam steps.
+
+        Returns the metrics averaged over the minibatches, and the epochs run.
+        """
+        cfg = self.config
+        clock = time.perf_counter
         sums: dict[str, float] = {}
         n_minibatches = 0
         epochs_run = 0
@@ -262,16 +289,54 @@ class PPO:
         self._add_time("optimizer", optimizer)
 
         row = {key: value / max(n_minibatches, 1) for key, value in sums.items()}
-        row["exact_kl"] = self._batch_kl(flat, valid, temperature)
-        if cfg.algo == "penalty":
-            self.beta.update(row["exact_kl"])
-        self.update_count += 1
-        row.update(update=self.update_count, epochs_run=epochs_run, learning_rate=lr, clip_range=clip_range,
-                   ent_coef=self.ent_coef.value, beta=self.beta.beta, temperature=temperature,
-                   explained_variance=explained_variance(buf.values[buf.valid], returns[buf.valid]),
-                   episode_return=float(np.mean([r for r, _ in episodes])) if episodes else math.nan,
-                   episode_length=float(np.mean([n for _, n in episodes])) if episodes else math.nan)
-        return row
+        row.update(step_size=math.nan, line_search_backtracks=math.nan, cg_residual=math.nan)  # TRPO's columns
+        return row, epochs_run
+
+    def _trpo_update(self, flat: Minibatch, valid: np.ndarray, temperature: float) -> tuple[dict, int]:
+        """Step 3 for TRPO: one constrained natural-gradient step of the actor on the whole batch
+        (``trpo.trpo_step``), then the critic's Adam epochs on the value loss alone, minibatched like PPO.
+
+        Returns the metrics (policy terms at the new parameters, value loss averaged over the critic's
+        minibatches) and the epochs run.
+        """
+        cfg = self.config
+        clock = time.perf_counter
+        if valid.size == 0:  # every row a reset step (possible only for T = 1): nothing to learn from
+            return {"step_size": math.nan, "line_search_backtracks": math.nan, "cg_residual": math.nan}, 0
+        t0 = clock()
+        batch = _take(flat, valid)
+        if cfg.norm_adv:  # over the whole batch: the policy step uses every sample at once
+            batch = batch._replace(advantages=_normalize(batch.advantages))
+        self._check_finite(advantages=batch.advantages)
+        step = trpo.trpo_step(self.actor, batch, temperature, max_kl=cfg.trpo_max_kl, cg_iters=cfg.cg_iters,
+                              cg_tol=cfg.cg_tol, damping=cfg.cg_damping, line_search_steps=cfg.line_search_steps,
+                              line_search_decay=cfg.line_search_decay)
+        dist_new = self.actor.forward(batch.obs)[0]
+        logp_new = self.actor.log_prob(dist_new, batch.actions, temperature)
+        _, _, k1, k3 = kernels.importance_ratios(logp_new, batch.logp_old, max(cfg.clip_coef, 1e-8))
+        row = {"policy_loss": -step.surrogate_new, "entropy": float(np.mean(self.actor.entropy(dist_new, temperature))),
+               "approx_kl_k1": k1, "approx_kl_k3": k3, "clip_frac": math.nan, "grad_norm": step.grad_norm,
+               "step_size": step.step_norm, "line_search_backtracks": step.backtracks, "cg_residual": step.cg_residual}
+        self._add_time("policy_step", clock() - t0)
+
+        value_losses = []
+        fwd_bwd = optimizer = 0.0
+        for epoch in range(cfg.update_epochs):
+            for mb_idx in kernels.minibatch_indices(valid.size, cfg.minibatch_size,
+                                                    kernels.epoch_seed(cfg.seed, self.update_count, epoch)):
+                t0 = clock()
+                loss, grads = trpo.value_gradients(self.critic, _take(flat, valid[mb_idx]), cfg.vf_clip)
+                t1 = clock()
+                grad_norm = clip_grad_norm(grads, max_norm=cfg.max_grad_norm)
+                self._check_finite(value_loss=np.array(loss), gradient_norm=np.array(grad_norm))
+                self.critic_opt.step(grads)
+                fwd_bwd += t1 - t0
+                optimizer += clock() - t1
+                value_losses.append(loss)
+        self._add_time("minibatch_fwd_bwd", fwd_bwd)
+        self._add_time("optimizer", optimizer)
+        row["value_loss"] = float(np.mean(value_losses))
+        return row, cfg.update_epochs
 
     def _add_time(self, phase: str, seconds: float) -> None:
         self.phase_times[phase] = self.phase_times.get(phase, 0.0) + seconds
