@@ -15,6 +15,11 @@ Relative error between the analytic gradient a and the numerical gradient n of o
 (0 when both vanish; 1 when one of them is zero and the other is not). A check passes when
 rel < ``tol`` (1e-6 by default).
 
+Forward-mode products (``tangents.py``) are checked along one random direction v of every input at
+once: J v against (f(theta + h v) - f(theta - h v)) / (2 h), one row for the whole output. TRPO's
+Fisher-vector product F v is checked the same way one level up, against the central difference of the
+mean KL's gradient at pi = pi_old, where F is the KL's Hessian (``trpo.py``).
+
 ``run_suite`` checks every component of ppo-np; ``ppo-np gradcheck`` prints its table.
 """
 from __future__ import annotations
@@ -26,7 +31,7 @@ import numpy as np
 
 from ppo_np import layers
 from ppo_np.mlp import MLP
-from ppo_np.params import Params
+from ppo_np.params import Params, flatten
 
 DEFAULT_TOL = 1e-6
 DEFAULT_STEP = 1e-6
@@ -353,9 +358,179 @@ def _check_ppo_losses(rng: np.random.Generator) -> list[Check]:
             for c in check_ppo_loss(rng, discrete, surrogate)]
 
 
+# --- forward mode and TRPO ---------------------------------------------------------------------------
+
+def check_directional(component: str, forward: Callable[[], np.ndarray], tangent: np.ndarray, inputs: Params,
+                      direction: Params, param: str = "J v", tol: float = DEFAULT_TOL,
+                      h: float = DEFAULT_STEP) -> Check:
+    """Check a forward-mode product J v against (f(x + h v) - f(x - h v)) / 2h along one direction.
+
+    Args:
+        forward: computes the output from the arrays in ``inputs`` (read at call time).
+        tangent: the analytic J v, shaped like the output.
+        inputs: the float64 arrays that move; perturbed in place along ``direction``, then restored
+            bit for bit.
+        direction: the tangent v, one array per name in ``inputs``.
+    Returns one ``Check`` (row ``param``) for the whole output.
+    """
+    for name, x in inputs.items():
+        if x.dtype != np.float64:
+            raise ValueError(f"directional checks need float64 arrays, got {x.dtype} for {name!r}")
+    saved = {name: x.copy() for name, x in inputs.items()}
+
+    def at(t: float) -> np.ndarray:
+        for name, x in inputs.items():
+            x[...] = saved[name] + t * direction[name]
+        return np.array(forward(), dtype=np.float64)
+
+    try:
+        numerical = (at(h) - at(-h)) / (2.0 * h)
+    finally:
+        for name, x in inputs.items():
+            x[...] = saved[name]
+    err = relative_error(tangent, numerical)
+    return Check(component, param, err, err < tol)
+
+
+def _random_direction(params: Params, rng: np.random.Generator) -> Params:
+    return {name: rng.standard_normal(p.shape) for name, p in params.items()}
+
+
+def _check_layer_tangents(rng: np.random.Generator) -> list[Check]:
+    from ppo_np import tangents
+
+    B, n, m = (int(k) for k in rng.integers(1, 6, size=3))
+    arrays = {"x": rng.standard_normal((B, n)), "W": rng.standard_normal((n, m)), "b": rng.standard_normal(m)}
+    v = _random_direction(arrays, rng)
+    cache = layers.linear_forward(arrays["x"], arrays["W"], arrays["b"])[1]
+    checks = [check_directional("tangent-linear", lambda: layers.linear_forward(arrays["x"], arrays["W"], arrays["b"])[0],
+                                tangents.linear_tangent(v["x"], cache, v["W"], v["b"]), arrays, v, "dy")]
+    for name, act in layers.ACTIVATIONS.items():
+        x = {"x": away_from_zero(rng, (4, 5))}
+        dx = {"x": rng.standard_normal((4, 5))}
+        dy = tangents.ACTIVATION_TANGENTS[name](dx["x"], act.forward(x["x"])[1])
+        checks.append(check_directional(f"tangent-{name}", lambda: act.forward(x["x"])[0], dy, x, dx, "dy"))
+    return checks
+
+
+def _check_mlp_tangents(rng: np.random.Generator) -> list[Check]:
+    from ppo_np import tangents
+
+    checks = []
+    for act in ("tanh", "relu"):
+        mlp = MLP((3, 5, 4, 2), act, rng=rng, hidden_gain=1.0, out_gain=1.0)
+        randomize_biases(mlp.params, rng)
+        inputs = {"x": away_from_zero(rng, (6, 3), margin=0.5), **mlp.params}
+        v = _random_direction(inputs, rng)
+        dy = tangents.mlp_tangent(mlp, mlp.forward(inputs["x"])[1], v, v["x"])
+        checks.append(check_directional(f"tangent-mlp-{act}", lambda: mlp.forward(inputs["x"])[0], dy, inputs, v,
+                                        "dy"))
+    return checks
+
+
+def trpo_test_point(rng: np.random.Generator, discrete: bool, activation: str = "tanh"):
+    """(actor, obs, tau): a small actor with O(1) outputs (parameters ~ N(0, 0.5^2), log_std ~ N(0, 0.3^2)),
+    a few random states and a temperature away from 1."""
+    from ppo_np.policy import Actor
+
+    B, obs_dim, n_act = int(rng.integers(3, 8)), 3, int(rng.integers(2, 4))
+    actor = Actor(obs_dim, n_act, discrete, (5, 4), activation, rng=rng)
+    for p in actor.params.values():
+        p[...] = 0.5 * rng.standard_normal(p.shape)
+    if not discrete:
+        actor.params["log_std"][...] = 0.3 * rng.standard_normal(n_act)
+    return actor, rng.standard_normal((B, obs_dim)), _temperature(rng)
+
+
+def _policy_name(discrete: bool) -> str:
+    return "categorical" if discrete else "gaussian"
+
+
+def _check_actor_tangents(rng: np.random.Generator) -> list[Check]:
+    """J v of the actor's distribution parameters: (z) or (mu, log_std broadcast to every state)."""
+    from ppo_np import tangents
+
+    checks = []
+    for discrete in (True, False):
+        actor, obs, _ = trpo_test_point(rng, discrete)
+        v = _random_direction(actor.params, rng)
+        dout, dlog_std = tangents.actor_tangent(actor, actor.forward(obs)[1], v)
+
+        def forward():
+            out = actor.forward(obs)[0]
+            return out if discrete else np.concatenate([out.ravel(), actor.params["log_std"]])
+
+        tangent = dout if discrete else np.concatenate([dout.ravel(), dlog_std])
+        checks.append(check_directional(f"tangent-actor-{_policy_name(discrete)}", forward, tangent, actor.params, v))
+    return checks
+
+
+def _check_fisher(rng: np.random.Generator) -> list[Check]:
+    """F v against central differences of the mean KL's gradient at pi = pi_old (a Hessian-vector product).
+
+    The old policy is frozen at the test point; g(theta) = d/dtheta mean KL(pi_old || pi_theta) vanishes
+    there and (g(theta + h v) - g(theta - h v)) / 2h -> H v = F v. One row per parameter array.
+    """
+    from ppo_np import trpo
+    from ppo_np.params import unflatten
+
+    checks = []
+    for discrete in (True, False):
+        actor, obs, tau = trpo_test_point(rng, discrete)
+        dist_old = actor.forward(obs)[0]
+        log_std_old = None if discrete else actor.params["log_std"].copy()
+        v = _random_direction(actor.params, rng)
+        Fv = unflatten(trpo.fisher_vector_product(actor, trpo.fisher_point(actor, obs, tau), flatten(v)), actor.params)
+        saved = {name: p.copy() for name, p in actor.params.items()}
+
+        def grad_at(t: float) -> Params:
+            for name, p in actor.params.items():
+                p[...] = saved[name] + t * v[name]
+            return trpo.mean_kl_gradient(actor, obs, dist_old, log_std_old, tau)
+
+        plus, minus = grad_at(DEFAULT_STEP), grad_at(-DEFAULT_STEP)
+        for name, p in actor.params.items():
+            p[...] = saved[name]
+        for name in actor.params:
+            err = relative_error(Fv[name], (plus[name] - minus[name]) / (2.0 * DEFAULT_STEP))
+            checks.append(Check(f"fisher-{_policy_name(discrete)}", name, err, err < DEFAULT_TOL))
+    return checks
+
+
+def _check_trpo_surrogate(rng: np.random.Generator) -> list[Check]:
+    """The gradients TRPO uses, in every actor parameter: of the mean KL to a different old policy
+    (``trpo.mean_kl_gradient``), and g = d mean(r A) / dtheta (``trpo.surrogate_gradient``) away from r = 1."""
+    from ppo_np import trpo
+    from ppo_np.losses import Minibatch
+    from ppo_np.params import unflatten
+
+    checks = []
+    for discrete in (True, False):
+        actor, obs, tau = trpo_test_point(rng, discrete)
+        B = obs.shape[0]
+        actions, logp, out = actor.act(obs, rng, temperature=tau)
+        batch = Minibatch(obs, actions, logp - np.log(rng.uniform(0.5, 1.5, size=B)), away_from_zero(rng, B),
+                          np.zeros(B), np.zeros(B), out, None if discrete else actor.params["log_std"].copy())
+        old = {"out": out + 0.3 * rng.standard_normal(out.shape),                 # pi_old != pi_theta
+               "log_std": None if discrete else actor.params["log_std"] + 0.2 * rng.standard_normal(out.shape[1])}
+        checks += check_gradients(
+            f"trpo-kl-{_policy_name(discrete)}",
+            lambda: np.array(np.mean(actor.kl(old["out"], old["log_std"], actor.forward(obs)[0], tau))),
+            lambda dy: {k: dy * g for k, g in trpo.mean_kl_gradient(actor, obs, old["out"], old["log_std"],
+                                                                     tau).items()},
+            actor.params, rng)
+        checks += check_gradients(f"trpo-surrogate-{_policy_name(discrete)}",
+                                  lambda: np.array(trpo.surrogate_gradient(actor, batch, tau)[0]),
+                                  lambda dy: {k: dy * g for k, g in unflatten(trpo.surrogate_gradient(
+                                      actor, batch, tau)[1], actor.params).items()},
+                                  actor.params, rng)
+    return checks
+
+
 SUITE: list[Callable[[np.random.Generator], list[Check]]] = [
     _check_linear, _check_activations, _check_mlps,
     _check_categorical, _check_gaussian, _check_surrogates, _check_value_losses, _check_ppo_losses,
+    _check_layer_tangents, _check_mlp_tangents, _check_actor_tangents, _check_fisher, _check_trpo_surrogate,
 ]
 
 
