@@ -449,6 +449,51 @@ def gather_rows(src, idx, out):
     return gather_rows_2d_kernel(src, idx, out)
 
 
+class MinibatchGatherer:
+    """Gather the same rows of several flat rollout arrays into buffers allocated once.
+
+    The update loop gathers every field of a minibatch with one index array, hundreds of times per
+    rollout. ``gather_rows`` checks all of its arguments on every call (10 us, against 1.3 us for
+    the kernel itself); here the sources and buffers are checked once, at construction, and each
+    call checks only the indices (once for all fields).
+
+    Args:
+        sources: 1-D or 2-D C-contiguous arrays with the same number of rows M.
+        max_rows: the largest minibatch; buffers hold this many rows, a call may ask for fewer.
+    Calling it with idx (B,) int64 in [0, M), B <= max_rows, returns views of the buffers holding
+    src[idx] for every source, valid until the next call.
+    """
+
+    def __init__(self, sources, max_rows: int):
+        max_rows = _check_int("max_rows", max_rows, 1)
+        self.sources = tuple(sources)
+        if not self.sources:
+            raise ValueError("MinibatchGatherer needs at least one source array")
+        for k, src in enumerate(self.sources):
+            if not isinstance(src, np.ndarray) or src.ndim not in (1, 2) or not src.flags.c_contiguous:
+                raise ValueError(f"source {k} must be a 1-D or 2-D C-contiguous numpy array")
+        rows = {src.shape[0] for src in self.sources}
+        if len(rows) > 1:
+            raise ValueError(f"sources must have the same number of rows, got {sorted(rows)}")
+        self.n_rows = rows.pop()
+        self.buffers = tuple(np.empty((max_rows, *src.shape[1:]), dtype=src.dtype) for src in self.sources)
+
+    def __call__(self, idx: np.ndarray) -> tuple:
+        if not (isinstance(idx, np.ndarray) and idx.ndim == 1 and idx.dtype == np.int64):
+            raise ValueError(f"idx must be a 1-D int64 numpy array, got {getattr(idx, 'dtype', type(idx).__name__)}")
+        B = idx.shape[0]
+        if B > self.buffers[0].shape[0]:
+            raise ValueError(f"idx has {B} rows, more than the buffers' {self.buffers[0].shape[0]}")
+        if B and (int(idx.min()) < 0 or int(idx.max()) >= self.n_rows):
+            raise ValueError(f"idx must lie in [0, {self.n_rows}), got values in [{int(idx.min())}, {int(idx.max())}]")
+        idx = np.ascontiguousarray(idx)
+        out = []
+        for src, buf in zip(self.sources, self.buffers):
+            kernel = gather_rows_1d_kernel if src.ndim == 1 else gather_rows_2d_kernel
+            out.append(kernel(src, idx, buf[:B]))
+        return tuple(out)
+
+
 # --- importance ratios ------------------------------------------------------------------------------
 
 def importance_ratios_reference(logp_new: np.ndarray, logp_old: np.ndarray, clip_eps: float):

@@ -252,6 +252,8 @@ class PPO:
         epochs_run = 0
         stop = valid.size == 0  # every row a reset step (possible only for T = 1): nothing to learn from
         fwd_bwd = optimizer = 0.0
+        per_sample = [name for name in Minibatch._fields if name != "log_std_old"]  # log-std is per policy
+        gather = kernels.MinibatchGatherer([getattr(flat, name) for name in per_sample], cfg.minibatch_size)
         for epoch in range(cfg.update_epochs):
             if stop:
                 break
@@ -259,7 +261,7 @@ class PPO:
             for mb_idx in kernels.minibatch_indices(valid.size, cfg.minibatch_size,
                                                     kernels.epoch_seed(cfg.seed, self.update_count, epoch)):
                 t0 = clock()
-                mb = _take(flat, valid[mb_idx])
+                mb = Minibatch(*gather(valid[mb_idx]), log_std_old=flat.log_std_old)
                 if cfg.norm_adv:
                     mb = mb._replace(advantages=_normalize(mb.advantages))
                 coefs = LossCoefs(surrogate=cfg.algo, clip_eps=max(clip_range, 1e-8), beta=self.beta.beta,

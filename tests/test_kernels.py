@@ -478,3 +478,33 @@ def test_bad_input_names_the_value(name, call):
     """Every other public kernel: a ValueError whose message starts with the bad argument's name."""
     with pytest.raises(ValueError, match=rf"^{name} must"):
         call()
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), M=st.integers(1, 60), D=st.integers(1, 5), max_rows=st.integers(1, 30),
+       data=st.data())
+def test_minibatch_gatherer_equals_the_reference_for_every_source(seed, M, D, max_rows, data):
+    rng = np.random.default_rng(seed)
+    sources = [rng.standard_normal((M, D)).astype(np.float32), rng.standard_normal(M), rng.integers(0, 5, M)]
+    gather = K.MinibatchGatherer(sources, max_rows)
+    for _ in range(3):  # buffers are reused across calls
+        B = data.draw(st.integers(0, max_rows))
+        idx = rng.integers(0, M, B).astype(np.int64)
+        for got, src in zip(gather(idx), sources):
+            np.testing.assert_array_equal(got, K.gather_rows_reference(src, idx, np.empty_like(got)))
+            assert got.dtype == src.dtype and got.shape == (B, *src.shape[1:])
+
+
+def test_minibatch_gatherer_refuses_bad_sources_and_indices():
+    a, b = np.zeros((10, 2)), np.zeros(9)
+    with pytest.raises(ValueError, match="same number of rows"):
+        K.MinibatchGatherer([a, b], 4)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        K.MinibatchGatherer([a.T], 4)
+    gather = K.MinibatchGatherer([a], 4)
+    with pytest.raises(ValueError, match="more than the buffers' 4"):
+        gather(np.arange(5, dtype=np.int64))
+    with pytest.raises(ValueError, match=r"\[0, 10\)"):
+        gather(np.array([0, 10], dtype=np.int64))
+    with pytest.raises(ValueError, match="int64"):
+        gather(np.array([0, 1], dtype=np.int32))
