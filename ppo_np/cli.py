@@ -8,19 +8,31 @@
 
 Every field of ``PPOConfig`` is an option of ``train`` (``--gae-lambda 0.9``), with the field's
 documentation as its help; ``--set gae_lambda=0.9`` does the same. Later settings win: preset, then
-``--set``, then the field options. Exit status: 0 on success, 1 when a gradient check fails or
-training stops on an error, 2 on bad input (one line naming the value and what is allowed, never a
-traceback), 130 on Ctrl-C (after saving a checkpoint).
+``--set``, then the field options.
+
+Exit status, and what is printed (never a traceback):
+    0    success;
+    1    a gradient check failed, or a run stopped on a fault (an environment's error, even a
+         ValueError raised inside it; a NaN): the error's type, message and origin, the checkpoint
+         left in the run directory (step and update, read back from disk) and the resume command;
+    2    bad input, found before the first environment step: one line naming the value and what is
+         allowed (config values, --set keys, env ids, unsupported spaces, run directories, checkpoints);
+    130  Ctrl-C: during training a checkpoint is saved first, and the message says how to resume.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import os
+import shlex
 import sys
 import time
+import traceback
 from pathlib import Path
 
+from ppo_np import checkpoint
 from ppo_np.config import DEFAULT_TOTAL_STEPS, PRESETS, PPOConfig, field_doc, field_names, parse_value
 
 
@@ -52,6 +64,13 @@ def _key_value(text: str) -> tuple[str, str]:
 
 
 # --- train ---------------------------------------------------------------------------------------------
+#
+# Two phases, two kinds of failure. Setting up (parsing, the config, the environment, the run directory,
+# the checkpoint to resume) fails on bad input: a ValueError, exit status 2, one line. Once the first
+# environment step is taken, anything that stops the run (an environment's error, a NaN, a full disk) is
+# a fault, not bad input, even when it is a ValueError raised inside the environment: exit status 1,
+# the error's type, message and origin, the checkpoint on disk and the command that resumes it.
+
 
 def _train_config(args: argparse.Namespace, continuous: bool) -> PPOConfig:
     from ppo_np.config import preset_for
@@ -63,47 +82,155 @@ def _train_config(args: argparse.Namespace, continuous: bool) -> PPOConfig:
     return base.replace(**changes)
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from ppo_np.ppo import CHECKPOINT_NAME, PPO, NonFiniteError, evaluate
+def _probe_env(env_id: str, vectorization: str = "sync") -> bool:
+    """Build (and close) one copy of the environment; True when its actions are continuous.
+
+    Whatever the environment's constructor raises (a missing dependency, a broken registration)
+    becomes a ValueError naming the id: at this point it is the input that is wrong.
+    """
+    import gymnasium as gym
+
+    from ppo_np.rollout import make_vector_env
+
+    try:
+        probe = make_vector_env(env_id, 1, vectorization)
+    except ValueError:
+        raise
+    except Exception as exc:
+        raise ValueError(f"cannot build environment {env_id!r}: {type(exc).__name__}: {exc}") from None
+    try:
+        return not isinstance(probe.single_action_space, gym.spaces.Discrete)
+    finally:
+        probe.close()
+
+
+def _config_options(args: argparse.Namespace) -> list[str]:
+    """The config-changing options given on the command line, as the user wrote them."""
+    given = [f"--preset {args.preset}"] if args.preset else []
+    given += [f"--set {key}=..." for key, _ in args.set]
+    given += [f"--{name.replace('_', '-')}" for name in field_names() if getattr(args, f"cfg_{name}") is not None]
+    return given
+
+
+def _train_setup(args: argparse.Namespace):
+    """The agent, its run directory and the step budget; a ValueError (exit status 2) on bad input."""
+    from ppo_np.ppo import CHECKPOINT_NAME, PPO
 
     if args.resume:
         run_dir = Path(args.resume)
+        ignored = _config_options(args) + ([f"--run-dir {args.run_dir}"] if args.run_dir else [])
+        if ignored:
+            raise ValueError(f"--resume continues the run with the configuration saved in {run_dir}; "
+                             f"{', '.join(ignored)} cannot be combined with it")
+        if not run_dir.is_dir():
+            raise ValueError(f"--resume {run_dir}: no such run directory")
+        _remove_stale_temps(run_dir)
+        if not (run_dir / CHECKPOINT_NAME).exists():
+            raise ValueError(f"{run_dir} holds no checkpoint: the run stopped before its first one, so there is "
+                             f"nothing to resume; start it again with {_restart_command(run_dir, args.env_id)}")
         agent = PPO.load(run_dir / CHECKPOINT_NAME, run_dir=run_dir)
         if args.env_id and args.env_id != agent.env_id:
+            agent.close()
             raise ValueError(f"--resume {run_dir} holds a run on {agent.env_id}, not {args.env_id}")
+        if args.total_steps is not None and args.total_steps < agent.global_step:
+            raise ValueError(f"--total-steps {args.total_steps} is below the {agent.global_step} steps "
+                             f"the run in {run_dir} has already taken")
         total = args.total_steps or agent.total_steps
-    else:
-        if not args.env_id:
-            raise ValueError("train needs an ENV_ID (or --resume RUN_DIR)")
-        from ppo_np.rollout import make_vector_env
-        import gymnasium as gym
+        if total < 1:
+            raise ValueError(f"the checkpoint in {run_dir} has no step budget; give one with --total-steps")
+        return agent, run_dir, total
 
-        probe = make_vector_env(args.env_id, 1, "sync")
-        continuous = not isinstance(probe.single_action_space, gym.spaces.Discrete)
-        probe.close()
-        config = _train_config(args, continuous)
-        run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"{args.env_id}_{time.strftime('%Y%m%d-%H%M%S')}"
-        if (run_dir / CHECKPOINT_NAME).exists():
-            raise ValueError(f"run directory {run_dir} already holds a run; use --resume {run_dir} "
-                             "or choose another --run-dir")
-        agent = PPO(args.env_id, config, run_dir=run_dir)
-        total = args.total_steps or DEFAULT_TOTAL_STEPS.get(args.env_id, 1_000_000)
+    if not args.env_id:
+        raise ValueError("train needs an ENV_ID (or --resume RUN_DIR)")
+    continuous = _probe_env(args.env_id)
+    config = _train_config(args, continuous)
+    if config.vectorization == "native":
+        _probe_env(args.env_id, "native")
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"{args.env_id}_{time.strftime('%Y%m%d-%H%M%S')}"
+    if (run_dir / CHECKPOINT_NAME).exists():
+        raise ValueError(f"run directory {run_dir} already holds a run; use --resume {run_dir} "
+                         "or choose another --run-dir")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot create run directory {run_dir}: {exc.strerror or exc}") from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise ValueError(f"run directory {run_dir} is not writable")
+    _remove_stale_temps(run_dir)
+    agent = PPO(args.env_id, config, run_dir=run_dir)
+    return agent, run_dir, args.total_steps or DEFAULT_TOTAL_STEPS.get(args.env_id, 1_000_000)
 
+
+def _remove_stale_temps(run_dir: Path) -> None:
+    """Temporary files of writes killed mid-way (never mistaken for the files themselves): ours to delete."""
+    from ppo_np.ppo import CHECKPOINT_NAME
+
+    checkpoint.remove_stale_temps(*(run_dir / name for name in (CHECKPOINT_NAME, "metrics.csv", "config.json")))
+
+
+def _restart_command(run_dir: Path, env_id: str | None) -> str:
+    if env_id is None:  # the run's config.json names its environment, if it got that far
+        try:
+            env_id = json.loads((run_dir / "config.json").read_text())["env_id"]
+        except (OSError, ValueError, KeyError, TypeError):
+            env_id = "ENV_ID"
+    return f"ppo-np train {shlex.quote(str(env_id))} --run-dir {shlex.quote(str(run_dir))} ..."
+
+
+def _checkpoint_report(run_dir: Path, label: str = "checkpoint") -> str:
+    """What the run directory holds now, read back from disk, and how to continue from it."""
+    from ppo_np.ppo import CHECKPOINT_NAME
+
+    path = run_dir / CHECKPOINT_NAME
+    if not path.exists():
+        return f"no checkpoint was saved in {run_dir} before the run stopped: nothing to resume; start it again"
+    try:
+        arrays = checkpoint.load(path)
+    except checkpoint.CheckpointError as exc:
+        return f"the checkpoint does not load: {exc}"
+    where = ", ".join(f"{name} {int(arrays[key])}" for name, key in
+                      (("step", "counters/global_step"), ("update", "counters/update")) if key in arrays)
+    return f"{label}: {path} ({where})\nResume with:\n  ppo-np train --resume {shlex.quote(str(run_dir))}"
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message``, where it was raised, and the error it interrupted, if any: no traceback."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        text += f" (raised at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name})"
+    context = exc.__context__
+    if context is not None and not exc.__suppress_context__:
+        text += f", while handling {type(context).__name__}" + (f": {context}" if str(context) else "")
+    return text
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from ppo_np.ppo import NonFiniteError, evaluate
+
+    agent, run_dir, total = _train_setup(args)  # bad input raises ValueError here: exit status 2
     start = time.perf_counter()
     step0 = agent.global_step
+    phase = "training"
     try:
         agent.learn(total, progress_bar=not args.json and not args.no_progress)
+        wall = time.perf_counter() - start
+        phase = "evaluation"
+        result = evaluate(agent, episodes=args.eval_episodes, seed=agent.config.seed + 10_000)
     except KeyboardInterrupt:
-        print(f"\ninterrupted at step {agent.global_step}; checkpoint saved. Resume with:\n"
-              f"  ppo-np train --resume {run_dir}", file=sys.stderr)
+        print(f"\nppo-np train: interrupted at step {agent.global_step} ({phase}).\n"
+              f"{_checkpoint_report(run_dir)}", file=sys.stderr)
         return 130
     except NonFiniteError as exc:
-        print(f"ppo-np: training stopped: {exc}. The last good checkpoint is in {run_dir}.", file=sys.stderr)
+        print(f"ppo-np train: training stopped: {exc}.\n{_checkpoint_report(run_dir, 'last good checkpoint')}",
+              file=sys.stderr)
+        return 1
+    except Exception as exc:  # an environment's error, a full disk, ...: a fault of the run, not bad input
+        print(f"ppo-np train: {phase} stopped by {_describe(exc)}\n{_checkpoint_report(run_dir)}", file=sys.stderr)
         return 1
     finally:
-        agent.close()
-    wall = time.perf_counter() - start
-    result = evaluate(agent, episodes=args.eval_episodes, seed=agent.config.seed + 10_000)
+        with contextlib.suppress(Exception):
+            agent.close()
     summary = {"env_id": agent.env_id, "total_steps": agent.global_step, "wall_s": round(wall, 3),
                "steps_per_s": round((agent.global_step - step0) / wall, 1),
                "mean_return_last20": agent.mean_recent_return(20),
@@ -129,8 +256,12 @@ def _checkpoint_path(path: str) -> Path:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from ppo_np.ppo import PPO, evaluate
 
-    agent = PPO.load(_checkpoint_path(args.path))
-    result = evaluate(agent, episodes=args.episodes, seed=args.seed)
+    agent = PPO.load(_checkpoint_path(args.path))  # a bad file raises CheckpointError: exit status 2
+    try:
+        result = evaluate(agent, episodes=args.episodes, seed=args.seed)
+    except Exception as exc:  # the environment's fault, not the input's
+        print(f"ppo-np eval: evaluation stopped by {_describe(exc)}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(result))
     else:
@@ -211,10 +342,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    for dest, value in vars(args).items():
+        # Python 3.11's argparse drops a value that is exactly '--' (``--gamma=--``) and stores [] in its place
+        if isinstance(value, list) and ((value == [] and dest != "set") or [] in value):
+            name = dest[len("cfg_"):] if dest.startswith("cfg_") else dest
+            parser.exit(2, f"ppo-np {args.command}: error: argument --{name.replace('_', '-')}"
+                           f"{f' (config field {name})' if dest.startswith('cfg_') else ''}: '--' is not a value\n")
     try:
         return args.func(args)
     except ValueError as exc:  # bad input of every kind: config values, env ids, checkpoint files
-        parser.exit(2, f"ppo-np {args.command}: error: {exc}\n")
+        parser.exit(2, f"ppo-np {args.command}: error: {' '.join(str(exc).splitlines())}\n")
+    except KeyboardInterrupt:  # before training started (train handles its own): nothing to save
+        print(f"\nppo-np {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
