@@ -17,7 +17,8 @@ Exit status, and what is printed (never a traceback):
          left in the run directory (step and update, read back from disk) and the resume command;
     2    bad input, found before the first environment step: one line naming the value and what is
          allowed (config values, --set keys, env ids, unsupported spaces, run directories, checkpoints);
-    130  Ctrl-C: during training a checkpoint is saved first, and the message says how to resume.
+    130  Ctrl-C: during training the first one stops after the update under way and the second at
+         once; either way a checkpoint is saved first, and the message says how to resume.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import dataclasses
 import json
 import os
 import shlex
+import signal
 import sys
 import time
 import traceback
@@ -205,6 +207,44 @@ def _describe(exc: BaseException) -> str:
     return text
 
 
+class _CtrlC:
+    """Ctrl-C during training: the first stops the run after the update under way (learn's callback
+    returns False, learn saves, the checkpoint falls on an update boundary); a second one stops it at
+    once (KeyboardInterrupt: learn saves what it has). A KeyboardInterrupt raised while compiled Numba
+    code runs can surface as another exception (SystemError); ``requested`` tells them apart.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self.previous = None
+
+    def __enter__(self):
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: Python delivers no signals here anyway
+            self.previous = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nppo-np train: Ctrl-C: stopping after this update (Ctrl-C again to stop at once)", file=sys.stderr)
+
+    def callback(self, agent, row) -> bool:
+        return not self.requested
+
+
+def _interrupted(agent, run_dir: Path, phase: str) -> int:
+    print(f"\nppo-np train: interrupted at step {agent.global_step} ({phase}).\n{_checkpoint_report(run_dir)}",
+          file=sys.stderr)
+    return 130
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from ppo_np.ppo import NonFiniteError, evaluate
 
@@ -212,22 +252,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     step0 = agent.global_step
     phase = "training"
+    ctrl_c = _CtrlC()
     try:
-        agent.learn(total, progress_bar=not args.json and not args.no_progress)
-        wall = time.perf_counter() - start
-        phase = "evaluation"
-        result = evaluate(agent, episodes=args.eval_episodes, seed=agent.config.seed + 10_000)
-    except KeyboardInterrupt:
-        print(f"\nppo-np train: interrupted at step {agent.global_step} ({phase}).\n"
-              f"{_checkpoint_report(run_dir)}", file=sys.stderr)
-        return 130
+        with ctrl_c:
+            agent.learn(total, callback=ctrl_c.callback, progress_bar=not args.json and not args.no_progress)
+            if ctrl_c.requested:
+                raise KeyboardInterrupt
+            wall = time.perf_counter() - start
+            phase = "evaluation"
+            result = evaluate(agent, episodes=args.eval_episodes, seed=agent.config.seed + 10_000)
     except NonFiniteError as exc:
         print(f"ppo-np train: training stopped: {exc}.\n{_checkpoint_report(run_dir, 'last good checkpoint')}",
               file=sys.stderr)
         return 1
     except Exception as exc:  # an environment's error, a full disk, ...: a fault of the run, not bad input
+        if ctrl_c.requested:  # or the second Ctrl-C, come out of compiled code as another exception
+            return _interrupted(agent, run_dir, phase)
         print(f"ppo-np train: {phase} stopped by {_describe(exc)}\n{_checkpoint_report(run_dir)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return _interrupted(agent, run_dir, phase)
     finally:
         with contextlib.suppress(Exception):
             agent.close()
