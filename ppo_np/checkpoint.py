@@ -15,8 +15,10 @@ member's own ``.npy`` header says, so a damaged header (shape ``(64, 64)`` read 
 ``<f4`` read as ``<f2``) loads silently without reaching the end of the member, where zipfile checks
 the CRC-32. Here every member is read whole, so its CRC-32 is always verified, then parsed by
 ``numpy.lib.format.read_array(allow_pickle=False)``, which must consume it exactly. Members must be
-uncompressed ``.npy`` files (memory is then bounded by the file's size), float entries must be
-finite, and ``kind`` and ``format_version`` are checked before anything else is read. Every failure
+uncompressed ``.npy`` files (memory is then bounded by the file's size), the central directory must
+hold as many entries as its end record declares (zipfile silently drops those a damaged length field
+hides), float entries must be finite, and ``kind`` and ``format_version`` are checked before anything
+else is read. Every failure
 is a ``CheckpointError`` (a ``ValueError``) naming the file and what is wrong with it.
 """
 from __future__ import annotations
@@ -117,7 +119,8 @@ def load(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
-        with zipfile.ZipFile(path) as zf:
+        with open(path, "rb") as f, zipfile.ZipFile(f) as zf:
+            _check_directory(path, f, zf)
             arrays = _read_members(path, zf)
     except CheckpointError:
         raise
@@ -127,6 +130,17 @@ def load(path: str | os.PathLike) -> dict[str, np.ndarray]:
         if value.dtype.kind in "fc" and not np.all(np.isfinite(value)):
             raise CheckpointError(f"{path}: entry {key!r} holds non-finite numbers")
     return arrays
+
+
+def _check_directory(path: Path, f, zf: zipfile.ZipFile) -> None:
+    """Every entry the zip's end record declares was read: a damaged length field in the central
+    directory (a comment or extra field grown over the entries after it) makes zipfile drop those
+    entries without a word."""
+    end = zipfile._EndRecData(f)  # the end-of-central-directory record, zip64 or not (what ZipFile parsed)
+    declared = {end[zipfile._ECD_ENTRIES_THIS_DISK], end[zipfile._ECD_ENTRIES_TOTAL]}
+    if declared != {len(zf.infolist())}:
+        raise CheckpointError(f"{path} is damaged (its directory declares {max(declared)} entries, "
+                              f"{len(zf.infolist())} could be read)")
 
 
 def _read_members(path: Path, zf: zipfile.ZipFile) -> dict[str, np.ndarray]:

@@ -320,6 +320,20 @@ def test_a_damaged_npy_header_is_refused_though_its_data_would_parse(real_checkp
         checkpoint.load(path)
 
 
+def test_a_central_directory_entry_grown_over_the_next_ones_is_refused(real_checkpoint, tmp_path):
+    """Found by the fuzz test above: a comment length of 2048 in one central-directory entry makes zipfile
+    read the entries after it as that comment and drop them, with no error; the load must not be partial."""
+    data, _, _ = real_checkpoint
+    bad = bytearray(data)
+    entry = [m.start() for m in re.finditer(b"PK\x01\x02", data)][-10]
+    bad[entry + 32:entry + 34] = (2048).to_bytes(2, "little")  # the entry's comment length field
+    path = tmp_path / "a.npz"
+    path.write_bytes(bad)
+    assert len(zipfile.ZipFile(path).infolist()) < len(zipfile.ZipFile(io.BytesIO(data)).infolist())
+    with pytest.raises(CheckpointError, match=r"declares \d+ entries, \d+ could be read"):
+        checkpoint.load(path)
+
+
 class _Trap:
     """Unpickling this creates a file: proof that a loader executed code from a checkpoint."""
 
