@@ -129,8 +129,13 @@ class PPOConfig:
 
     def _rules(self):
         """(field, value, ok, rule) for every numeric constraint."""
-        def finite(x):
-            return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+        def finite(x):  # an int too large for a float (10**400) is no finite number either
+            if isinstance(x, bool) or not isinstance(x, (int, float)):
+                return False
+            try:
+                return math.isfinite(x)
+            except OverflowError:
+                return False
 
         def integer(x):
             return isinstance(x, int) and not isinstance(x, bool)
@@ -141,12 +146,18 @@ class PPOConfig:
         def optional_positive(x):
             return x is None or positive(x)
 
-        kl_max, kl_min = self.kl_bounds
-        yield "seed", self.seed, integer(self.seed) and self.seed >= 0, "an integer >= 0"
+        yield "seed", self.seed, integer(self.seed) and 0 <= self.seed < 2**64, "an integer >= 0 and < 2**64"
+        for f in dataclasses.fields(self):
+            if f.type in ("bool", bool):
+                value = getattr(self, f.name)
+                yield f.name, value, isinstance(value, bool), "true or false"
         for name in ("num_envs", "num_steps", "update_epochs", "minibatch_size", "checkpoint_every", "cg_iters",
                      "line_search_steps"):
             value = getattr(self, name)
             yield name, value, integer(value) and value >= 1, "an integer >= 1"
+        if all(integer(v) and v >= 1 for v in (self.num_envs, self.num_steps, self.minibatch_size)):
+            yield ("minibatch_size", self.minibatch_size, self.minibatch_size <= self.batch_size,
+                   f"<= the batch num_envs * num_steps = {self.batch_size} (the last minibatch may be smaller)")
         sizes = self.hidden_sizes
         yield ("hidden_sizes", sizes, isinstance(sizes, tuple) and len(sizes) >= 1
                and all(integer(s) and s >= 1 for s in sizes), "a non-empty tuple of integers >= 1")
@@ -168,11 +179,14 @@ class PPOConfig:
         yield ("target_entropy", self.target_entropy, self.target_entropy is None or finite(self.target_entropy),
                "none or a finite number")
         yield "beta_factor", self.beta_factor, finite(self.beta_factor) and self.beta_factor > 1, "a finite number > 1"
-        yield ("kl_min", self.kl_min, kl_min < kl_max, f"below kl_max ({kl_max!r})")
-        if self.ent_schedule == "exponential":
+        # the rules between fields, once each field on its own is a finite number (else it is reported above)
+        if positive(self.kl_target) and optional_positive(self.kl_max) and optional_positive(self.kl_min):
+            kl_max, kl_min = self.kl_bounds
+            yield ("kl_min", self.kl_min, kl_min < kl_max, f"below kl_max ({kl_max!r})")
+        if self.ent_schedule == "exponential" and finite(self.ent_coef_final) and finite(self.ent_coef):
             yield ("ent_coef_final", self.ent_coef_final, self.ent_coef_final > 0 and self.ent_coef > 0,
                    "> 0, with ent_coef > 0, for an exponential schedule")
-        if self.ent_schedule == "auto":
+        if self.ent_schedule == "auto" and finite(self.ent_coef):
             yield "ent_coef", self.ent_coef, self.ent_coef > 0, "> 0 as the starting point of the auto schedule"
 
     @property

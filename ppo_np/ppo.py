@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
@@ -164,7 +165,13 @@ class PPO:
                 temperature = self._temperature()  # the tau that acts is the tau of logp_old in the update
                 self.collector.collect(self.actor, self.critic, buf, self.action_rng, temperature)
                 self.global_step += cfg.batch_size
-                row = self._update(buf, temperature)
+                updates_before = self.update_count
+                try:
+                    row = self._update(buf, temperature)
+                except BaseException:
+                    if self.update_count == updates_before:  # _update rolled back: nothing was learned
+                        self.global_step -= cfg.batch_size
+                    raise
                 wall = time.perf_counter() - start
                 row.update(step=self.global_step, wall_s=wall, steps_per_s=(self.global_step - start_step) / wall)
                 self._log(row)
@@ -224,13 +231,18 @@ class PPO:
         self.actor_opt.lr = self.critic_opt.lr = max(lr, 1e-12)  # Adam needs lr > 0; 1e-12 is "stopped"
         clip_range = schedule(cfg.clip_schedule, cfg.clip_coef, 0.0, progress)
 
-        if cfg.algo == "trpo":
-            row, epochs_run = self._trpo_update(flat, valid, temperature)
-        else:
-            row, epochs_run = self._ppo_update(flat, valid, temperature, progress, clip_range)
-        row["exact_kl"] = self._batch_kl(flat, valid, temperature)
-        if cfg.algo == "penalty":
-            self.beta.update(row["exact_kl"])
+        snapshot = self._learner_state()
+        try:
+            if cfg.algo == "trpo":
+                row, epochs_run = self._trpo_update(flat, valid, temperature)
+            else:
+                row, epochs_run = self._ppo_update(flat, valid, temperature, progress, clip_range)
+            row["exact_kl"] = self._batch_kl(flat, valid, temperature)
+            if cfg.algo == "penalty":
+                self.beta.update(row["exact_kl"])
+        except BaseException:  # a NaN at minibatch k, Ctrl-C: undo minibatches 1..k-1, never keep half an update
+            self._restore_learner_state(snapshot)
+            raise
         self.update_count += 1
         row.update(update=self.update_count, epochs_run=epochs_run, learning_rate=lr,
                    clip_range=math.nan if cfg.algo == "trpo" else clip_range, ent_coef=self.ent_coef.value, beta=self.beta.beta, temperature=temperature,
@@ -348,6 +360,25 @@ class PPO:
         dist_new = self.actor.forward(flat.obs[valid])[0]
         return float(np.mean(self.actor.kl(flat.dist_old[valid], flat.log_std_old, dist_new, temperature)))
 
+    def _learner_state(self) -> dict[str, np.ndarray]:
+        """Copies of everything an update changes: weights, both Adam states, the entropy tuner, beta."""
+        state = {f"actor/{k}": v.copy() for k, v in self.actor.params.items()}
+        state.update({f"critic/{k}": v.copy() for k, v in self.critic.params.items()})
+        state.update({f"adam_actor/{k}": v for k, v in self.actor_opt.state_dict().items()})  # copies
+        state.update({f"adam_critic/{k}": v for k, v in self.critic_opt.state_dict().items()})
+        state.update({k: np.array(v, copy=True) for k, v in self.ent_coef.state_dict().items()})
+        state["beta"] = np.array(self.beta.beta)
+        return state
+
+    def _restore_learner_state(self, state: dict[str, np.ndarray]) -> None:
+        for prefix, params in (("actor", self.actor.params), ("critic", self.critic.params)):
+            for k, p in params.items():
+                p[...] = state[f"{prefix}/{k}"]
+        for prefix, opt in (("adam_actor/", self.actor_opt), ("adam_critic/", self.critic_opt)):
+            opt.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        self.ent_coef.load_state_dict({k: v for k, v in state.items() if k.startswith("ent/")})
+        self.beta.beta = float(state["beta"])
+
     def _check_finite(self, **quantities: np.ndarray) -> None:
         for name, value in quantities.items():
             if not np.all(np.isfinite(value)):
@@ -360,15 +391,16 @@ class PPO:
         if self.run_dir is None:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.json").write_text(json.dumps(
+        checkpoint.write_text_atomic(self.run_dir / "config.json", json.dumps(
             {"env_id": self.env_id, "total_steps": self.total_steps, **dataclasses.asdict(self.config)}, indent=2))
         metrics = self.run_dir / "metrics.csv"
         rows = _read_metrics(metrics) if metrics.exists() else []
-        kept = [r for r in rows if int(float(r["update"])) <= self.update_count]  # drop rows past the checkpoint
-        with open(metrics, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
-            writer.writeheader()
-            writer.writerows(kept)
+        kept = [r for r in rows if _update_of(r) <= self.update_count]  # drop rows past the checkpoint
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(kept)
+        checkpoint.write_text_atomic(metrics, text.getvalue())  # a kill here leaves the old file or the new one
 
     def _log(self, row: dict) -> None:
         if self.run_dir is None:
@@ -404,11 +436,13 @@ class PPO:
         arrays = checkpoint.load(path)
         take = checkpoint.take
         try:
-            env_id = str(take(arrays, "env_id"))
-            config = PPOConfig.from_json(str(take(arrays, "config")))
+            env_id = str(take(arrays, "env_id", np.array("")))
+            config = PPOConfig.from_json(str(take(arrays, "config", np.array(""))))
+            agent = cls(env_id, config, run_dir=run_dir)  # an unknown env id or unsupported spaces: ValueError
+        except checkpoint.CheckpointError:
+            raise
         except ValueError as exc:
             raise checkpoint.CheckpointError(f"{path}: {exc}") from None
-        agent = cls(env_id, config, run_dir=run_dir)
         for prefix, params in (("actor", agent.actor.params), ("critic", agent.critic.params)):
             for k, p in params.items():
                 p[...] = take(arrays, f"{prefix}/{k}", p)
@@ -422,12 +456,14 @@ class PPO:
         agent.reward_scaler.returns = take(arrays, "ret_rms/returns", agent.reward_scaler.returns).copy()
         agent.ent_coef.load_state_dict({k: take(arrays, k, v) for k, v in agent.ent_coef.state_dict().items()})
         agent.beta.beta = float(take(arrays, "beta", np.array(1.0)))
-        agent.global_step = int(take(arrays, "counters/global_step", np.array(0)))
-        agent.update_count = int(take(arrays, "counters/update", np.array(0)))
-        agent.total_steps = int(take(arrays, "counters/total_steps", np.array(0)))
-        agent.recent_returns = [float(r) for r in take(arrays, "recent_returns")]
+        counters = {name: int(take(arrays, f"counters/{name}", np.array(0))) for name in ("global_step", "update",
+                                                                                          "total_steps")}
+        if min(counters.values()) < 0:
+            raise checkpoint.CheckpointError(f"{path}: negative counters {counters}")
+        agent.global_step, agent.update_count, agent.total_steps = counters.values()
+        agent.recent_returns = [float(r) for r in take(arrays, "recent_returns", ndim=1, kinds="f")]
         try:
-            agent.action_rng.bit_generator.state = json.loads(str(take(arrays, "rng/action")))
+            agent.action_rng.bit_generator.state = json.loads(str(take(arrays, "rng/action", np.array(""))))
         except (ValueError, TypeError, KeyError) as exc:
             raise checkpoint.CheckpointError(f"{path}: bad RNG state ({exc})") from None
         return agent
@@ -449,8 +485,21 @@ def _normalize(x: np.ndarray) -> np.ndarray:
 
 
 def _read_metrics(path: Path) -> list[dict]:
+    """The rows of a metrics file, without a last line that a kill cut short (no newline) or a malformed row."""
     with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+        text = f.read()
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    return [r for r in csv.DictReader(io.StringIO(text, newline="")) if None not in r and None not in r.values()
+            and _update_of(r) >= 0]
+
+
+def _update_of(row: dict) -> int:
+    """The update number of a metrics row; -1 when it is not a number."""
+    try:
+        return int(float(row["update"]))
+    except (TypeError, ValueError, OverflowError):
+        return -1
 
 
 def _progress_bar(enabled: bool, total: int, initial: int):

@@ -48,7 +48,7 @@ def test_any_invalid_value_of_a_field_is_rejected_by_name(name, data):
        algo=st.sampled_from(["clip", "penalty"]), dtype=st.sampled_from(["float32", "float64"]))
 def test_valid_configurations_construct_and_round_trip_through_json(lr, gamma, lam, clip, tau, envs, steps, algo, dtype):
     cfg = PPOConfig(learning_rate=lr, gamma=gamma, gae_lambda=lam, clip_coef=clip, temperature=tau, num_envs=envs,
-                    num_steps=steps, algo=algo, dtype=dtype)
+                    num_steps=steps, minibatch_size=min(64, envs * steps), algo=algo, dtype=dtype)
     assert PPOConfig.from_json(cfg.to_json()) == cfg
     assert cfg.batch_size == envs * steps
 

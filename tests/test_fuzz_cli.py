@@ -92,6 +92,19 @@ def invalid_configs(draw):
     return {"ent_schedule": "auto", "ent_coef": 0.0}, "ent_coef", 0.0
 
 
+@settings(max_examples=400, deadline=None)
+@given(case=invalid_configs())
+def test_every_invalid_configuration_is_a_value_error_naming_field_value_and_rule(case):
+    kwargs, name, value = case
+    with pytest.raises(ValueError) as info:
+        PPOConfig(**kwargs)
+    message = str(info.value)
+    assert f"{name} must be" in message and repr(value) in message, message
+    assert "\n" not in message
+    with pytest.raises(ValueError, match=name):  # the same through replace() and through a checkpoint's JSON
+        PPOConfig().replace(**kwargs)
+
+
 # --- valid values ------------------------------------------------------------------------------------------
 
 @st.composite
@@ -271,6 +284,21 @@ def invalid_command_lines(draw):
     # --resume with a config option: the saved configuration cannot be changed on resume
     name = draw(st.sampled_from(["gamma", "learning_rate", "seed"]))
     return ["train", "--resume", "runs/x", f"--set={name}=1"], ["--resume", f"--set {name}"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=invalid_command_lines())
+def test_every_invalid_command_line_exits_2_with_one_error_line_naming_the_value(case):
+    argv, fragments = case
+    with tempfile.TemporaryDirectory() as tmp:
+        status, err = run_cli([*argv, f"--run-dir={tmp}/run"])
+    assert status == 2, (argv, err)
+    *usage, line = err.strip("\n").split("\n")  # argparse's own errors come below its usage block
+    assert line.startswith("ppo-np") and "error:" in line, err
+    assert not usage or (usage[0].startswith("usage: ") and all(u.startswith(" ") for u in usage[1:])), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in line, (fragment, err)
 
 
 @st.composite

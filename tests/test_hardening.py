@@ -128,6 +128,35 @@ def test_non_finite_environment_output_stops_before_the_weights_change(tmp_path,
     agent.close()
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("poison", ["loss", "gradient"])
+def test_non_finite_loss_or_gradient_mid_update_rolls_the_whole_update_back(tmp_path, monkeypatch, poison):
+    """The NaN appears at the third minibatch of update 2: minibatches 1 and 2 have stepped Adam already,
+    and must be undone, so that the weights are exactly those of the checkpoint after update 1."""
+    agent = PPO("CartPole-v1", PPOConfig(**TINY), run_dir=tmp_path)
+    real_loss, calls = ppo_module.ppo_loss, []
+
+    def poisoned(actor, critic, mb, coefs):
+        result = real_loss(actor, critic, mb, coefs)
+        if agent.update_count == 1:
+            calls.append(1)
+            if len(calls) == 3:
+                if poison == "loss":
+                    return result._replace(loss=math.nan)
+                next(iter(result.actor_grads.values())).flat[0] = math.inf
+        return result
+
+    monkeypatch.setattr(ppo_module, "ppo_loss", poisoned)
+    with pytest.raises(NonFiniteError, match=rf"non-finite {'loss' if poison == 'loss' else 'gradient norm'} "
+                                             rf"at update 2, step {2 * BATCH}"):
+        agent.learn(BATCH * 10)
+    saved = checkpoint.load(tmp_path / CHECKPOINT_NAME)
+    assert int(saved["counters/update"]) == 1 == agent.update_count
+    assert_same_arrays(learner_state(saved), learner_state(agent.state_arrays()))
+    assert agent.global_step == BATCH  # the rollout that taught nothing is not counted
+    agent.close()
+
+
 def test_a_state_holding_nan_never_overwrites_a_checkpoint(tmp_path):
     agent = PPO("CartPole-v1", PPOConfig(**TINY))
     path = agent.save(tmp_path / CHECKPOINT_NAME)
@@ -356,7 +385,13 @@ def _rewrite(path: Path, arrays: dict, saver=np.savez) -> None:
     (lambda a: a.update({"config": np.array(a["config"].item().replace('"hidden_sizes": [64, 64]',
                                                                        '"hidden_sizes": [32, 32]'))}),
      "actor/W0.*shape"),
+    (lambda a: a.update({"config": np.array(a["config"].item().replace('"kl_target": 0.01',
+                                                                       '"kl_target": "x"'))}), "kl_target"),
     (lambda a: a.update({"config": np.array("[1, 2")}), "config is not valid JSON"),
+    (lambda a: a.update({"env_id": np.array("NoSuchEnv-v9")}), "NoSuchEnv-v9"),
+    (lambda a: a.update({"env_id": np.array(["CartPole-v1"])}), "env_id.*shape"),
+    (lambda a: a.update({"recent_returns": np.zeros((2, 2))}), "recent_returns.*dimensions"),
+    (lambda a: a.update({"counters/global_step": np.array(-32)}), "negative counters"),
     (lambda a: a.update({"rng/action": np.array("{}")}), "RNG state"),
     (lambda a: a.pop("adam_critic/v/W0"), "missing 'adam_critic/v/W0'"),
     (lambda a: a.update({"format_version": np.array(2)}), "format version 2, newer"),
@@ -578,7 +613,7 @@ def _ctrl_c_at(agent_updates: dict, presses: dict):
     return loss
 
 
-@pytest.mark.parametrize("presses, stops_at", [({3: 1}, 3)])
+@pytest.mark.parametrize("presses, stops_at", [({3: 1}, 3), ({3: 1, 5: 1}, 4)])
 def test_ctrl_c_once_finishes_the_update_twice_stops_at_once_both_exit_130(tmp_path, monkeypatch, presses, stops_at):
     """Ctrl-C in update 3 lets update 3 finish and checkpoint; a second one in update 5 (the first one's
     stop is suppressed by patching learn's callback) interrupts update 5 mid-minibatch: it is rolled back,

@@ -393,6 +393,7 @@ def test_cli_trains_trpo(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "CartPole-v1", "--algo", "trpo", "--trpo-max-kl", "0.02", "--cg-iters", "5",
                  "--total-steps", "64", "--run-dir", str(run), "--json", "--num-envs", "2", "--num-steps", "16",
+                 "--minibatch-size", "16",
                  "--eval-episodes", "1", "--no-progress"]) == 0
     config = json.loads((run / "config.json").read_text())
     assert (config["algo"], config["trpo_max_kl"], config["cg_iters"]) == ("trpo", 0.02, 5)
