@@ -66,3 +66,19 @@ def summary(values: list[float], digits: int = 4) -> dict:
 def parse_list(text: str) -> list[str]:
     """``"a,b, c"`` -> ``["a", "b", "c"]``."""
     return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def add_output_options(parser) -> None:
+    """The options every benchmark shares: --quiet and --from-json."""
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument("--from-json", metavar="FILE",
+                        help="print the markdown of a saved --json run instead of running")
+
+
+def print_saved_run(path: str, markdown) -> int:
+    """Print ``markdown(the JSON saved at path)``; the exit status of --from-json."""
+    import json
+
+    with open(path) as f:
+        print(markdown(json.load(f)))
+    return 0

@@ -26,7 +26,7 @@ import json
 import sys
 import time
 
-from _common import load_average, machine_info, parse_list, summary
+from _common import add_output_options, load_average, machine_info, parse_list, print_saved_run, summary
 
 import gymnasium as gym
 
@@ -118,14 +118,10 @@ def main(argv=None) -> int:
     parser.add_argument("--algos", default="clip", help=f"comma-separated, of: {', '.join(known_algos())}")
     parser.add_argument("--total-steps", type=int, default=None,
                         help="steps per run for every env (default: 100k CartPole and Acrobot, 200k Pendulum)")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    parser.add_argument("--from-json", metavar="FILE",
-                        help="print the markdown of a saved --json run instead of running")
+    add_output_options(parser)
     args = parser.parse_args(argv)
     if args.from_json:
-        with open(args.from_json) as f:
-            print(markdown(json.load(f)))
-        return 0
+        return print_saved_run(args.from_json, markdown)
     envs, algos = parse_list(args.envs), parse_list(args.algos)
     unknown = [a for a in algos if a not in known_algos()]
     if unknown:

@@ -60,7 +60,8 @@ import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
-from _common import load_average, machine_info, parse_list, summary  # noqa: E402
+from _common import (add_output_options, load_average, machine_info, parse_list, print_saved_run,  # noqa: E402
+                     summary)
 from bench_kernels import median_time  # noqa: E402
 from bench_learning import EVAL_EPISODES, EVAL_SEED  # noqa: E402
 
@@ -460,14 +461,10 @@ def main(argv=None) -> int:
                         help="ppo-np's vector env (auto: gymnasium's native one where it exists)")
     parser.add_argument("--total-steps", type=int, default=None,
                         help="steps per run for every config, for a quick check (default: each config's own)")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    parser.add_argument("--from-json", metavar="FILE",
-                        help="print the markdown of a saved --json run instead of running")
+    add_output_options(parser)
     args = parser.parse_args(argv)
     if args.from_json:
-        with open(args.from_json) as f:
-            print(markdown(json.load(f)))
-        return 0
+        return print_saved_run(args.from_json, markdown)
     names = parse_list(args.configs)
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
