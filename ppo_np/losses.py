@@ -249,8 +249,9 @@ def clipped_value_loss(values: np.ndarray, returns: np.ndarray, values_old: np.n
               1[(V_t - R_t)^2 \ge (V^{clip}_t - R_t)^2]
 
     The clipped branch, when it wins strictly, is flat in V_t (see the module docstring); ties, and
-    every sample with |V_t - V_old_t| <= eps_v (where V^clip_t = V_t), go to the unclipped branch. Shapes: values, returns, values_old (B,) -> (loss float, dvalues (B,),
-    stats with value_loss and vf_clip_frac, the fraction of samples where the clipped branch won).
+    every sample with |V_t - V_old_t| <= eps_v (where V^clip_t = V_t), go to the unclipped branch.
+    Shapes: values, returns, values_old (B,) -> (loss float, dvalues (B,), stats with value_loss and
+    vf_clip_frac, the fraction of samples where the clipped branch won).
     Checked by ``tests/test_losses.py::test_value_loss_gradients`` and
     ``::test_clipped_value_gradient_is_zero_where_clipped_wins``.
     """

@@ -245,7 +245,8 @@ class PPO:
             raise
         self.update_count += 1
         row.update(update=self.update_count, epochs_run=epochs_run, learning_rate=lr,
-                   clip_range=math.nan if cfg.algo == "trpo" else clip_range, ent_coef=self.ent_coef.value, beta=self.beta.beta, temperature=temperature,
+                   clip_range=math.nan if cfg.algo == "trpo" else clip_range, ent_coef=self.ent_coef.value,
+                   beta=self.beta.beta, temperature=temperature,
                    explained_variance=explained_variance(buf.values[buf.valid], returns[buf.valid]),
                    episode_return=float(np.mean([r for r, _ in episodes])) if episodes else math.nan,
                    episode_length=float(np.mean([n for _, n in episodes])) if episodes else math.nan)
