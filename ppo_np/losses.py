@@ -286,6 +286,10 @@ def entropy_bonus(entropy: np.ndarray):
 def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
     """1 - Var[R - V] / Var[R] (population variances, in float64); NaN when Var[R] = 0.
 
+    "Var[R] = 0" is judged relative to the returns' size, Var[R] <= 1e-24 mean(R^2): constant
+    returns that are not exactly representable (0.1, say) leave a rounding residue of ~1e-34 in
+    Var[R], which would otherwise turn the ratio into a huge meaningless number.
+
     Checked by ``tests/test_losses.py::test_explained_variance``.
     """
     values = np.asarray(values, dtype=np.float64)
@@ -297,7 +301,7 @@ def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
         raise ValueError("explained_variance needs at least one sample")
     dr = returns - returns.sum() / n                       # R - mean(R)
     var_r = float(np.dot(dr.ravel(), dr.ravel())) / n      # Var[R]
-    if var_r == 0.0:
+    if var_r <= 1e-24 * float(np.dot(returns.ravel(), returns.ravel())) / n:  # zero up to rounding
         return math.nan
     e = returns - values
     de = e - e.sum() / n                                   # (R - V) - mean(R - V)

@@ -126,7 +126,14 @@ def test_pessimism(ratio_and_adv, eps):
     unclipped surrogate (as objectives to maximise)."""
     log_r, adv = ratio_and_adv
     ratio = np.exp(log_r / 3.0)                      # r in [e^-3.3, e^3.3]
-    assert np.all(clipped_objective(ratio, adv, eps) <= ratio * adv)
+    objective = clipped_objective(ratio, adv, eps)
+    assert np.all(objective <= ratio * adv)
+    # and it is exactly Spinning Up's case-by-case form min(r A, g(eps, A)), g = (1 + eps A/|A|) A,
+    # written independently of np.clip: the bound is tight where r stays inside the range
+    g = np.where(adv >= 0, (1 + eps) * adv, (1 - eps) * adv)
+    np.testing.assert_allclose(objective, np.minimum(ratio * adv, g), rtol=1e-12, atol=1e-12)
+    inside = (ratio >= 1 - eps) & (ratio <= 1 + eps)
+    np.testing.assert_array_equal(objective[inside], (ratio * adv)[inside])
 
 
 def _flat(ratio, adv, eps):
@@ -235,6 +242,9 @@ def test_explained_variance():
     V = R + 0.3 * rng.standard_normal(100)
     assert explained_variance(V, R) == pytest.approx(1 - np.var(R - V) / np.var(R), rel=1e-12)
     assert math.isnan(explained_variance(np.zeros(5), np.full(5, 2.0)))
+    for c in (0.1, 1e-3, 123.456):  # constants that rounding leaves a ~1e-34 "variance" behind
+        assert math.isnan(explained_variance(R[:7], np.full(7, c)))
+    assert explained_variance(R * 1e-6, R * 1e-6) == 1.0  # small but real variance is still variance
 
 
 @LAWS

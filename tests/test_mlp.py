@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from ppo_np import layers
 from ppo_np.gradcheck import DEFAULT_TOL, away_from_zero, check_mlp, randomize_biases, relative_error
-from ppo_np.mlp import MLP
+from ppo_np.mlp import INFER_KERNEL_MAX_ROWS, MLP
 from ppo_np.params import flatten
 
 FAST = settings(deadline=None, max_examples=40)
@@ -200,10 +200,10 @@ def test_bad_dtype_is_named(dtype):
 
 
 @settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), rows=st.integers(1, 40), hidden=st.lists(st.integers(1, 70), min_size=0, max_size=3),
+@given(seed=st.integers(0, 2**32 - 1), rows=st.integers(1, INFER_KERNEL_MAX_ROWS), hidden=st.lists(st.integers(1, 70), min_size=0, max_size=3),
        act=st.sampled_from(["tanh", "relu", "identity"]), dtype=st.sampled_from(["float32", "float64"]))
 def test_infer_kernel_matches_forward(seed, rows, hidden, act, dtype):
-    """Inference (the compiled loop nest for few rows, BLAS beyond) equals ``forward``'s output."""
+    """Inference by the compiled loop nest (used up to INFER_KERNEL_MAX_ROWS rows) equals ``forward``."""
     rng = np.random.default_rng(seed)
     mlp = MLP((5, *hidden, 3), act, rng=rng, dtype=dtype)
     for p in mlp.params.values():

@@ -305,3 +305,25 @@ def test_fused_adam_kernel_equals_its_reference(seed, sizes, steps, lr):
         adam_update_reference(params[1], grads, *moments[1], lr, 0.9, 0.999, 1e-5, *bias)
     for a, b in zip(params[0], params[1]):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), sizes=st.lists(st.integers(1, 30), min_size=1, max_size=5),
+       steps=st.integers(1, 5))
+def test_fused_adam_kernel_in_float32_stays_within_rounding_of_its_reference(seed, sizes, steps):
+    """float32, the dtype training uses: the kernel may round its scalar products differently from
+    NumPy's float32 arithmetic, so they agree to float32 rounding, not bit for bit."""
+    from ppo_np.optim import adam_update_kernel, adam_update_reference
+
+    rng = np.random.default_rng(seed)
+    start = tuple(rng.standard_normal(n).astype(np.float32) for n in sizes)
+    params = [tuple(p.copy() for p in start) for _ in range(2)]
+    moments = [[tuple(np.zeros(n, np.float32) for n in sizes) for _ in range(2)] for _ in range(2)]
+    for t in range(1, steps + 1):
+        grads = tuple(rng.standard_normal(n).astype(np.float32) for n in sizes)
+        bias = (1 - 0.9**t, 1 - 0.999**t)
+        adam_update_kernel(params[0], grads, *moments[0], 1e-3, 0.9, 0.999, 1e-5, *bias)
+        adam_update_reference(params[1], grads, *moments[1], 1e-3, 0.9, 0.999, 1e-5, *bias)
+    for a, b, p0 in zip(params[0], params[1], start):
+        assert a.dtype == b.dtype == np.float32
+        np.testing.assert_allclose(a - p0, b - p0, rtol=1e-4, atol=1e-7)  # the steps agree to float32 rounding
