@@ -182,7 +182,8 @@ class PPOConfig:
         # the rules between fields, once each field on its own is a finite number (else it is reported above)
         if positive(self.kl_target) and optional_positive(self.kl_max) and optional_positive(self.kl_min):
             kl_max, kl_min = self.kl_bounds
-            yield ("kl_min", self.kl_min, kl_min < kl_max, f"below kl_max ({kl_max!r})")
+            yield ("kl_min", kl_min, kl_min < kl_max, f"below kl_max ({kl_max!r}; none means kl_target / 1.5 "
+                   "for kl_min and 1.5 * kl_target for kl_max)")
         if self.ent_schedule == "exponential" and finite(self.ent_coef_final) and finite(self.ent_coef):
             yield ("ent_coef_final", self.ent_coef_final, self.ent_coef_final > 0 and self.ent_coef > 0,
                    "> 0, with ent_coef > 0, for an exponential schedule")

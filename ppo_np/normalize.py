@@ -83,12 +83,15 @@ class RewardScaler:
         self.returns = np.zeros(num_envs, dtype=np.float64)  # G per environment
         self.gamma, self.clip, self.enabled = gamma, clip, enabled
 
-    def __call__(self, rewards: np.ndarray, done: np.ndarray, update: bool) -> np.ndarray:
-        """Scale this step's rewards; ``done`` marks episodes that ended at this step (G restarts)."""
+    def __call__(self, rewards: np.ndarray, done: np.ndarray, valid: np.ndarray, update: bool) -> np.ndarray:
+        """Scale this step's rewards; ``done`` marks episodes that ended at this step (G restarts),
+        ``valid`` the environments whose step is a real transition (a vector env's reset step is not,
+        and its G = 0 must not pull Var[G] down)."""
         if not self.enabled:
             return rewards
         if update:
             self.returns = self.returns * self.gamma + rewards  # G_t = gamma G_{t-1} + r_t
-            self.rms.update(self.returns)
+            if valid.any():
+                self.rms.update(self.returns[valid])
             self.returns[done] = 0.0
         return np.clip(rewards / np.sqrt(self.rms.var + EPS), -self.clip, self.clip)

@@ -18,7 +18,9 @@ One iteration ("update") in paper order (Schulman et al. 2017, Algorithm 1):
    once per minibatch.
 
 ``learn(total_steps)`` trains until ``total_steps`` environment steps have been taken in total, so a
-resumed agent finishes the same run. Schedules read progress = steps / total_steps.
+resumed agent finishes the same run. Every schedule of one iteration (temperature, learning rate,
+clip range, entropy coefficient) reads the same progress p = steps taken before its rollout / total_steps,
+so the first update runs at the schedules' start values and the last one still learns.
 """
 from __future__ import annotations
 
@@ -118,18 +120,18 @@ class PPO:
             raise ValueError(f"predict expects observations of shape ({self.obs_dim},) or (N, {self.obs_dim}), "
                              f"got {obs.shape}")
         batch = self.obs_norm(np.atleast_2d(obs), update=False)
-        actions = self.actor.act(batch, self.action_rng, temperature=self._temperature(),
+        actions = self.actor.act(batch, self.action_rng, temperature=self._temperature(self._progress()),
                                  deterministic=deterministic)[0]
         return actions[0] if single else actions
 
     def _progress(self) -> float:
         return self.global_step / self.total_steps if self.total_steps else 0.0
 
-    def _temperature(self) -> float:
+    def _temperature(self, progress: float) -> float:
         cfg = self.config
         if cfg.temperature_final is None:
             return cfg.temperature
-        return schedule("linear", cfg.temperature, cfg.temperature_final, self._progress())
+        return schedule("linear", cfg.temperature, cfg.temperature_final, progress)
 
     # --- training -------------------------------------------------------------------------------
 
@@ -162,12 +164,13 @@ class PPO:
         blas = threadpool_limits(limits=1, user_api="blas")
         try:
             while self.global_step < self.total_steps:
-                temperature = self._temperature()  # the tau that acts is the tau of logp_old in the update
+                progress = self._progress()  # one progress for every schedule of this iteration
+                temperature = self._temperature(progress)  # the tau that acts is the tau of logp_old
                 self.collector.collect(self.actor, self.critic, buf, self.action_rng, temperature)
                 self.global_step += cfg.batch_size
                 updates_before = self.update_count
                 try:
-                    row = self._update(buf, temperature)
+                    row = self._update(buf, temperature, progress)
                 except BaseException:
                     if self.update_count == updates_before:  # _update rolled back: nothing was learned
                         self.global_step -= cfg.batch_size
@@ -210,11 +213,10 @@ class PPO:
             returns = kernels.rewards_to_go(buf.rewards, next_values, buf.terminated, buf.truncated, cfg.gamma)
         return adv, returns
 
-    def _update(self, buf: RolloutBuffer, temperature: float) -> dict:
+    def _update(self, buf: RolloutBuffer, temperature: float, progress: float) -> dict:
         cfg = self.config
         clock = time.perf_counter
         episodes = self.collector.drain_episodes()
-        self.recent_returns = (self.recent_returns + [r for r, _ in episodes])[-100:]
         t0 = clock()
         adv, returns = self._advantages(buf)
         self._add_time("advantages", clock() - t0)
@@ -226,7 +228,6 @@ class PPO:
                          values_old=buf.values.reshape(B), dist_old=buf.dist_out.reshape(B, -1),
                          log_std_old=None if self.discrete else self.actor.params["log_std"].copy())
         valid = np.flatnonzero(buf.valid.reshape(B))
-        progress = self._progress()
         lr = schedule(cfg.lr_schedule, cfg.learning_rate, 0.0, progress)
         self.actor_opt.lr = self.critic_opt.lr = max(lr, 1e-12)  # Adam needs lr > 0; 1e-12 is "stopped"
         clip_range = schedule(cfg.clip_schedule, cfg.clip_coef, 0.0, progress)
@@ -244,6 +245,7 @@ class PPO:
             self._restore_learner_state(snapshot)
             raise
         self.update_count += 1
+        self.recent_returns = (self.recent_returns + [r for r, _ in episodes])[-100:]  # the update is kept
         row.update(update=self.update_count, epochs_run=epochs_run, learning_rate=lr,
                    clip_range=math.nan if cfg.algo == "trpo" else clip_range, ent_coef=self.ent_coef.value,
                    beta=self.beta.beta, temperature=temperature,

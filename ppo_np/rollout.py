@@ -53,6 +53,9 @@ def make_vector_env(env_id: str, num_envs: int, vectorization: str = "auto") -> 
     envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=VECTORIZE_MODES[vectorization])
     try:
         check_spaces(env_id, envs.single_observation_space, envs.single_action_space)
+        mode = envs.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
+        if mode != gym.vector.AutoresetMode.NEXT_STEP:  # the masking and bootstrapping below assume it
+            raise ValueError(f"{env_id}: autoreset mode {mode} is not supported; ppo-np needs next-step autoreset")
     except ValueError:
         envs.close()
         raise
@@ -118,6 +121,7 @@ class Collector:
             self.action_high = envs.single_action_space.high
         obs, _ = envs.reset(seed=seed)
         self.obs = obs                                   # (N, obs_dim) raw observation
+        reward_scaler.returns[:] = 0.0                   # every episode starts here, so does its return G
         self.resetting = np.zeros(envs.num_envs, bool)   # True: the next step is a reset step
         self.episode_return = np.zeros(envs.num_envs)    # raw (unscaled) running return
         self.episode_length = np.zeros(envs.num_envs, np.int64)
@@ -147,7 +151,7 @@ class Collector:
             buf.logp[t] = logp
             buf.dist_out[t] = dist_out
             buf.values[t] = values
-            buf.rewards[t] = self.reward_scaler(rewards * valid, done, update=True)
+            buf.rewards[t] = self.reward_scaler(rewards * valid, done, valid, update=True)
             buf.terminated[t] = terminated | ~valid   # a reset row ends nothing real; keep it from chaining
             buf.truncated[t] = truncated
             buf.valid[t] = valid

@@ -39,7 +39,7 @@ def schedule(kind: str, start: float, end: float, progress: float) -> float:
 
 
 class AdaptiveBeta:
-    """beta of PPO-penalty, doubled or halved after each update by the measured mean KL."""
+    """beta of PPO-penalty, multiplied or divided by ``factor`` after each update by the measured mean KL."""
 
     def __init__(self, beta: float, kl_min: float, kl_max: float, factor: float):
         self.beta, self.kl_min, self.kl_max, self.factor = beta, kl_min, kl_max, factor

@@ -142,3 +142,14 @@ def test_annealed_temperature_keeps_the_first_ratio_at_one():
     assert len({r["temperature"] for r in rows}) == len(rows)  # tau really changes every update
     for row in rows:
         assert abs(row["approx_kl_k1"]) < 1e-12 and row["clip_frac"] == 0.0
+
+
+def test_every_schedule_of_an_update_reads_the_same_progress_from_before_its_rollout():
+    cfg = PPOConfig(**TINY, learning_rate=1e-3, lr_schedule="linear", clip_schedule="linear",
+                    temperature=1.0, temperature_final=0.5)
+    rows = metrics_of(PPO("CartPole-v1", cfg), 160)  # 5 updates of 32 steps
+    progress = [i / 5 for i in range(5)]
+    assert [r["learning_rate"] for r in rows] == pytest.approx([1e-3 * (1 - p) for p in progress])
+    assert [r["clip_range"] for r in rows] == pytest.approx([0.2 * (1 - p) for p in progress])
+    assert [r["temperature"] for r in rows] == pytest.approx([1.0 - 0.5 * p for p in progress])
+    assert rows[0]["learning_rate"] == 1e-3 and rows[-1]["learning_rate"] > 0  # the last rollout is learned from

@@ -109,3 +109,18 @@ def test_auto_vectorization_takes_native_from_four_envs_on():
     assert isinstance(make_vector_env("CartPole-v1", 1, "native").unwrapped, CartPoleVectorEnv)
     with pytest.raises(ValueError, match="Pendulum-v1 has no native"):
         make_vector_env("Pendulum-v1", 2, "native")
+
+
+def test_reward_scaling_statistics_see_only_real_transitions():
+    envs = gym.vector.SyncVectorEnv([lambda: CountingEnv(3, "truncated") for _ in range(2)])
+    scaler = RewardScaler(2, 0.99, 10.0, True)
+    scaler.returns[:] = 5.0  # left over from a previous run: a fresh collector restarts every episode
+    collector = Collector(envs, seed=0, obs_norm=ObsNormalizer((1,), 10.0, False), reward_scaler=scaler)
+    assert np.all(scaler.returns == 0.0)
+    buf = RolloutBuffer.allocate(8, 2, 1, (), 2, np.float64)
+    collector.collect(FixedActor(), TenTimesCritic(), buf, np.random.default_rng(0), 1.0)
+    envs.close()
+    # 8 steps of 2 envs, of which 2 per env are reset steps: 12 real transitions entered Var[G]
+    assert scaler.rms.count == pytest.approx(12 + 1e-4)
+    g = np.array([1.0, 1.99, 1 + 0.99 * 1.99])  # G within an episode of three unit rewards
+    np.testing.assert_allclose(scaler.rms.mean, np.tile(g, 4).mean(), rtol=1e-3)
