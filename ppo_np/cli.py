@@ -253,11 +253,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     try:
         with ctrl_c:
             agent.learn(total, callback=ctrl_c.callback, progress_bar=not args.json and not args.no_progress)
-            if ctrl_c.requested:
-                raise KeyboardInterrupt
-            wall = time.perf_counter() - start
-            phase = "evaluation"
-            result = evaluate(agent, episodes=args.eval_episodes, seed=agent.config.seed + 10_000)
+        if ctrl_c.requested and agent.global_step < total:  # a Ctrl-C in the last update still finished the run
+            raise KeyboardInterrupt
+        wall = time.perf_counter() - start
+        phase = "evaluation"  # outside the handler: Ctrl-C here is a plain KeyboardInterrupt, exit 130
+        result = evaluate(agent, episodes=args.eval_episodes, seed=agent.config.seed + 10_000)
     except NonFiniteError as exc:
         print(f"ppo-np train: training stopped: {exc}.\n{_checkpoint_report(run_dir, 'last good checkpoint')}",
               file=sys.stderr)

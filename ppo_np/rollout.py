@@ -134,7 +134,7 @@ class Collector:
         inference = env_step = storage = 0.0
         for t in range(T):
             t0 = clock()
-            obs = self.obs_norm(self.obs, update=True)              # (N, obs_dim)
+            obs = self.obs_norm(self.obs, update=True).astype(buf.obs.dtype, copy=False)  # (N, obs_dim), cast once
             actions, logp, dist_out = actor.act(obs, rng, temperature=temperature)
             values = critic(obs)                                     # (N,)
             env_actions = actions if self.discrete else np.clip(actions, self.action_low, self.action_high)
