@@ -21,10 +21,7 @@ _CHOICES = "choices"
 
 def _param(default, doc: str, **choices):
     """A dataclass field with its documentation (and allowed values) kept in the metadata."""
-    metadata = {"doc": doc, **choices}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: default, metadata=metadata)
-    return field(default=default, metadata=metadata)
+    return field(default=default, metadata={"doc": doc, **choices})  # defaults are immutable (tuples, scalars)
 
 
 @dataclass(frozen=True)

@@ -435,17 +435,22 @@ class PPO:
 
     @classmethod
     def load(cls, path: str | os.PathLike, run_dir: str | os.PathLike | None = None) -> "PPO":
-        """An agent restored from a checkpoint: weights, optimisers, normalisers, controllers, counters, RNG."""
-        arrays = checkpoint.load(path)
-        take = checkpoint.take
+        """An agent restored from a checkpoint: weights, optimisers, normalisers, controllers, counters, RNG.
+
+        Every refusal is a ``CheckpointError`` that names the file and what in it is wrong.
+        """
+        arrays = checkpoint.load(path)  # damaged, foreign or too new: its errors name the file already
         try:
-            env_id = str(take(arrays, "env_id", np.array("")))
-            config = PPOConfig.from_json(str(take(arrays, "config", np.array(""))))
-            agent = cls(env_id, config, run_dir=run_dir)  # an unknown env id or unsupported spaces: ValueError
-        except checkpoint.CheckpointError:
-            raise
-        except ValueError as exc:
+            return cls._from_arrays(arrays, run_dir)
+        except ValueError as exc:  # CheckpointError included: a well-formed file that does not fit
             raise checkpoint.CheckpointError(f"{path}: {exc}") from None
+
+    @classmethod
+    def _from_arrays(cls, arrays: dict[str, np.ndarray], run_dir) -> "PPO":
+        take = checkpoint.take
+        env_id = str(take(arrays, "env_id", np.array("")))
+        config = PPOConfig.from_json(str(take(arrays, "config", np.array(""))))
+        agent = cls(env_id, config, run_dir=run_dir)  # an unknown env id or unsupported spaces: ValueError
         for prefix, params in (("actor", agent.actor.params), ("critic", agent.critic.params)):
             for k, p in params.items():
                 p[...] = take(arrays, f"{prefix}/{k}", p)
@@ -462,13 +467,13 @@ class PPO:
         counters = {name: int(take(arrays, f"counters/{name}", np.array(0))) for name in ("global_step", "update",
                                                                                           "total_steps")}
         if min(counters.values()) < 0:
-            raise checkpoint.CheckpointError(f"{path}: negative counters {counters}")
+            raise checkpoint.CheckpointError(f"negative counters {counters}")
         agent.global_step, agent.update_count, agent.total_steps = counters.values()
         agent.recent_returns = [float(r) for r in take(arrays, "recent_returns", ndim=1, kinds="f")]
         try:
             agent.action_rng.bit_generator.state = json.loads(str(take(arrays, "rng/action", np.array(""))))
         except (ValueError, TypeError, KeyError) as exc:
-            raise checkpoint.CheckpointError(f"{path}: bad RNG state ({exc})") from None
+            raise checkpoint.CheckpointError(f"bad RNG state ({exc})") from None
         return agent
 
     def close(self) -> None:

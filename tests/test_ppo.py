@@ -153,3 +153,12 @@ def test_every_schedule_of_an_update_reads_the_same_progress_from_before_its_rol
     assert [r["clip_range"] for r in rows] == pytest.approx([0.2 * (1 - p) for p in progress])
     assert [r["temperature"] for r in rows] == pytest.approx([1.0 - 0.5 * p for p in progress])
     assert rows[0]["learning_rate"] == 1e-3 and rows[-1]["learning_rate"] > 0  # the last rollout is learned from
+
+
+def test_a_checkpoint_that_does_not_fit_names_its_file(tmp_path):
+    path = tiny().save(tmp_path / "misfit.npz")
+    arrays = dict(np.load(path))
+    arrays["critic/b0"] = np.zeros(3, np.float32)
+    np.savez(path, **arrays)
+    with pytest.raises(CheckpointError, match=r"misfit\.npz.*critic/b0.*shape"):
+        PPO.load(path)
