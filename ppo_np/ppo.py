@@ -267,8 +267,7 @@ class PPO:
         epochs_run = 0
         stop = valid.size == 0  # every row a reset step (possible only for T = 1): nothing to learn from
         fwd_bwd = optimizer = 0.0
-        per_sample = [name for name in Minibatch._fields if name != "log_std_old"]  # log-std is per policy
-        gather = kernels.MinibatchGatherer([getattr(flat, name) for name in per_sample], cfg.minibatch_size)
+        gather = _minibatch_gatherer(flat, cfg.minibatch_size)
         for epoch in range(cfg.update_epochs):
             if stop:
                 break
@@ -276,7 +275,7 @@ class PPO:
             for mb_idx in kernels.minibatch_indices(valid.size, cfg.minibatch_size,
                                                     kernels.epoch_seed(cfg.seed, self.update_count, epoch)):
                 t0 = clock()
-                mb = Minibatch(*gather(valid[mb_idx]), log_std_old=flat.log_std_old)
+                mb = gather(valid[mb_idx])
                 if cfg.norm_adv:
                     mb = mb._replace(advantages=_normalize(mb.advantages))
                 coefs = LossCoefs(surrogate=cfg.algo, clip_eps=max(clip_range, 1e-8), beta=self.beta.beta,
@@ -321,7 +320,7 @@ class PPO:
         if valid.size == 0:  # every row a reset step (possible only for T = 1): nothing to learn from
             return {"step_size": math.nan, "line_search_backtracks": math.nan, "cg_residual": math.nan}, 0
         t0 = clock()
-        batch = _take(flat, valid)
+        batch = _minibatch_gatherer(flat, valid.size)(valid)
         if cfg.norm_adv:  # over the whole batch: the policy step uses every sample at once
             batch = batch._replace(advantages=_normalize(batch.advantages))
         self._check_finite(advantages=batch.advantages)
@@ -338,11 +337,12 @@ class PPO:
 
         value_losses = []
         fwd_bwd = optimizer = 0.0
+        gather = _minibatch_gatherer(flat, cfg.minibatch_size)  # its own buffers: `batch` stays intact
         for epoch in range(cfg.update_epochs):
             for mb_idx in kernels.minibatch_indices(valid.size, cfg.minibatch_size,
                                                     kernels.epoch_seed(cfg.seed, self.update_count, epoch)):
                 t0 = clock()
-                loss, grads = trpo.value_gradients(self.critic, _take(flat, valid[mb_idx]), cfg.vf_clip)
+                loss, grads = trpo.value_gradients(self.critic, gather(valid[mb_idx]), cfg.vf_clip)
                 t1 = clock()
                 grad_norm = clip_grad_norm(grads, max_norm=cfg.max_grad_norm)
                 self._check_finite(value_loss=np.array(loss), gradient_norm=np.array(grad_norm))
@@ -482,10 +482,15 @@ class PPO:
             self.envs = None
 
 
-def _take(flat: Minibatch, idx: np.ndarray) -> Minibatch:
-    """The rows ``idx`` of every per-sample field (the old log-std is per policy, not per sample)."""
-    return Minibatch(*(kernels.gather_rows(a, idx, np.empty((idx.size, *a.shape[1:]), a.dtype))
-                       if name != "log_std_old" else a for name, a in zip(Minibatch._fields, flat)))
+def _minibatch_gatherer(flat: Minibatch, max_rows: int):
+    """idx -> the Minibatch of rows ``idx`` of every per-sample field, in buffers allocated once.
+
+    The old log-std is per policy, not per sample, and passes through. A returned Minibatch is valid
+    until the next call of the same gatherer.
+    """
+    per_sample = [name for name in Minibatch._fields if name != "log_std_old"]
+    gather = kernels.MinibatchGatherer([getattr(flat, name) for name in per_sample], max_rows)
+    return lambda idx: Minibatch(*gather(idx), log_std_old=flat.log_std_old)
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
