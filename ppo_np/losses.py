@@ -283,6 +283,15 @@ def entropy_bonus(entropy: np.ndarray):
     return bonus, np.full(entropy.shape, 1.0 / entropy.shape[0], dtype=entropy.dtype), {"entropy": bonus}
 
 
+def normalize_advantages(adv: np.ndarray) -> np.ndarray:
+    """(A - mean(A)) / (std(A) + 1e-8) over the given samples (population std), in their dtype.
+
+    Per minibatch, as cleanrl and stable-baselines3 do; the 1e-8 keeps a constant A finite (all zeros).
+    """
+    adv = np.asarray(adv)
+    return (adv - adv.mean()) / (adv.std() + 1e-8)
+
+
 def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
     """1 - Var[R - V] / Var[R] (population variances, in float64); NaN when Var[R] = 0.
 

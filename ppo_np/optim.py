@@ -55,10 +55,19 @@ class Adam:
 
     def step(self, grads: Params) -> None:
         """One Adam step with ``grads`` (same names and shapes as ``params``), all arrays at once."""
+        self.step_views(tuple(np.asarray(grads[name], dtype=p.dtype).reshape(-1) for name, p in self.params.items()))
+
+    def step_views(self, flat_grads: tuple) -> None:
+        """``step`` with the gradients already as 1-D arrays of the parameters' dtype, in parameter order.
+
+        For a caller that keeps its gradients in fixed buffers (``fused.FusedLoss.actor_grad_views``),
+        this skips the per-array reshaping and conversion of ``step`` on every minibatch.
+        """
+        if len(flat_grads) != len(self._flat_params):
+            raise ValueError(f"step_views needs {len(self._flat_params)} gradient arrays, got {len(flat_grads)}")
         self.t += 1
-        flat_grads = tuple(np.asarray(grads[name], dtype=p.dtype).reshape(-1) for name, p in self.params.items())
         self._update(self._flat_params, flat_grads, self._flat_m, self._flat_v, self.lr, self.beta1, self.beta2,
-                    self.eps, 1.0 - self.beta1 ** self.t, 1.0 - self.beta2 ** self.t)
+                     self.eps, 1.0 - self.beta1 ** self.t, 1.0 - self.beta2 ** self.t)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Everything needed to continue bit-identically: m, v (copies) and the step count."""

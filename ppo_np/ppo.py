@@ -7,7 +7,8 @@ One iteration ("update") in paper order (Schulman et al. 2017, Algorithm 1):
 2. advantages A_t by GAE(gamma, lambda) and value targets (TD(lambda) returns A_t + V(s_t), or
    rewards-to-go), by the Numba kernels in ``kernels.py``;
 3. for each of K epochs, a fresh seeded permutation of the valid samples, cut into minibatches; per
-   minibatch: L = L_pi + c_v L_V - c_e H and its gradient (``losses.ppo_loss``), one global-norm clip,
+   minibatch: L = L_pi + c_v L_V - c_e H and its gradient (``losses.ppo_loss``, computed by its fused
+   twin ``fused.FusedLoss``), one global-norm clip,
    one Adam step for the actor and one for the critic; stop the epochs early when approx KL > target_kl.
    With ``algo="trpo"`` step 3 is instead one KL-constrained natural-gradient step of the actor on the
    whole batch (``trpo.trpo_step``: Fisher-vector products, conjugate gradient, line search), then the
@@ -40,7 +41,8 @@ from threadpoolctl import threadpool_limits
 
 from ppo_np import checkpoint, kernels, trpo
 from ppo_np.config import PPOConfig, preset_for
-from ppo_np.losses import LossCoefs, Minibatch, explained_variance, ppo_loss
+from ppo_np.fused import FusedLoss
+from ppo_np.losses import LossCoefs, Minibatch, explained_variance, normalize_advantages
 from ppo_np.normalize import ObsNormalizer, RewardScaler
 from ppo_np.optim import Adam, clip_grad_norm
 from ppo_np.policy import Actor, Critic
@@ -99,6 +101,7 @@ class PPO:
         # wall seconds per phase of learn(), accumulated: env_step, inference, storage (the rollout);
         # advantages; minibatch_fwd_bwd (gather + loss + gradients), optimizer (clip + Adam)
         self.phase_times: dict[str, float] = {}
+        self._fused_loss: Optional[FusedLoss] = None  # the minibatch step's buffers, made at the first update
         self.run_dir = Path(run_dir) if run_dir is not None else None
 
     def _target_entropy(self) -> float:
@@ -268,6 +271,10 @@ class PPO:
         stop = valid.size == 0  # every row a reset step (possible only for T = 1): nothing to learn from
         fwd_bwd = optimizer = 0.0
         gather = _minibatch_gatherer(flat, cfg.minibatch_size)
+        if self._fused_loss is None:
+            self._fused_loss = FusedLoss(self.actor, self.critic, cfg.minibatch_size)
+        fused = self._fused_loss
+        coefs = None
         for epoch in range(cfg.update_epochs):
             if stop:
                 break
@@ -275,30 +282,31 @@ class PPO:
             for mb_idx in kernels.minibatch_indices(valid.size, cfg.minibatch_size,
                                                     kernels.epoch_seed(cfg.seed, self.update_count, epoch)):
                 t0 = clock()
-                mb = gather(valid[mb_idx])
-                if cfg.norm_adv:
-                    mb = mb._replace(advantages=_normalize(mb.advantages))
-                coefs = LossCoefs(surrogate=cfg.algo, clip_eps=max(clip_range, 1e-8), beta=self.beta.beta,
-                                  vf_coef=cfg.vf_coef, vf_clip=cfg.vf_clip, ent_coef=self.ent_coef.at(progress),
-                                  temperature=temperature)
-                result = ppo_loss(self.actor, self.critic, mb, coefs)
+                ent_coef = self.ent_coef.at(progress)
+                if coefs is None or coefs.ent_coef != ent_coef:  # validated once, unless the auto tuner moved
+                    coefs = LossCoefs(surrogate=cfg.algo, clip_eps=max(clip_range, 1e-8), beta=self.beta.beta,
+                                      vf_coef=cfg.vf_coef, vf_clip=cfg.vf_clip, ent_coef=ent_coef,
+                                      temperature=temperature)
+                loss, stats = fused(gather(valid[mb_idx]), coefs, normalize_advantages=cfg.norm_adv)
                 t1 = clock()
+                actor_grad, critic_grad = {"theta": fused.actor_flat_grad}, {"phi": fused.critic_flat_grad}
                 if cfg.clip_grad == "joint":
-                    grad_norm = clip_grad_norm(result.actor_grads, result.critic_grads, max_norm=cfg.max_grad_norm)
+                    grad_norm = clip_grad_norm(actor_grad, critic_grad, max_norm=cfg.max_grad_norm)
                 else:
-                    grad_norm = math.hypot(clip_grad_norm(result.actor_grads, max_norm=cfg.max_grad_norm),
-                                           clip_grad_norm(result.critic_grads, max_norm=cfg.max_grad_norm))
-                self._check_finite(loss=np.array(result.loss), gradient_norm=np.array(grad_norm))
-                self.actor_opt.step(result.actor_grads)
-                self.critic_opt.step(result.critic_grads)
-                self.ent_coef.observe(result.stats["entropy"])
+                    grad_norm = math.hypot(clip_grad_norm(actor_grad, max_norm=cfg.max_grad_norm),
+                                           clip_grad_norm(critic_grad, max_norm=cfg.max_grad_norm))
+                if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                    self._check_finite(loss=np.array(loss), gradient_norm=np.array(grad_norm))
+                self.actor_opt.step_views(fused.actor_grad_views)
+                self.critic_opt.step_views(fused.critic_grad_views)
+                self.ent_coef.observe(stats["entropy"])
                 fwd_bwd += t1 - t0
                 optimizer += clock() - t1
-                for key, value in result.stats.items():
+                for key, value in stats.items():
                     sums[key] = sums.get(key, 0.0) + value
                 sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm
                 n_minibatches += 1
-                if cfg.target_kl is not None and result.stats["approx_kl_k3"] > cfg.target_kl:
+                if cfg.target_kl is not None and stats["approx_kl_k3"] > cfg.target_kl:
                     stop = True
                     break
         self._add_time("minibatch_fwd_bwd", fwd_bwd)
@@ -322,7 +330,7 @@ class PPO:
         t0 = clock()
         batch = _minibatch_gatherer(flat, valid.size)(valid)
         if cfg.norm_adv:  # over the whole batch: the policy step uses every sample at once
-            batch = batch._replace(advantages=_normalize(batch.advantages))
+            batch = batch._replace(advantages=normalize_advantages(batch.advantages))
         self._check_finite(advantages=batch.advantages)
         step = trpo.trpo_step(self.actor, batch, temperature, max_kl=cfg.trpo_max_kl, cg_iters=cfg.cg_iters,
                               cg_tol=cfg.cg_tol, damping=cfg.cg_damping, line_search_steps=cfg.line_search_steps,
@@ -491,10 +499,6 @@ def _minibatch_gatherer(flat: Minibatch, max_rows: int):
     per_sample = [name for name in Minibatch._fields if name != "log_std_old"]
     gather = kernels.MinibatchGatherer([getattr(flat, name) for name in per_sample], max_rows)
     return lambda idx: Minibatch(*gather(idx), log_std_old=flat.log_std_old)
-
-
-def _normalize(x: np.ndarray) -> np.ndarray:
-    return (x - x.mean()) / (x.std() + 1e-8)
 
 
 def _read_metrics(path: Path) -> list[dict]:

@@ -32,8 +32,8 @@ from hypothesis import strategies as st
 
 import ppo_np
 from ppo_np import PPO, PPOConfig, checkpoint, cli
-from ppo_np import ppo as ppo_module
 from ppo_np.checkpoint import CheckpointError
+from ppo_np.fused import FusedLoss
 from ppo_np.ppo import CHECKPOINT_NAME, NonFiniteError
 
 TINY = dict(num_envs=2, num_steps=16, minibatch_size=8, update_epochs=2, hidden_sizes=(16, 16), checkpoint_every=1)
@@ -134,19 +134,19 @@ def test_non_finite_loss_or_gradient_mid_update_rolls_the_whole_update_back(tmp_
     """The NaN appears at the third minibatch of update 2: minibatches 1 and 2 have stepped Adam already,
     and must be undone, so that the weights are exactly those of the checkpoint after update 1."""
     agent = PPO("CartPole-v1", PPOConfig(**TINY), run_dir=tmp_path)
-    real_loss, calls = ppo_module.ppo_loss, []
+    real_loss, calls = FusedLoss.__call__, []
 
-    def poisoned(actor, critic, mb, coefs):
-        result = real_loss(actor, critic, mb, coefs)
+    def poisoned(fused, mb, coefs, normalize_advantages=False):
+        loss, stats = real_loss(fused, mb, coefs, normalize_advantages)
         if agent.update_count == 1:
             calls.append(1)
             if len(calls) == 3:
                 if poison == "loss":
-                    return result._replace(loss=math.nan)
-                next(iter(result.actor_grads.values())).flat[0] = math.inf
-        return result
+                    return math.nan, stats
+                fused.actor_flat_grad[0] = math.inf
+        return loss, stats
 
-    monkeypatch.setattr(ppo_module, "ppo_loss", poisoned)
+    monkeypatch.setattr(FusedLoss, "__call__", poisoned)
     with pytest.raises(NonFiniteError, match=rf"non-finite {'loss' if poison == 'loss' else 'gradient norm'} "
                                              rf"at update 2, step {2 * BATCH}"):
         agent.learn(BATCH * 10)
@@ -601,15 +601,15 @@ def test_sigint_saves_a_checkpoint_exits_130_and_says_how_to_resume(tmp_path):
 
 
 def _ctrl_c_at(agent_updates: dict, presses: dict):
-    """A ppo_loss that sends this process SIGINT at the first minibatch of the given updates."""
-    real_loss = ppo_module.ppo_loss
+    """A minibatch loss that sends this process SIGINT at the first minibatch of the given updates."""
+    real_loss = FusedLoss.__call__
 
-    def loss(actor, critic, mb, coefs):
+    def loss(fused, mb, coefs, normalize_advantages=False):
         update = agent_updates["agent"].update_count + 1
         if presses.get(update):
             presses[update] -= 1
             os.kill(os.getpid(), signal.SIGINT)
-        return real_loss(actor, critic, mb, coefs)
+        return real_loss(fused, mb, coefs, normalize_advantages)
     return loss
 
 
@@ -625,7 +625,7 @@ def test_ctrl_c_once_finishes_the_update_twice_stops_at_once_both_exit_130(tmp_p
         real_init(self, *args, **kwargs)
         seen["agent"] = self
     monkeypatch.setattr(PPO, "__init__", init)
-    monkeypatch.setattr(ppo_module, "ppo_loss", _ctrl_c_at(seen, dict(presses)))
+    monkeypatch.setattr(FusedLoss, "__call__", _ctrl_c_at(seen, dict(presses)))
     if len(presses) == 2:  # keep training after the first press, to press again mid-update
         monkeypatch.setattr(cli._CtrlC, "callback", lambda self, agent, row: True)
     run = tmp_path / "run"

@@ -1,0 +1,128 @@
+"""``fused.FusedLoss`` against its specification ``losses.ppo_loss``, and its bad-input contract.
+
+The law: for any networks, minibatch and coefficients, the fused step returns the loss, every
+gradient and every diagnostic of ``ppo_loss`` (on advantages normalised by
+``losses.normalize_advantages`` when asked to): to 1e-9 in float64, to float32 rounding in float32.
+"""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ppo_np.fused import FusedLoss
+from ppo_np.losses import STAT_KEYS, LossCoefs, Minibatch, normalize_advantages, ppo_loss
+from ppo_np.optim import Adam
+from ppo_np.policy import Actor, Critic
+
+LAWS = settings(deadline=None, max_examples=60)
+
+
+def _problem(discrete, dtype, activation, hidden, B, seed, old_policy=True):
+    """Perturbed networks, and a minibatch whose ratios spread well beyond the clip range."""
+    rng = np.random.default_rng(seed)
+    obs_dim, n = 5, (4 if discrete else 3)
+    actor = Actor(obs_dim, n, discrete, hidden, activation, rng=rng, dtype=dtype, log_std_init=-0.2)
+    critic = Critic(obs_dim, hidden, activation, rng=rng, dtype=dtype)
+    for p in (*actor.params.values(), *critic.params.values()):
+        p += (0.3 * rng.standard_normal(p.shape)).astype(dtype)
+    cast = lambda x: np.asarray(x, dtype=dtype)  # noqa: E731
+    actions = rng.integers(0, n, B) if discrete else cast(rng.standard_normal((B, n)))
+    logp_old = actor.log_prob(actor.forward(cast(rng.standard_normal((B, obs_dim))))[0], actions)
+    obs = cast(rng.standard_normal((B, obs_dim)))
+    values = critic(obs)
+    mb = Minibatch(obs, actions, cast(logp_old + 0.3 * rng.standard_normal(B)), cast(2 * rng.standard_normal(B)),
+                   cast(values + rng.standard_normal(B)), cast(values + 0.3 * rng.standard_normal(B)),
+                   cast(rng.standard_normal((B, n))) if old_policy else None,
+                   None if discrete else cast(actor.params["log_std"] + 0.2 * rng.standard_normal(n)))
+    return actor, critic, mb
+
+
+def _assert_matches(fused, loss, stats, ref, tol, B):
+    scale = lambda x: tol * (1.0 + np.max(np.abs(x)))  # noqa: E731
+    assert abs(loss - ref.loss) <= scale(ref.loss)
+    for got, want in ((fused.actor_grads, ref.actor_grads), (fused.critic_grads, ref.critic_grads)):
+        assert list(got) == list(want)
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], rtol=0, atol=scale(want[name]), err_msg=name)
+    assert list(stats) == list(STAT_KEYS)
+    for key in STAT_KEYS:
+        if key == "clip_frac":  # a count: a ratio within rounding of 1 +- eps may land either side
+            assert abs(stats[key] - ref.stats[key]) <= (0 if tol < 1e-6 else 2 / B), key
+        elif math.isnan(ref.stats[key]):
+            assert math.isnan(stats[key]), key
+        else:
+            assert abs(stats[key] - ref.stats[key]) <= scale(ref.stats[key]), key
+
+
+@LAWS
+@given(discrete=st.booleans(), dtype=st.sampled_from(["float64", "float32"]),
+       activation=st.sampled_from(["tanh", "relu", "identity"]),
+       hidden=st.sampled_from([(), (8,), (16, 16), (8, 16, 8)]), B=st.integers(1, 40),
+       surrogate=st.sampled_from(["clip", "penalty"]), vf_clip=st.sampled_from([None, 0.05, 0.5]),
+       tau=st.floats(0.3, 3.0), clip_eps=st.floats(0.01, 0.5), ent_coef=st.sampled_from([0.0, 0.01, 0.3]),
+       normalize=st.booleans(), old_policy=st.booleans(), seed=st.integers(0, 2**16))
+def test_fused_loss_equals_ppo_loss(discrete, dtype, activation, hidden, B, surrogate, vf_clip, tau, clip_eps,
+                                    ent_coef, normalize, old_policy, seed):
+    old_policy = old_policy or surrogate == "penalty"
+    actor, critic, mb = _problem(discrete, dtype, activation, hidden, B, seed, old_policy)
+    coefs = LossCoefs(surrogate=surrogate, clip_eps=clip_eps, beta=0.7, vf_coef=0.5, vf_clip=vf_clip,
+                      ent_coef=ent_coef, temperature=tau)
+    fused = FusedLoss(actor, critic, max_rows=40)
+    loss, stats = fused(mb, coefs, normalize_advantages=normalize)
+    ref = ppo_loss(actor, critic, mb._replace(advantages=normalize_advantages(mb.advantages)) if normalize else mb,
+                   coefs)
+    _assert_matches(fused, loss, stats, ref, 1e-9 if dtype == "float64" else 2e-4, B)
+
+
+def test_fused_loss_reuses_its_buffers_across_minibatch_sizes():
+    """A short last minibatch, then a full one again: each call sees only its own rows."""
+    actor, critic, _ = _problem(True, "float64", "tanh", (16, 16), 1, 0)
+    fused = FusedLoss(actor, critic, max_rows=32)
+    coefs = LossCoefs()
+    for B, seed in ((32, 1), (7, 2), (32, 3)):
+        mb = _problem(True, "float64", "tanh", (16, 16), B, seed)[2]
+        loss, stats = fused(mb, coefs)
+        ref = ppo_loss(actor, critic, mb, coefs)
+        _assert_matches(fused, loss, stats, ref, 1e-9, B)
+
+
+def test_step_views_is_step():
+    """Adam.step_views on FusedLoss's flat views makes exactly the step Adam.step makes on the dict."""
+    actor, critic, mb = _problem(False, "float32", "tanh", (16, 16), 24, 5)
+    fused = FusedLoss(actor, critic, max_rows=24)
+    fused(mb, LossCoefs())
+    twin = {k: p.copy() for k, p in actor.params.items()}
+    Adam(actor.params, lr=1e-2).step_views(fused.actor_grad_views)
+    Adam(twin, lr=1e-2).step({k: g.copy() for k, g in fused.actor_grads.items()})
+    for k in twin:
+        np.testing.assert_array_equal(actor.params[k], twin[k], err_msg=k)
+    with pytest.raises(ValueError, match="step_views needs 7 gradient arrays, got 6"):
+        Adam(twin).step_views(fused.actor_grad_views[:-1])
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda mb: mb._replace(obs=np.zeros((9, 5))), r"a minibatch of 9 rows; this FusedLoss takes 1 to 8"),
+    (lambda mb: mb._replace(obs=np.zeros((0, 5))), r"a minibatch of 0 rows"),
+    (lambda mb: mb._replace(obs=np.zeros((8, 4))), r"observations must have shape \(8, 5\), got \(8, 4\)"),
+    (lambda mb: mb._replace(returns=np.zeros(7)), r"returns must have shape \(8,\), got \(7,\)"),
+    (lambda mb: mb._replace(actions=np.full(8, 4)), r"actions must be 8 integers in \[0, 4\)"),
+    (lambda mb: mb._replace(dist_old=None), r"'penalty' surrogate needs mb.dist_old"),
+])
+def test_bad_minibatches_are_named(change, message):
+    actor, critic, mb = _problem(True, "float64", "tanh", (8,), 8, 0)
+    with pytest.raises(ValueError, match=message):
+        FusedLoss(actor, critic, max_rows=8)(change(mb), LossCoefs(surrogate="penalty"))
+
+
+def test_bad_construction_is_named():
+    actor, critic, mb = _problem(False, "float64", "tanh", (8,), 8, 0)
+    with pytest.raises(ValueError, match="max_rows must be an integer >= 1, got 0"):
+        FusedLoss(actor, critic, max_rows=0)
+    with pytest.raises(ValueError, match="coefs must be a LossCoefs, got dict"):
+        FusedLoss(actor, critic, max_rows=8)(mb, {"clip_eps": 0.2})
+    with pytest.raises(ValueError, match=r"actions must have shape \(8, 3\), got \(8, 2\)"):
+        FusedLoss(actor, critic, max_rows=8)(mb._replace(actions=np.zeros((8, 2))), LossCoefs())
+    with pytest.raises(ValueError, match="a Gaussian minibatch needs log_std_old"):
+        FusedLoss(actor, critic, max_rows=8)(mb._replace(log_std_old=None), LossCoefs())
