@@ -15,7 +15,7 @@ diagnostics with
   dL/dz (or dL/dmu and dL/dl) and dL/dV with their output biases' gradients;
 * the gradients of each network in one flat vector (``actor_flat_grad``, ``critic_flat_grad``)
   whose views are named like the parameters, so clipping is one dot product per network and Adam
-  one kernel call (``Adam.step_views``).
+  one kernel call (``Adam.step_flat``).
 
 The formulas are those of ``losses.py`` and ``distributions.py`` (their docstrings derive them);
 statistics are accumulated in float64. ``tests/test_fused.py`` checks every output against
@@ -30,55 +30,81 @@ import numpy as np
 
 from ppo_np.jit import jit
 from ppo_np.layers import TANH_FLOAT32, tanh_rational
-from ppo_np.losses import STAT_KEYS, LossCoefs, Minibatch
+from ppo_np.losses import LossCoefs, Minibatch
 from ppo_np.mlp import ACTIVATION_CODES, MLP
+from ppo_np.params import num_params, views_of
 
 LOG_2PI = math.log(2.0 * math.pi)
-# the order in which the head kernels write their sums into ``stats``
-_SUMS = ("objective", "kl", "entropy", "k1", "k3", "clipped", "value_loss")
+#: a first layer with at most this many inputs runs in ``input_layer_kernel`` / ``input_backward_kernel``
+#: (measured at fan-in 4, B = 64, 64 units: ~1 us of arithmetic against ~4 us per BLAS call); wider
+#: ones go through BLAS like every other layer
+INPUT_KERNEL_MAX_FAN_IN = 16
+# what the head kernels write into ``stats``: sums over the minibatch of min(r A, clip(r) A) (or r A),
+# KL, H, logp_old - logp, (r - 1) - log r, 1[|r - 1| > eps] and the value loss terms, then the
+# explained variance
+_SUMS = ("objective", "kl", "entropy", "k1", "k3", "clipped", "value_loss", "explained_variance")
 
 
 class _Workspace:
-    """One MLP's weights and the buffers of its forward and backward passes, for up to max_rows rows."""
+    """One MLP's weights and the buffers of its forward and backward passes, for up to max_rows rows.
 
-    def __init__(self, mlp: MLP, max_rows: int, flat_grad: np.ndarray):
+    The output layer's product z = h W_L is a BLAS call; its bias, its backward and everything between
+    are the head kernel's (``output_backward``: an outer product of fan-in 1 or 2 costs NumPy 8 us, the
+    loop 2 us). The first layer, when its fan-in is at most
+    ``INPUT_KERNEL_MAX_FAN_IN``, runs in ``input_layer_kernel`` / ``input_backward_kernel``; every
+    other product is a BLAS call into a fixed buffer.
+    """
+
+    def __init__(self, mlp: MLP, max_rows: int, grads: dict):
         L = mlp.n_layers
         self.weights = [mlp.params[f"W{l}"] for l in range(L)]
+        self.biases = [mlp.params[f"b{l}"] for l in range(L)]
         self.code = ACTIVATION_CODES[mlp.activation_name]
         self.rational_tanh = mlp.dtype == np.float32
-        self.outputs = [np.empty((max_rows, n), mlp.dtype) for n in mlp.sizes[1:]]  # h_1 .. h_{L-1}, a_L
-        self.upstream = [np.empty((max_rows, n), mlp.dtype) for n in mlp.sizes[1:-1]]  # dh_1 .. dh_{L-1}
-        self.grads = {}
-        offset = 0
-        for name, p in mlp.params.items():
-            self.grads[name] = flat_grad[offset:offset + p.size].reshape(p.shape)
-            offset += p.size
-        self.dW = [self.grads[f"W{l}"] for l in range(L)]
-        self.db = [self.grads[f"b{l}"] for l in range(L)]
-        self.biases = [mlp.params[f"b{l}"] for l in range(L)]
+        self.small_input = mlp.sizes[0] <= INPUT_KERNEL_MAX_FAN_IN
+        self.hidden = [np.empty((max_rows, n), mlp.dtype) for n in mlp.sizes[1:-1]]    # h_0 .. h_{L-2}
+        self.upstream = [np.empty((max_rows, n), mlp.dtype) for n in mlp.sizes[1:-1]]  # dL/dh_0 .. dL/dh_{L-2}
+        self.output = np.empty((max_rows, mlp.sizes[-1]), mlp.dtype)                 # z = h W_L, then dL/dz
+        self._no_hidden = np.empty((max_rows, 0), mlp.dtype)
+        self.dW = [grads[f"W{l}"] for l in range(L)]               # where the gradients go
+        self.db = [grads[f"b{l}"] for l in range(L)]
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """h_l = f(h_{l-1} W_l + b_l) for the hidden layers; returns a_L = h_{L-1} W_L *without* b_L."""
+        """h_l = f(h_{l-1} W_l + b_l) for the hidden layers; returns the last one (x without hidden layers)."""
         B, h = x.shape[0], x
-        for l, W in enumerate(self.weights):
-            out = self.outputs[l][:B]
-            np.matmul(h, W, out=out)
-            if l < len(self.weights) - 1:
+        for l, out in enumerate(self.hidden):
+            out = out[:B]
+            if l == 0 and self.small_input:
+                input_layer_kernel(h, self.weights[0], self.biases[0], out, self.code, self.rational_tanh,
+                                   TANH_FLOAT32)
+            else:
+                np.matmul(h, self.weights[l], out=out)
                 bias_activation_kernel(out, self.biases[l], self.code, self.rational_tanh, TANH_FLOAT32)
             h = out
         return h
 
-    def backward(self, x: np.ndarray, g: np.ndarray) -> None:
-        """dW_l, and db_l below the top, from g_L = dL/da_L (db_L is the head kernel's)."""
+    def output_layer(self, h: np.ndarray) -> tuple:
+        """z = h W_L (BLAS, without b_L), and what the head kernel needs besides: (z, h, W_L, b_L, dW_L,
+        db_L, dL/dh of the last hidden layer ((B, 0) without hidden layers))."""
+        B = h.shape[0]
+        z = self.output[:B]
+        np.matmul(h, self.weights[-1], out=z)
+        dh = self.upstream[-1][:B] if self.upstream else self._no_hidden[:B]
+        return z, h, self.weights[-1], self.biases[-1], self.dW[-1], self.db[-1], dh
+
+    def backward(self, x: np.ndarray) -> None:
+        """dW_l and db_l of the hidden layers, from the dL/dh of the last one that the head kernel wrote."""
         B = x.shape[0]
-        for l in reversed(range(len(self.weights))):
-            below = x if l == 0 else self.outputs[l - 1][:B]
-            np.matmul(below.T, g, out=self.dW[l])                       # dW_l = h_{l-1}^T g_l
+        for l in reversed(range(len(self.hidden))):
+            dh, h = self.upstream[l][:B], self.hidden[l][:B]
+            below = x if l == 0 else self.hidden[l - 1][:B]
+            if l == 0 and self.small_input:
+                input_backward_kernel(dh, h, below, self.dW[0], self.db[0], self.code)
+            else:
+                activation_backward_kernel(dh, h, self.db[l], self.code)     # g_l = dh_l * f'(a_l), db_l
+                np.matmul(below.T, dh, out=self.dW[l])                       # dW_l = h_{l-1}^T g_l
             if l > 0:
-                dh = self.upstream[l - 1][:B]
-                np.matmul(g, self.weights[l].T, out=dh)                 # dh_{l-1} = g_l W_l^T
-                activation_backward_kernel(dh, below, self.db[l - 1], self.code)
-                g = dh
+                np.matmul(dh, self.weights[l].T, out=self.upstream[l - 1][:B])   # dh_{l-1} = g_l W_l^T
 
 
 class FusedLoss:
@@ -100,21 +126,13 @@ class FusedLoss:
             raise ValueError(f"max_rows must be an integer >= 1, got {max_rows!r}")
         self.actor, self.critic, self.max_rows = actor, critic, int(max_rows)
         dtype = actor.dtype
-        self.actor_flat_grad = np.zeros(sum(p.size for p in actor.params.values()), dtype)
-        self.critic_flat_grad = np.zeros(sum(p.size for p in critic.params.values()), dtype)
-        self._actor = _Workspace(actor.mlp, max_rows, self.actor_flat_grad)
-        self._critic = _Workspace(critic.mlp, max_rows, self.critic_flat_grad)
-        self.actor_grads = dict(self._actor.grads)
-        if not actor.discrete:
-            n = actor.params["log_std"].size
-            self.actor_grads["log_std"] = self.actor_flat_grad[-n:]
-        self.critic_grads = self._critic.grads
-        # the same gradients as 1-D views in parameter order, for ``Adam.step_views``
-        self.actor_grad_views = tuple(self.actor_grads[k].reshape(-1) for k in actor.params)
-        self.critic_grad_views = tuple(self.critic_grads[k].reshape(-1) for k in critic.params)
-        self._dout = np.empty((max_rows, actor.act_dim), dtype)
-        self._dvalues = np.empty((max_rows, 1), dtype)
-        self._stats = np.zeros(len(_SUMS) + 1)
+        self.actor_flat_grad = np.zeros(num_params(actor.params), dtype)
+        self.critic_flat_grad = np.zeros(num_params(critic.params), dtype)
+        self.actor_grads = views_of(self.actor_flat_grad, actor.params)
+        self.critic_grads = views_of(self.critic_flat_grad, critic.params)
+        self._actor = _Workspace(actor.mlp, max_rows, self.actor_grads)
+        self._critic = _Workspace(critic.mlp, max_rows, self.critic_grads)
+        self._stats = np.zeros(len(_SUMS))
         self._no_old = np.zeros((1, actor.act_dim), dtype)   # stands for a missing dist_old
 
     def __call__(self, mb: Minibatch, coefs: LossCoefs, normalize_advantages: bool = False) -> tuple[float, dict]:
@@ -139,86 +157,148 @@ class FusedLoss:
         logp_old, adv, returns, values_old = vectors
         dist_old = np.ascontiguousarray(mb.dist_old, dtype=dtype) if has_old else self._no_old
 
-        out = self._actor.forward(obs)                                       # logits or means, before b_L
-        values = self._critic.forward(obs)                                   # (B, 1) before b_L
-        dout, dvalues, stats = self._dout[:B], self._dvalues[:B], self._stats
-        db_actor, db_critic = self._actor.db[-1], self._critic.db[-1]
+        stats, a, c = self._stats, self._actor, self._critic
+        actor_out = a.output_layer(a.forward(obs))          # (z = h W, h, W, b, dW, db, dh) for the head
+        critic_out = c.output_layer(c.forward(obs))
         if self.actor.discrete:
             actions = np.ascontiguousarray(mb.actions, dtype=np.int64)
-            if actions.shape != (B,) or (B and (actions.min() < 0 or actions.max() >= self.actor.act_dim)):
+            if actions.shape != (B,) or not categorical_head_kernel(
+                    *actor_out, actions, logp_old, adv, dist_old, has_old, coefs.temperature, penalty, coefs.clip_eps,
+                    coefs.beta, coefs.ent_coef, normalize_advantages, stats):
                 raise ValueError(f"actions must be {B} integers in [0, {self.actor.act_dim})")
-            categorical_head_kernel(out, self._actor.biases[-1], actions, logp_old, adv, dist_old, has_old,
-                                    coefs.temperature, penalty, coefs.clip_eps, coefs.beta, coefs.ent_coef,
-                                    normalize_advantages, dout, db_actor, stats)
         else:
             actions = np.ascontiguousarray(mb.actions, dtype=dtype)
-            if actions.shape != out.shape:
-                raise ValueError(f"actions must have shape {out.shape}, got {actions.shape}")
-            log_std = self.actor.params["log_std"]
-            log_std_old = log_std if mb.log_std_old is None else np.ascontiguousarray(mb.log_std_old, dtype=dtype)
+            if actions.shape != (B, self.actor.act_dim):
+                raise ValueError(f"actions must have shape {(B, self.actor.act_dim)}, got {actions.shape}")
             if has_old and mb.log_std_old is None:
                 raise ValueError("a Gaussian minibatch needs log_std_old (D,) along with dist_old")
-            gaussian_head_kernel(out, self._actor.biases[-1], log_std, actions, logp_old, adv, dist_old,
+            log_std = self.actor.params["log_std"]
+            log_std_old = log_std if mb.log_std_old is None else np.ascontiguousarray(mb.log_std_old, dtype=dtype)
+            gaussian_head_kernel(*actor_out, log_std, self.actor_grads["log_std"], actions, logp_old, adv, dist_old,
                                  log_std_old, has_old, coefs.temperature, penalty, coefs.clip_eps, coefs.beta,
-                                 coefs.ent_coef, normalize_advantages, dout, db_actor,
-                                 self.actor_grads["log_std"], stats)
+                                 coefs.ent_coef, normalize_advantages, stats)
         vf_clip = -1.0 if coefs.vf_clip is None else coefs.vf_clip
-        value_head_kernel(values, self._critic.biases[-1], returns, values_old, coefs.vf_coef, vf_clip, dvalues,
-                          db_critic, stats)
-        self._actor.backward(obs, dout)
-        self._critic.backward(obs, dvalues)
+        value_head_kernel(*critic_out, returns, values_old, coefs.vf_coef, vf_clip, stats)
+        a.backward(obs)
+        c.backward(obs)
 
-        sums = dict(zip(_SUMS, stats[:len(_SUMS)] / B))
-        policy_loss = -sums["objective"] + (coefs.beta * sums["kl"] if penalty else 0.0)
-        loss = policy_loss + coefs.vf_coef * sums["value_loss"] - coefs.ent_coef * sums["entropy"]
-        result = {"policy_loss": policy_loss, "value_loss": sums["value_loss"], "entropy": sums["entropy"],
-                  "approx_kl_k1": sums["k1"], "approx_kl_k3": sums["k3"],
-                  "exact_kl": sums["kl"] if has_old else math.nan, "clip_frac": sums["clipped"],
-                  "explained_variance": float(stats[len(_SUMS)])}
-        return float(loss), {key: float(result[key]) for key in STAT_KEYS}
+        objective, kl, entropy, k1, k3, clipped, value_loss, explained_variance = (x / B for x in stats.tolist())
+        policy_loss = -objective + (coefs.beta * kl if penalty else 0.0)
+        loss = policy_loss + coefs.vf_coef * value_loss - coefs.ent_coef * entropy
+        return loss, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy,
+                      "approx_kl_k1": k1, "approx_kl_k3": k3, "exact_kl": kl if has_old else math.nan,
+                      "clip_frac": clipped, "explained_variance": explained_variance * B}
 
 
 # --- kernels ---------------------------------------------------------------------------------------
 
 @jit
-def bias_activation_kernel(a, b, activation_code, rational_tanh, tanh_coeffs):
-    """h = f(a + b) in place, row by row: 0 identity, 1 tanh (``tanh_rational`` if ``rational_tanh``), 2 ReLU.
+def _activate(v, activation_code, rational_tanh, tanh_coeffs):
+    """f(v): 0 identity, 1 tanh (``tanh_rational`` when ``rational_tanh``, as ``layers.tanh_forward``), 2 ReLU."""
+    if activation_code == 1:
+        return tanh_rational(v, tanh_coeffs) if rational_tanh else np.tanh(v)
+    if activation_code == 2:
+        return v if v > 0 else v * 0            # max(v, 0) as x * 1[x > 0]: -0.0 and NaN alike
+    return v
 
-    The reference is ``layers.linear_forward``'s "+ b" followed by the activation's forward.
+
+@jit
+def _derivative(h, activation_code):
+    """f'(a) read off h = f(a): tanh 1 - h^2, ReLU 1[h > 0], identity 1."""
+    if activation_code == 1:
+        return 1 - h * h
+    if activation_code == 2:
+        return 1 if h > 0 else 0
+    return 1
+
+
+@jit
+def bias_activation_kernel(a, b, activation_code, rational_tanh, tanh_coeffs):
+    """h = f(a + b) in place: ``layers.linear_forward``'s "+ b", then the activation's forward.
+
     Shapes: a (B, n) C-contiguous, b (n,).
     """
     B, n = a.shape
     for r in range(B):
         for j in range(n):
-            v = a[r, j] + b[j]
-            if activation_code == 1:
-                v = tanh_rational(v, tanh_coeffs) if rational_tanh else np.tanh(v)
-            elif activation_code == 2:
-                v = v if v > 0 else v * 0       # max(v, 0) that keeps x * 1[x > 0]'s -0.0 and NaN
-            a[r, j] = v
+            a[r, j] = _activate(a[r, j] + b[j], activation_code, rational_tanh, tanh_coeffs)
+
+
+@jit
+def input_layer_kernel(x, W, b, h, activation_code, rational_tanh, tanh_coeffs):
+    """h = f(x W + b) for a first layer of small fan-in: the product in a loop nest, then
+    ``bias_activation_kernel`` (a separate pass: a branch on f inside the product's loop stops LLVM
+    from vectorising it, 20 us against 6 us at B = 64, fan-in 4, 64 units).
+
+    Shapes: x (B, n_in), W (n_in, n), b (n,) -> h (B, n).
+    """
+    _product(x, W, h)
+    bias_activation_kernel(h, b, activation_code, rational_tanh, tanh_coeffs)
+
+
+@jit
+def _product(x, M, out):
+    """out = x M by rows: out_r = sum_i x_ri M_i, the inner loop along a row of M (LLVM vectorises it)."""
+    for r in range(x.shape[0]):
+        for j in range(M.shape[1]):
+            out[r, j] = 0
+        for i in range(x.shape[1]):
+            x_ri = x[r, i]
+            for j in range(M.shape[1]):
+                out[r, j] += x_ri * M[i, j]
 
 
 @jit
 def activation_backward_kernel(dh, h, db, activation_code):
-    r"""g = dh * f'(a) in place, with f'(a) read off h = f(a), and db = 1^T g.
+    r"""g = dh * f'(a) in place, and db = 1^T g: the activation's backward, then the bias gradient.
 
     .. math:: \tanh: f' = 1 - h^2,\qquad \mathrm{ReLU}: f' = 1[h > 0],\qquad \mathrm{identity}: f' = 1
 
-    The reference is the activation's backward followed by ``layers.linear_backward``'s bias
-    gradient. Shapes: dh, h (B, n), db (n,) (overwritten).
+    Shapes: dh, h (B, n), db (n,) (overwritten).
     """
     B, n = dh.shape
-    for j in range(n):
-        db[j] = 0
+    db[:] = 0
     for r in range(B):
         for j in range(n):
-            g = dh[r, j]
-            if activation_code == 1:
-                g = g * (1 - h[r, j] * h[r, j])
-            elif activation_code == 2:
-                g = g if h[r, j] > 0 else g * 0
-            dh[r, j] = g
-            db[j] += g
+            dh[r, j] = dh[r, j] * _derivative(h[r, j], activation_code)
+            db[j] += dh[r, j]
+
+
+@jit
+def input_backward_kernel(dh, h, x, dW, db, activation_code):
+    """``activation_backward_kernel``, then dW = x^T g in the same pass (the first layer, small fan-in).
+
+    Shapes: dh, h (B, n), x (B, n_in), dW (n_in, n) and db (n,) (overwritten).
+    """
+    activation_backward_kernel(dh, h, db, activation_code)
+    B, n_in = x.shape
+    dW[:] = 0
+    for r in range(B):
+        for i in range(n_in):
+            x_ri = x[r, i]
+            for j in range(dh.shape[1]):
+                dW[i, j] += x_ri * dh[r, j]
+
+
+@jit
+def output_backward(h, W, dz, dW, db, dh):
+    """The output layer's backward: dW = h^T dz, db = 1^T dz, and dh = dz W^T when dh has columns.
+
+    Loops ordered so that the inner one runs along the hidden units (a fan-out of 1 or 2 as the
+    inner loop is 5-10x slower). Shapes: h (B, n), W (n, K), dz (B, K) -> dW (n, K), db (K,), dh (B, n).
+    """
+    B, n = h.shape
+    K = W.shape[1]
+    dW[:] = 0
+    db[:] = 0
+    for t in range(B):
+        for k in range(K):
+            g = dz[t, k]
+            db[k] += g
+            for i in range(n):
+                dW[i, k] += h[t, i] * g
+    if dh.shape[1] > 0:
+        _product(dz, W.T, dh)
 
 
 @jit
@@ -261,22 +341,25 @@ def _surrogate(logp, logp_old, A, B, penalty, clip_eps, stats):
 
 
 @jit
-def categorical_head_kernel(a_out, b_out, actions, logp_old, adv, logits_old, has_old, tau, penalty, clip_eps,
-                            beta, ent_coef, normalize, dz, db_out, stats):
-    r"""The actor's side of ``ppo_loss`` for pi = softmax(z / tau), z = a_out + b_out, row by row.
+def categorical_head_kernel(z, h, W, b, dW, db, dh, actions, logp_old, adv, logits_old, has_old, tau, penalty,
+                            clip_eps, beta, ent_coef, normalize, stats):
+    r"""The actor's side of ``ppo_loss`` for pi = softmax(z / tau), z = h W + b, from z = h W (B, K).
 
-    log pi, H and KL(pi_old || pi) from one log-softmax (``Categorical.policy_terms``), the surrogate,
-    then ``Categorical.policy_terms_backward``:
+    Row by row: + b, log pi, H and KL(pi_old || pi) from one log-softmax (``Categorical.policy_terms``),
+    the surrogate, then ``Categorical.policy_terms_backward``
 
     .. math:: \tau\,dz_j = dlogp\,(1[j=a] - \pi_j) - dH\,\pi_j(\log\pi_j + H) + dkl\,(\pi_j - p^{old}_j)
 
-    with dlogp from the surrogate, dH = -c_e / B and dkl = beta / B (penalty only). Writes z into
-    a_out, dL/dz into dz (B, K), db_out = 1^T dz, and the sums of ``_SUMS`` (policy side) into stats.
+    with dlogp from the surrogate, dH = -c_e / B and dkl = beta / B (penalty only); dz overwrites z.
+    Then ``output_backward`` (dW, db, dh). The policy sums of ``_SUMS`` go to stats. Returns False,
+    having changed nothing, if an action lies outside [0, K).
     """
-    B, K = a_out.shape
+    B, K = z.shape
+    for t in range(B):
+        if actions[t] < 0 or actions[t] >= K:
+            return False
     adv_mean, adv_div = _advantage_scale(adv, normalize)
     stats[:] = 0.0
-    db_out[:] = 0
     dH = -ent_coef / B
     dkl = beta / B if penalty else 0.0
     log_pi = np.empty(K)
@@ -284,27 +367,28 @@ def categorical_head_kernel(a_out, b_out, actions, logp_old, adv, logits_old, ha
     for t in range(B):
         m = -np.inf
         for k in range(K):
-            a_out[t, k] += b_out[k]
-            m = max(m, a_out[t, k] / tau)
+            log_pi[k] = (z[t, k] + b[k]) / tau                 # u = z / tau
+            m = max(m, log_pi[k])
         total = 0.0
         for k in range(K):
-            total += math.exp(a_out[t, k] / tau - m)
+            total += math.exp(log_pi[k] - m)
         lse = m + math.log(total)
         H = 0.0
         for k in range(K):
-            log_pi[k] = a_out[t, k] / tau - lse
+            log_pi[k] -= lse
             H -= math.exp(log_pi[k]) * log_pi[k]
         kl = 0.0
         if has_old:
             m_old = -np.inf
             for k in range(K):
-                m_old = max(m_old, logits_old[t, k] / tau)
+                log_old[k] = logits_old[t, k] / tau
+                m_old = max(m_old, log_old[k])
             total = 0.0
             for k in range(K):
-                total += math.exp(logits_old[t, k] / tau - m_old)
+                total += math.exp(log_old[k] - m_old)
             lse_old = m_old + math.log(total)
             for k in range(K):
-                log_old[k] = logits_old[t, k] / tau - lse_old
+                log_old[k] -= lse_old
                 kl += math.exp(log_old[k]) * (log_old[k] - log_pi[k])
         A = (adv[t] - adv_mean) / adv_div
         dlogp = _surrogate(log_pi[actions[t]], logp_old[t], A, B, penalty, clip_eps, stats)
@@ -312,93 +396,94 @@ def categorical_head_kernel(a_out, b_out, actions, logp_old, adv, logits_old, ha
         stats[2] += H
         coef = -dlogp - dH * H + dkl
         for k in range(K):
-            pi_k = math.exp(log_pi[k])
-            g = pi_k * (coef - dH * log_pi[k])
+            g = math.exp(log_pi[k]) * (coef - dH * log_pi[k])
             if k == actions[t]:
                 g += dlogp
             if penalty:
                 g -= dkl * math.exp(log_old[k])
-            dz[t, k] = g / tau
-            db_out[k] += dz[t, k]
+            z[t, k] = g / tau
+    output_backward(h, W, z, dW, db, dh)
+    return True
 
 
 @jit
-def gaussian_head_kernel(a_out, b_out, log_std, actions, logp_old, adv, mean_old, log_std_old, has_old, tau, penalty,
-                         clip_eps, beta, ent_coef, normalize, dmean, db_out, dlog_std, stats):
-    r"""The actor's side of ``ppo_loss`` for N(mu, sigma^2), mu = a_out + b_out, sigma = tau exp(l), row by row.
+def gaussian_head_kernel(z, h, W, b, dW, db, dh, log_std, dlog_std, actions, logp_old, adv, mean_old, log_std_old,
+                         has_old, tau, penalty, clip_eps, beta, ent_coef, normalize, stats):
+    r"""The actor's side of ``ppo_loss`` for N(mu, sigma^2), mu = h W + b, sigma = tau exp(l), from z = h W.
 
-    ``DiagGaussian.policy_terms`` and ``policy_terms_backward``, w = (a - mu) / sigma:
+    Row by row: + b, then ``DiagGaussian.policy_terms`` and ``policy_terms_backward``, w = (a - mu) / sigma:
 
     .. math:: d\mu = dlogp\,\frac{w}{\sigma} + dkl\,\frac{\mu - \mu^{old}}{\sigma^2},\qquad
               dl = \sum_t \Big[dlogp\,(w^2 - 1) + dH + dkl\,\Big(1 - \frac{\sigma_{old}^2 +
               (\mu^{old} - \mu)^2}{\sigma^2}\Big)\Big]
 
-    Writes mu into a_out, dL/dmu into dmean (B, D), db_out = 1^T dmean, dL/dl into dlog_std (D,),
-    and the sums of ``_SUMS`` (policy side) into stats.
+    dmu overwrites z; then ``output_backward`` (dW, db, dh). Also writes dlog_std (D,) and the policy sums.
     """
-    B, D = a_out.shape
+    B, D = z.shape
     adv_mean, adv_div = _advantage_scale(adv, normalize)
     stats[:] = 0.0
-    db_out[:] = 0
     dlog_std[:] = 0
     dH = -ent_coef / B
     dkl = beta / B if penalty else 0.0
-    log_tau = math.log(tau)
+    sigma = np.empty(D)
+    var_ratio = np.empty(D)                                    # sigma_old^2 / sigma^2
     sum_log_sigma = 0.0
     for d in range(D):
-        sum_log_sigma += log_std[d] + log_tau
+        sigma[d] = tau * math.exp(log_std[d])
+        var_ratio[d] = math.exp(2.0 * (log_std_old[d] - log_std[d]))
+        sum_log_sigma += log_std[d] + math.log(tau)
     H = sum_log_sigma + 0.5 * D * (1.0 + LOG_2PI)
+    mu = np.empty(D)
     for t in range(B):
         sq = 0.0
         kl = 0.0
         for d in range(D):
-            a_out[t, d] += b_out[d]
-            sigma = math.exp(log_std[d] + log_tau)
-            w = (actions[t, d] - a_out[t, d]) / sigma
+            mu[d] = z[t, d] + b[d]
+            w = (actions[t, d] - mu[d]) / sigma[d]
             sq += w * w
             if has_old:
-                diff = (a_out[t, d] - mean_old[t, d]) / sigma
-                kl += log_std[d] - log_std_old[d] + 0.5 * (math.exp(2.0 * (log_std_old[d] - log_std[d])) + diff * diff) - 0.5
+                diff = (mu[d] - mean_old[t, d]) / sigma[d]
+                kl += log_std[d] - log_std_old[d] + 0.5 * (var_ratio[d] + diff * diff) - 0.5
         logp = -0.5 * sq - sum_log_sigma - 0.5 * D * LOG_2PI
         A = (adv[t] - adv_mean) / adv_div
         dlogp = _surrogate(logp, logp_old[t], A, B, penalty, clip_eps, stats)
         stats[1] += kl
         stats[2] += H
         for d in range(D):
-            sigma = math.exp(log_std[d] + log_tau)
-            w = (actions[t, d] - a_out[t, d]) / sigma
-            g = dlogp * w / sigma
+            w = (actions[t, d] - mu[d]) / sigma[d]
+            dmu = dlogp * w / sigma[d]
             dl = dlogp * (w * w - 1.0) + dH
             if penalty:
-                diff = a_out[t, d] - mean_old[t, d]
-                g += dkl * diff / (sigma * sigma)
-                dl += dkl * (1.0 - math.exp(2.0 * (log_std_old[d] - log_std[d])) - diff * diff / (sigma * sigma))
-            dmean[t, d] = g
-            db_out[d] += g
+                diff = (mu[d] - mean_old[t, d]) / sigma[d]
+                dmu += dkl * diff / sigma[d]
+                dl += dkl * (1.0 - var_ratio[d] - diff * diff)
             dlog_std[d] += dl
+            z[t, d] = dmu
+    output_backward(h, W, z, dW, db, dh)
 
 
 @jit
-def value_head_kernel(a_out, b_out, returns, values_old, vf_coef, vf_clip, dvalues, db_out, stats):
-    r"""The critic's side of ``ppo_loss``: V = a_out + b_out, L^V (clipped if vf_clip > 0), c_v dL^V/dV.
+def value_head_kernel(z, h, W, b, dW, db, dh, returns, values_old, vf_coef, vf_clip, stats):
+    r"""The critic's side of ``ppo_loss``: V = h W + b from z = h W (B, 1), L^V (clipped if vf_clip > 0),
+    and the backward of c_v L^V.
 
     ``losses.value_loss`` / ``losses.clipped_value_loss``:
 
     .. math:: \frac{\partial L^V}{\partial V_t} = \frac{V_t - R_t}{B}\;
               1[|V_t - V^{old}_t| \le \epsilon_v \vee (V_t - R_t)^2 \ge (V^{clip}_t - R_t)^2]
 
-    Also ``losses.explained_variance`` of (V, R) (NaN when Var[R] is zero up to rounding). Writes V
-    into a_out (B, 1), dvalues (B, 1), db_out (1,), stats[6] = sum of the value loss terms and
+    c_v dL^V/dV overwrites z; then ``output_backward`` (dW, db, dh). Also ``losses.explained_variance``
+    of (V, R) (NaN when Var[R] is zero up to rounding): stats[6] = the sum of the value loss terms,
     stats[7] = the explained variance.
     """
-    B = a_out.shape[0]
+    B = z.shape[0]
+    values = np.empty(B)
     loss = 0.0
-    db = 0.0
     mean_r = 0.0
-    mean_e = 0.0
+    mean_v = 0.0
     for t in range(B):
-        v = a_out[t, 0] + b_out[0]
-        a_out[t, 0] = v
+        v = z[t, 0] + b[0]
+        values[t] = v
         err = v - returns[t]
         use_unclipped = True
         err_clipped = err
@@ -407,20 +492,19 @@ def value_head_kernel(a_out, b_out, returns, values_old, vf_coef, vf_clip, dvalu
             err_clipped = values_old[t] + min(max(delta, -vf_clip), vf_clip) - returns[t]
             use_unclipped = abs(delta) <= vf_clip or err * err >= err_clipped * err_clipped
         loss += 0.5 * (err * err if use_unclipped else err_clipped * err_clipped)
-        dvalues[t, 0] = vf_coef * err / B if use_unclipped else 0.0
-        db += dvalues[t, 0]
-        mean_r += np.float64(returns[t])
-        mean_e += np.float64(returns[t]) - np.float64(v)
-    db_out[0] = db
+        z[t, 0] = vf_coef * err / B if use_unclipped else 0.0
+        mean_r += returns[t]
+        mean_v += v
+    output_backward(h, W, z, dW, db, dh)
     stats[6] = loss
     mean_r /= B
-    mean_e /= B
+    mean_e = mean_r - mean_v / B
     var_r = 0.0
     var_e = 0.0
     sq_r = 0.0
     for t in range(B):
         r = np.float64(returns[t])
         var_r += (r - mean_r) ** 2
-        var_e += (r - np.float64(a_out[t, 0]) - mean_e) ** 2
+        var_e += (r - values[t] - mean_e) ** 2
         sq_r += r * r
     stats[7] = np.nan if var_r <= 1e-24 * sq_r else 1.0 - var_e / var_r

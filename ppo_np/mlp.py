@@ -22,7 +22,7 @@ import numpy as np
 
 from ppo_np.jit import jit
 from ppo_np.layers import TANH_FLOAT32, activation, linear_backward, linear_forward, orthogonal, tanh_rational
-from ppo_np.params import Params
+from ppo_np.params import Params, pack
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -76,6 +76,7 @@ class MLP:
             gain = out_gain if l == n_layers - 1 else hidden_gain
             self.params[f"W{l}"] = orthogonal((sizes[l], sizes[l + 1]), gain, rng, self.dtype)
             self.params[f"b{l}"] = np.zeros(sizes[l + 1], dtype=self.dtype)
+        self.params = pack(self.params)  # one buffer: an optimiser steps the whole network in one pass
         # the same arrays as tuples, for the inference kernel (updates are in place, so these stay live)
         self._weights = tuple(self.params[f"W{l}"] for l in range(n_layers))
         self._biases = tuple(self.params[f"b{l}"] for l in range(n_layers))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ppo_np.jit import jit
-from ppo_np.params import Params
+from ppo_np.params import Params, contiguous_runs, num_params, views_of
 
 
 class Adam:
@@ -43,31 +43,39 @@ class Adam:
             raise ValueError(f"Adam eps must be > 0, got {eps!r}")
         self.params = params
         self.lr, self.beta1, self.beta2, self.eps = float(lr), float(beta1), float(beta2), float(eps)
-        self.m = {k: np.zeros_like(p) for k, p in params.items()}
-        self.v = {k: np.zeros_like(p) for k, p in params.items()}
-        self.t = 0
-        # 1-D views of the same memory, so one fused kernel call updates every array in place
-        self._flat_params = tuple(_flat_view(p, f"parameter {k!r}") for k, p in params.items())
-        self._flat_m = tuple(m.reshape(-1) for m in self.m.values())
-        self._flat_v = tuple(v.reshape(-1) for v in self.v.values())
-        uniform = len({p.dtype for p in params.values()}) == 1
+        for k, p in params.items():
+            if not p.flags.c_contiguous:
+                raise ValueError(f"Adam needs C-contiguous arrays to update in place; parameter {k!r} is not")
+        # m and v as one vector each, named views for the state dict; the parameters as their runs of
+        # back-to-back arrays (one run for a packed network), so one kernel call updates everything
+        self._m_flat, self._v_flat = (np.zeros(num_params(params), _dtype_of(params)) for _ in range(2))
+        self.m, self.v = views_of(self._m_flat, params), views_of(self._v_flat, params)
+        self._param_runs = tuple(contiguous_runs(params.values()))
+        bounds = np.cumsum([0] + [run.size for run in self._param_runs])
+        self._run_slices = tuple(slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]))
+        self._m_runs = tuple(self._m_flat[s] for s in self._run_slices)
+        self._v_runs = tuple(self._v_flat[s] for s in self._run_slices)
+        uniform = len({p.dtype for p in params.values()}) <= 1
         self._update = adam_update_kernel if uniform else adam_update_reference
+        self.t = 0
 
     def step(self, grads: Params) -> None:
         """One Adam step with ``grads`` (same names and shapes as ``params``), all arrays at once."""
-        self.step_views(tuple(np.asarray(grads[name], dtype=p.dtype).reshape(-1) for name, p in self.params.items()))
+        self.step_flat(np.concatenate([np.asarray(grads[name], dtype=p.dtype).reshape(-1)
+                                       for name, p in self.params.items()]) if self.params else np.zeros(0))
 
-    def step_views(self, flat_grads: tuple) -> None:
-        """``step`` with the gradients already as 1-D arrays of the parameters' dtype, in parameter order.
+    def step_flat(self, grad: np.ndarray) -> None:
+        """``step`` with the gradient as one vector laid out as ``params.flatten`` (names in order).
 
-        For a caller that keeps its gradients in fixed buffers (``fused.FusedLoss.actor_grad_views``),
-        this skips the per-array reshaping and conversion of ``step`` on every minibatch.
+        For a caller that keeps its gradients in one buffer (``fused.FusedLoss.actor_flat_grad``):
+        with packed parameters (``params.pack``) the step is a single pass over four vectors.
         """
-        if len(flat_grads) != len(self._flat_params):
-            raise ValueError(f"step_views needs {len(self._flat_params)} gradient arrays, got {len(flat_grads)}")
+        n = self._m_flat.size
+        if not (isinstance(grad, np.ndarray) and grad.shape == (n,)):
+            raise ValueError(f"step_flat needs a gradient vector of shape ({n},), got {getattr(grad, 'shape', grad)!r}")
         self.t += 1
-        self._update(self._flat_params, flat_grads, self._flat_m, self._flat_v, self.lr, self.beta1, self.beta2,
-                     self.eps, 1.0 - self.beta1 ** self.t, 1.0 - self.beta2 ** self.t)
+        self._update(self._param_runs, tuple(grad[s] for s in self._run_slices), self._m_runs, self._v_runs,
+                     self.lr, self.beta1, self.beta2, self.eps, 1.0 - self.beta1 ** self.t, 1.0 - self.beta2 ** self.t)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Everything needed to continue bit-identically: m, v (copies) and the step count."""
@@ -91,10 +99,9 @@ class Adam:
         self.lr = float(state["lr"])
 
 
-def _flat_view(a: np.ndarray, what: str) -> np.ndarray:
-    if not a.flags.c_contiguous:
-        raise ValueError(f"Adam needs C-contiguous arrays to update in place; {what} is not")
-    return a.reshape(-1)
+def _dtype_of(params: Params):
+    dtypes = {p.dtype for p in params.values()}
+    return dtypes.pop() if len(dtypes) == 1 else np.float64
 
 
 def adam_update_reference(params, grads, ms, vs, lr, beta1, beta2, eps, bias1, bias2):
@@ -114,13 +121,20 @@ def adam_update_kernel(params, grads, ms, vs, lr, beta1, beta2, eps, bias1, bias
 
     The arrays must share one dtype (Numba indexes only uniform tuples at run time). Measured on a
     4-64-64-2 float32 actor: 84 us for the reference's seven NumPy passes per array, 9 us fused.
+    lr (m / bias1) / (sqrt(v / bias2) + eps) is computed as (lr / bias1) m / (sqrt(v) / sqrt(bias2) + eps),
+    equal up to rounding.
     """
+    step = lr / bias1                                   # lr m_hat / (sqrt(v_hat) + eps) with one
+    inv_sqrt_bias2 = 1.0 / np.sqrt(bias2)               # sqrt and one division per entry: 6 us, not 10
     for k in range(len(params)):
         p, g, m, v = params[k], grads[k], ms[k], vs[k]
         for i in range(p.size):
-            m[i] = beta1 * m[i] + (1.0 - beta1) * g[i]                       # m_t
-            v[i] = beta2 * v[i] + (1.0 - beta2) * g[i] * g[i]                # v_t
-            p[i] -= lr * (m[i] / bias1) / (np.sqrt(v[i] / bias2) + eps)      # theta_t
+            g_i = g[i]
+            m_i = beta1 * m[i] + (1.0 - beta1) * g_i                           # m_t
+            v_i = beta2 * v[i] + (1.0 - beta2) * g_i * g_i                     # v_t
+            m[i] = m_i
+            v[i] = v_i
+            p[i] -= step * m_i / (np.sqrt(v_i) * inv_sqrt_bias2 + eps)        # theta_t
 
 
 def global_norm(*grad_sets: Params) -> float:

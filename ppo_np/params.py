@@ -4,6 +4,10 @@ A parameter set is an ordered ``dict[str, np.ndarray]`` (insertion order is the 
 gradient of a parameter set is a dict with the same names and shapes. Gradient checks, checkpoints
 and the conjugate-gradient solver of TRPO treat a network as one vector theta; these helpers are the
 only place that knows how the vector is laid out.
+
+A network's arrays are also *stored* that way: ``pack`` puts them in one contiguous buffer, each a
+view of its own stretch, so that an optimiser can update all of them in one pass over that buffer
+(``contiguous_runs`` finds such stretches) instead of one call per array.
 """
 from __future__ import annotations
 
@@ -44,3 +48,56 @@ def unflatten(theta: np.ndarray, like: Params) -> Params:
     out = {name: np.empty_like(p) for name, p in like.items()}
     assign_flat(out, theta)
     return out
+
+
+def pack(params: Params) -> Params:
+    """The same values in one new contiguous buffer: a dict of views of it, same names, shapes, order.
+
+    All arrays must share one dtype. The buffer is ``contiguous_runs(packed.values())[0]``.
+    """
+    dtypes = {p.dtype for p in params.values()}
+    if len(dtypes) > 1:
+        raise ValueError(f"pack needs arrays of one dtype, got {sorted(str(d) for d in dtypes)}")
+    buffer = np.empty(num_params(params), dtype=dtypes.pop() if dtypes else np.float64)
+    packed = views_of(buffer, params)
+    for name, p in params.items():
+        packed[name][...] = p
+    return packed
+
+
+def views_of(flat: np.ndarray, like: Params) -> Params:
+    """Views of the vector ``flat`` named and shaped like ``like``, in the layout of ``flatten``."""
+    views, offset = {}, 0
+    for name, p in like.items():
+        views[name] = flat[offset:offset + p.size].reshape(p.shape)
+        offset += p.size
+    return views
+
+
+def contiguous_runs(arrays) -> list[np.ndarray]:
+    """1-D views covering the arrays in order, one per maximal run of arrays that lie back to back in
+    one 1-D buffer (as ``pack`` lays them out); an array that does not continue the previous one
+    starts a new run, an empty one is skipped. Every array must be C-contiguous.
+    """
+    runs: list[np.ndarray] = []
+    previous_end, previous_owner = None, None
+    for a in arrays:
+        if not a.flags.c_contiguous:
+            raise ValueError("contiguous_runs needs C-contiguous arrays")
+        if a.size == 0:  # holds nothing, and its data pointer need not lie where its neighbours end
+            continue
+        owner = a.base if a.base is not None else a
+        start = a.__array_interface__["data"][0]
+        if runs and owner is previous_owner and owner.ndim == 1 and start == previous_end and a.dtype == runs[-1].dtype:
+            runs[-1] = _extend(runs[-1], a.size)
+        else:
+            runs.append(a.reshape(-1))
+        previous_end, previous_owner = start + a.nbytes, owner
+    return runs
+
+
+def _extend(run: np.ndarray, n: int) -> np.ndarray:
+    """The 1-D view ``run`` made n elements longer, in the buffer that owns it."""
+    owner = run.base if run.base is not None else run
+    offset = (run.__array_interface__["data"][0] - owner.__array_interface__["data"][0]) // run.itemsize
+    return owner[offset:offset + run.size + n]

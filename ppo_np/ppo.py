@@ -297,8 +297,8 @@ class PPO:
                                            clip_grad_norm(critic_grad, max_norm=cfg.max_grad_norm))
                 if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                     self._check_finite(loss=np.array(loss), gradient_norm=np.array(grad_norm))
-                self.actor_opt.step_views(fused.actor_grad_views)
-                self.critic_opt.step_views(fused.critic_grad_views)
+                self.actor_opt.step_flat(fused.actor_flat_grad)
+                self.critic_opt.step_flat(fused.critic_flat_grad)
                 self.ent_coef.observe(stats["entropy"])
                 fwd_bwd += t1 - t0
                 optimizer += clock() - t1

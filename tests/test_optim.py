@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from ppo_np.gradcheck import away_from_zero
 from ppo_np.optim import Adam, clip_grad_norm, global_norm
-from ppo_np.params import flatten
+from ppo_np.params import flatten, pack
 
 FAST = settings(deadline=None, max_examples=40)
 SLOW = settings(deadline=None, max_examples=10)
@@ -327,3 +327,25 @@ def test_fused_adam_kernel_in_float32_stays_within_rounding_of_its_reference(see
     for a, b, p0 in zip(params[0], params[1], start):
         assert a.dtype == b.dtype == np.float32
         np.testing.assert_allclose(a - p0, b - p0, rtol=1e-4, atol=1e-7)  # the steps agree to float32 rounding
+
+
+@FAST
+@given(shapes=shape_lists, steps=st.integers(1, 10), seed=seeds)
+def test_packed_parameters_step_exactly_as_loose_ones(shapes, steps, seed):
+    """One kernel pass over a packed buffer (``params.pack``) is the same Adam as one pass per array,
+    through ``step`` or ``step_flat``."""
+    rng = np.random.default_rng(seed)
+    loose = random_params(rng, shapes)
+    packed, flat_fed = pack(loose), pack(loose)
+    opts = Adam(loose, lr=1e-2), Adam(packed, lr=1e-2), Adam(flat_fed, lr=1e-2)
+    for _ in range(steps):
+        grads = random_params(rng, shapes)
+        opts[0].step(grads)
+        opts[1].step(grads)
+        opts[2].step_flat(flatten(grads))
+    for name in loose:
+        np.testing.assert_array_equal(packed[name], loose[name])
+        np.testing.assert_array_equal(flat_fed[name], loose[name])
+    for state in (opts[1].state_dict(), opts[2].state_dict()):
+        for key, value in opts[0].state_dict().items():
+            np.testing.assert_array_equal(state[key], value)

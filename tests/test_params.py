@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ppo_np.params import assign_flat, flatten, num_params, unflatten
+from ppo_np.params import assign_flat, contiguous_runs, flatten, num_params, pack, unflatten
 
 FAST = settings(deadline=None, max_examples=60)
 
@@ -106,3 +106,47 @@ def test_right_size_wrong_shape_is_refused():
     params = {"W": np.zeros((2, 3)), "b": np.zeros(3)}
     with pytest.raises(ValueError, match=re.escape("(9,)") + ".*" + re.escape("(3, 3)")):
         assign_flat(params, np.zeros((3, 3)))
+
+
+# --- packed storage ---------------------------------------------------------------------------------------
+
+@FAST
+@given(params=param_sets())
+def test_pack_keeps_names_shapes_values_and_shares_one_buffer(params):
+    packed = pack(params)
+    assert list(packed) == list(params)
+    for name in params:
+        assert packed[name].shape == params[name].shape
+        np.testing.assert_array_equal(packed[name], params[name])
+        assert not np.shares_memory(packed[name], params[name])
+    runs = contiguous_runs(packed.values())
+    assert len(runs) == (1 if num_params(params) else 0)
+    if runs:
+        np.testing.assert_array_equal(runs[0], flatten(params))
+        runs[0][...] = np.arange(runs[0].size)  # a write through the run is a write to every array
+        np.testing.assert_array_equal(flatten(packed), np.arange(runs[0].size))
+
+
+@FAST
+@given(params=param_sets(min_size=1), split=st.integers(0, 5))
+def test_runs_follow_the_buffers_the_arrays_lie_in(params, split):
+    """Two packed sets side by side give (at most) two runs; loose arrays one run each; the runs
+    always cover every array once, in order."""
+    names = list(params)
+    split = min(split, len(names))
+    first = pack({k: params[k] for k in names[:split]})
+    second = pack({k: params[k] for k in names[split:]})
+    arrays = [*first.values(), *second.values()]
+    runs = contiguous_runs(arrays)
+    assert sum(r.size for r in runs) == num_params(params)
+    assert len(runs) <= 2
+    np.testing.assert_array_equal(np.concatenate(runs) if runs else np.zeros(0), flatten(params))
+    loose = [np.array(params[k], copy=True) for k in names]
+    assert len(contiguous_runs(loose)) == sum(a.size > 0 for a in loose)
+
+
+def test_pack_refuses_mixed_dtypes_and_runs_refuse_strided_arrays():
+    with pytest.raises(ValueError, match=r"pack needs arrays of one dtype, got \['float32', 'float64'\]"):
+        pack({"a": np.zeros(2, np.float32), "b": np.zeros(2)})
+    with pytest.raises(ValueError, match="C-contiguous"):
+        contiguous_runs([np.zeros((3, 3))[:, 0]])
