@@ -77,9 +77,11 @@ class MLP:
             self.params[f"W{l}"] = orthogonal((sizes[l], sizes[l + 1]), gain, rng, self.dtype)
             self.params[f"b{l}"] = np.zeros(sizes[l + 1], dtype=self.dtype)
         self.params = pack(self.params)  # one buffer: an optimiser steps the whole network in one pass
-        # the same arrays as tuples, for the inference kernel (updates are in place, so these stay live)
-        self._weights = tuple(self.params[f"W{l}"] for l in range(n_layers))
-        self._biases = tuple(self.params[f"b{l}"] for l in range(n_layers))
+        #: ``infer_kernel``'s arguments between x and out: the weights and biases as tuples (updates are in
+        #: place, so these stay live), the activation's code and tanh's variant (as ``layers.tanh_forward``)
+        self.inference_args = (tuple(self.params[f"W{l}"] for l in range(n_layers)),
+                               tuple(self.params[f"b{l}"] for l in range(n_layers)),
+                               ACTIVATION_CODES[activation_name], self.dtype == np.float32, TANH_FLOAT32)
 
     @property
     def n_layers(self) -> int:
@@ -108,8 +110,7 @@ class MLP:
         h = np.asarray(x, dtype=self.dtype)
         if h.ndim != 2 or h.shape[0] > INFER_KERNEL_MAX_ROWS or not h.flags.c_contiguous:
             return self.forward(h)[0]
-        return infer_kernel(h, self._weights, self._biases, ACTIVATION_CODES[self.activation_name],
-                            self.dtype == np.float32, TANH_FLOAT32, np.empty((h.shape[0], self.sizes[-1]), self.dtype))
+        return infer_kernel(h, *self.inference_args, np.empty((h.shape[0], self.sizes[-1]), self.dtype))
 
     def backward(self, dy: np.ndarray, cache: MLPCache) -> tuple[np.ndarray, Params]:
         r"""Gradients of a scalar loss through the whole stack.

@@ -19,12 +19,16 @@ no Python loop over environments.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
 
+from ppo_np.distributions import categorical_sample_kernel
+from ppo_np.jit import jit
+from ppo_np.mlp import infer_kernel
 from ppo_np.normalize import ObsNormalizer, RewardScaler
 
 VECTORIZE_MODES = {"native": "vector_entry_point", "sync": "sync", "async": "async"}
@@ -128,35 +132,41 @@ class Collector:
         self.finished: list[tuple[float, int]] = []      # (return, length) of episodes ended since last drain
 
     def collect(self, actor, critic, buf: RolloutBuffer, rng: np.random.Generator, temperature: float) -> None:
-        """Fill ``buf`` with T vector steps of the current policy."""
-        T = buf.obs.shape[0]
+        """Fill ``buf`` with T vector steps of the current policy.
+
+        Per step: the observation into its row, then one compiled call that acts and evaluates the
+        critic into the rows of ``buf`` (``categorical_act_kernel`` / ``gaussian_act_kernel``, whose
+        references are ``Actor.act`` and ``Critic.__call__``: the same draws from ``rng``, the same
+        actions), the env step, and one compiled call for the bookkeeping (``record_step_kernel``).
+        """
+        T, N = buf.obs.shape[:2]
         clock = time.perf_counter
         inference = env_step = storage = 0.0
+        networks = (*actor.mlp.inference_args, *critic.mlp.inference_args)
+        log_std = None if self.discrete else actor.params["log_std"]
+        masked_rewards, done, finished = np.zeros(N), np.zeros(N, bool), np.zeros((N, 2))
         for t in range(T):
             t0 = clock()
-            obs = self.obs_norm(self.obs, update=True).astype(buf.obs.dtype, copy=False)  # (N, obs_dim), cast once
-            actions, logp, dist_out = actor.act(obs, rng, temperature=temperature)
-            values = critic(obs)                                     # (N,)
-            env_actions = actions if self.discrete else np.clip(actions, self.action_low, self.action_high)
+            buf.obs[t] = self.obs_norm(self.obs, update=True)           # (N, obs_dim), cast to the buffer's dtype
+            values = buf.values[t].reshape(N, 1)
+            if self.discrete:
+                categorical_act_kernel(buf.obs[t], *networks, rng.random(N), temperature, buf.dist_out[t],
+                                       buf.actions[t], buf.logp[t], values)
+                env_actions = buf.actions[t]
+            else:
+                gaussian_act_kernel(buf.obs[t], *networks, rng.standard_normal(buf.actions.shape[1:]), temperature,
+                                    log_std, buf.dist_out[t], buf.actions[t], buf.logp[t], values)
+                env_actions = np.clip(buf.actions[t], self.action_low, self.action_high)
             t1 = clock()
             next_obs, rewards, terminated, truncated, _ = self.envs.step(env_actions)
             t2 = clock()
 
-            valid = ~self.resetting
-            done = (terminated | truncated) & valid
-            self.episode_return += rewards * valid
-            self.episode_length += valid
-            buf.obs[t] = obs
-            buf.actions[t] = actions
-            buf.logp[t] = logp
-            buf.dist_out[t] = dist_out
-            buf.values[t] = values
-            buf.rewards[t] = self.reward_scaler(rewards * valid, done, valid, update=True)
-            buf.terminated[t] = terminated | ~valid   # a reset row ends nothing real; keep it from chaining
-            buf.truncated[t] = truncated
-            buf.valid[t] = valid
-            self._record_finished(done)
-            self.obs, self.resetting = next_obs, done
+            n_finished = record_step_kernel(rewards, terminated, truncated, self.resetting, self.episode_return,
+                                            self.episode_length, masked_rewards, done, buf.terminated[t],
+                                            buf.truncated[t], buf.valid[t], finished)
+            buf.rewards[t] = self.reward_scaler(masked_rewards, done, buf.valid[t], update=True)
+            self.finished.extend((float(r), int(n)) for r, n in finished[:n_finished])
+            self.obs = next_obs
             t3 = clock()
             inference += t1 - t0
             env_step += t2 - t1
@@ -167,13 +177,99 @@ class Collector:
         for phase, seconds in (("inference", inference), ("env_step", env_step), ("storage", storage)):
             self.phase_times[phase] = self.phase_times.get(phase, 0.0) + seconds
 
-    def _record_finished(self, done: np.ndarray) -> None:
-        for n in np.flatnonzero(done):
-            self.finished.append((float(self.episode_return[n]), int(self.episode_length[n])))
-        self.episode_return[done] = 0.0
-        self.episode_length[done] = 0
-
     def drain_episodes(self) -> list[tuple[float, int]]:
         """The (return, length) of every episode finished since the last call."""
         finished, self.finished = self.finished, []
         return finished
+
+
+# --- the compiled steps of ``Collector.collect`` ------------------------------------------------------
+
+@jit
+def categorical_act_kernel(obs, actor_weights, actor_biases, actor_activation, actor_rational_tanh, tanh_coeffs,
+                           critic_weights, critic_biases, critic_activation, critic_rational_tanh, critic_tanh_coeffs,
+                           u, tau, logits, actions, logp, values):
+    """``Actor.act(obs, rng, tau)`` and ``Critic.__call__(obs)`` for a categorical policy, into the given rows.
+
+    The networks' ``inference_args``, the uniforms u = rng.random(N) that ``Categorical.sample_with_log_prob``
+    draws; writes logits (N, K), actions (N,), logp (N,), values (N, 1).
+    Checked by ``tests/test_rollout.py::test_act_kernels_match_actor_act_and_critic``.
+    """
+    infer_kernel(obs, actor_weights, actor_biases, actor_activation, actor_rational_tanh, tanh_coeffs, logits)
+    categorical_sample_kernel(logits, u, tau, actions, logp)
+    infer_kernel(obs, critic_weights, critic_biases, critic_activation, critic_rational_tanh, critic_tanh_coeffs,
+                 values)
+
+
+@jit
+def gaussian_act_kernel(obs, actor_weights, actor_biases, actor_activation, actor_rational_tanh, tanh_coeffs,
+                        critic_weights, critic_biases, critic_activation, critic_rational_tanh, critic_tanh_coeffs,
+                        noise, tau, log_std, means, actions, logp, values):
+    r"""``Actor.act(obs, rng, tau)`` and ``Critic.__call__(obs)`` for a Gaussian policy, into the given rows.
+
+    a = mu + sigma * noise with noise = rng.standard_normal((N, D)) (``DiagGaussian.sample``), then
+    log pi_tau(a | s) = sum_d [-w_d^2 / 2 - log sigma_d - log(2 pi) / 2], w = (a - mu) / sigma, of the
+    stored (rounded) a, as ``DiagGaussian.log_prob``; sigma = tau exp(log_std). Writes means (N, D),
+    actions (N, D), logp (N,), values (N, 1).
+    Checked by ``tests/test_rollout.py::test_act_kernels_match_actor_act_and_critic``.
+    """
+    infer_kernel(obs, actor_weights, actor_biases, actor_activation, actor_rational_tanh, tanh_coeffs, means)
+    N, D = means.shape
+    for n in range(N):
+        total = 0.0
+        for d in range(D):
+            log_sigma = log_std[d] + math.log(tau)
+            sigma = math.exp(log_sigma)
+            actions[n, d] = means[n, d] + sigma * noise[n, d]
+            w = (actions[n, d] - means[n, d]) / sigma
+            total += -0.5 * w * w - log_sigma
+        logp[n] = total - 0.5 * D * math.log(2.0 * math.pi)
+    infer_kernel(obs, critic_weights, critic_biases, critic_activation, critic_rational_tanh, critic_tanh_coeffs,
+                 values)
+
+
+def record_step_reference(rewards, terminated, truncated, resetting, episode_return, episode_length):
+    """The specification of ``record_step_kernel``, in NumPy: returns (masked rewards, done, the buffer's
+    terminated, truncated and valid rows, finished (return, length) pairs), updating the running
+    episode statistics and ``resetting`` in place."""
+    valid = ~resetting
+    done = (terminated | truncated) & valid
+    masked = rewards * valid
+    episode_return += masked
+    episode_length += valid
+    finished = [(float(episode_return[n]), int(episode_length[n])) for n in np.flatnonzero(done)]
+    episode_return[done] = 0.0
+    episode_length[done] = 0
+    resetting[:] = done
+    return masked, done, terminated | ~valid, truncated.copy(), valid, finished
+
+
+@jit
+def record_step_kernel(rewards, terminated, truncated, resetting, episode_return, episode_length, masked_rewards,
+                       done, buf_terminated, buf_truncated, buf_valid, finished):
+    """The bookkeeping after one vector step (``record_step_reference``), env by env.
+
+    valid = not resetting (a reset step is no transition), done = (terminated or truncated) and valid;
+    the masked reward r * valid goes to the return; a reset row is marked terminated so that GAE
+    never chains across it. Finished episodes' (return, length) go to the first rows of ``finished``
+    (N, 2), their count is returned; then resetting = done for the next step.
+    Checked by ``tests/test_rollout.py::test_record_step_kernel_matches_its_reference``.
+    """
+    n_finished = 0
+    for n in range(rewards.shape[0]):
+        valid = not resetting[n]
+        done[n] = (terminated[n] or truncated[n]) and valid
+        masked_rewards[n] = rewards[n] if valid else 0.0
+        episode_return[n] += masked_rewards[n]
+        episode_length[n] += valid
+        buf_terminated[n] = terminated[n] or not valid
+        buf_truncated[n] = truncated[n]
+        buf_valid[n] = valid
+        if done[n]:
+            finished[n_finished, 0] = episode_return[n]
+            finished[n_finished, 1] = episode_length[n]
+            n_finished += 1
+            episode_return[n] = 0.0
+            episode_length[n] = 0
+        resetting[n] = done[n]
+    return n_finished

@@ -8,9 +8,14 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from ppo_np import kernels
 from ppo_np.normalize import ObsNormalizer, RewardScaler
-from ppo_np.rollout import Collector, RolloutBuffer, check_spaces, make_vector_env
+from ppo_np.policy import Actor, Critic
+from ppo_np.rollout import (Collector, RolloutBuffer, categorical_act_kernel, check_spaces, gaussian_act_kernel,
+                            make_vector_env, record_step_kernel, record_step_reference)
 
 
 class CountingEnv(gym.Env):
@@ -34,19 +39,15 @@ class CountingEnv(gym.Env):
                 end and self.ending == "truncated", {})
 
 
-class FixedActor:
-    """Always action 0 with log-probability log(1/2)."""
-
-    def act(self, obs, rng, temperature=1.0):
-        n = obs.shape[0]
-        return np.zeros(n, np.int64), np.full(n, np.log(0.5)), np.zeros((n, 2))
-
-
-class TenTimesCritic:
-    """V(s) = 10 s."""
-
-    def __call__(self, obs):
-        return 10.0 * obs[:, 0]
+def fixed_networks():
+    """A linear actor that always takes action 0 (logits (0, -1000)) and a linear critic V(s) = 10 s."""
+    rng = np.random.default_rng(0)
+    actor = Actor(1, 2, True, (), rng=rng, dtype="float64")
+    actor.params["W0"][...] = 0.0
+    actor.params["b0"][...] = [0.0, -1e3]
+    critic = Critic(1, (), rng=rng, dtype="float64")
+    critic.params["W0"][...] = 10.0
+    return actor, critic
 
 
 def collect(length: int, ending: str, T: int, N: int = 2) -> RolloutBuffer:
@@ -54,7 +55,7 @@ def collect(length: int, ending: str, T: int, N: int = 2) -> RolloutBuffer:
     collector = Collector(envs, seed=0, obs_norm=ObsNormalizer((1,), 10.0, False),
                           reward_scaler=RewardScaler(N, 0.99, 10.0, False))
     buf = RolloutBuffer.allocate(T, N, 1, (), 2, np.float64)
-    collector.collect(FixedActor(), TenTimesCritic(), buf, np.random.default_rng(0), 1.0)
+    collector.collect(*fixed_networks(), buf, np.random.default_rng(0), 1.0)
     envs.close()
     return buf
 
@@ -84,7 +85,7 @@ def test_episode_statistics_count_only_real_steps():
     collector = Collector(envs, seed=0, obs_norm=ObsNormalizer((1,), 10.0, False),
                           reward_scaler=RewardScaler(2, 0.99, 10.0, False))
     buf = RolloutBuffer.allocate(8, 2, 1, (), 2, np.float64)
-    collector.collect(FixedActor(), TenTimesCritic(), buf, np.random.default_rng(0), 1.0)
+    collector.collect(*fixed_networks(), buf, np.random.default_rng(0), 1.0)
     envs.close()
     assert collector.drain_episodes() == [(3.0, 3)] * 4
     assert collector.drain_episodes() == []
@@ -118,9 +119,59 @@ def test_reward_scaling_statistics_see_only_real_transitions():
     collector = Collector(envs, seed=0, obs_norm=ObsNormalizer((1,), 10.0, False), reward_scaler=scaler)
     assert np.all(scaler.returns == 0.0)
     buf = RolloutBuffer.allocate(8, 2, 1, (), 2, np.float64)
-    collector.collect(FixedActor(), TenTimesCritic(), buf, np.random.default_rng(0), 1.0)
+    collector.collect(*fixed_networks(), buf, np.random.default_rng(0), 1.0)
     envs.close()
     # 8 steps of 2 envs, of which 2 per env are reset steps: 12 real transitions entered Var[G]
     assert scaler.rms.count == pytest.approx(12 + 1e-4)
     g = np.array([1.0, 1.99, 1 + 0.99 * 1.99])  # G within an episode of three unit rewards
     np.testing.assert_allclose(scaler.rms.mean, np.tile(g, 4).mean(), rtol=1e-3)
+
+
+@settings(deadline=None, max_examples=40)
+@given(discrete=st.booleans(), dtype=st.sampled_from(["float32", "float64"]), N=st.integers(1, 40),
+       hidden=st.sampled_from([(), (8,), (16, 16)]), activation=st.sampled_from(["tanh", "relu"]),
+       tau=st.floats(0.2, 5.0), seed=st.integers(0, 2**16))
+def test_act_kernels_match_actor_act_and_critic(discrete, dtype, N, hidden, activation, tau, seed):
+    """The rollout's compiled act step draws what ``Actor.act`` draws and returns what it returns."""
+    rng = np.random.default_rng(seed)
+    actor = Actor(3, 4, discrete, hidden, activation, rng=rng, dtype=dtype, log_std_init=-0.5)
+    critic = Critic(3, hidden, activation, rng=rng, dtype=dtype)
+    obs = rng.standard_normal((N, 3)).astype(dtype)
+    want_actions, want_logp, want_out = actor.act(obs, np.random.default_rng(seed), tau)
+    want_values = critic(obs)
+    out, logp, values = np.empty((N, 4), dtype), np.empty(N, dtype), np.empty((N, 1), dtype)
+    actions = np.empty(N, np.int64) if discrete else np.empty((N, 4), dtype)
+    draws = np.random.default_rng(seed)
+    networks = (*actor.mlp.inference_args, *critic.mlp.inference_args)
+    if discrete:
+        categorical_act_kernel(obs, *networks, draws.random(N), tau, out, actions, logp, values)
+        np.testing.assert_array_equal(actions, want_actions)
+    else:
+        gaussian_act_kernel(obs, *networks, draws.standard_normal((N, 4)), tau, actor.params["log_std"], out,
+                            actions, logp, values)
+        np.testing.assert_allclose(actions, want_actions, rtol=1e-6, atol=1e-6)
+    tol = 1e-12 if dtype == "float64" else 2e-5
+    np.testing.assert_allclose(out, want_out, rtol=tol, atol=tol)
+    np.testing.assert_allclose(logp, want_logp, rtol=tol, atol=tol * 10)
+    np.testing.assert_allclose(values[:, 0], want_values, rtol=tol, atol=tol)
+
+
+@settings(deadline=None, max_examples=60)
+@given(N=st.integers(1, 12), steps=st.integers(1, 20), seed=st.integers(0, 2**16))
+def test_record_step_kernel_matches_its_reference(N, steps, seed):
+    """Random endings over many steps: the same rows, the same running statistics, the same finished episodes."""
+    rng = np.random.default_rng(seed)
+    state = [(np.zeros(N, bool), np.zeros(N), np.zeros(N, np.int64)) for _ in range(2)]
+    for _ in range(steps):
+        rewards = rng.standard_normal(N)
+        terminated, truncated = rng.random(N) < 0.2, rng.random(N) < 0.1
+        masked, done, finished = np.empty(N), np.empty(N, bool), np.empty((N, 2))
+        rows = np.empty(N, bool), np.empty(N, bool), np.empty(N, bool)
+        n = record_step_kernel(rewards, terminated, truncated, *state[0], masked, done, *rows, finished)
+        want = record_step_reference(rewards, terminated, truncated, *state[1])
+        np.testing.assert_array_equal(masked, want[0])
+        for got, expected in zip((done, *rows), want[1:5]):
+            np.testing.assert_array_equal(got, expected)
+        assert [(float(r), int(k)) for r, k in finished[:n]] == want[5]
+        for a, b in zip(*state):
+            np.testing.assert_array_equal(a, b)
