@@ -284,21 +284,23 @@ def input_backward_kernel(dh, h, x, dW, db, activation_code):
 def output_backward(h, W, dz, dW, db, dh):
     """The output layer's backward: dW = h^T dz, db = 1^T dz, and dh = dz W^T when dh has columns.
 
-    Loops ordered so that the inner one runs along the hidden units (a fan-out of 1 or 2 as the
-    inner loop is 5-10x slower). Shapes: h (B, n), W (n, K), dz (B, K) -> dW (n, K), db (K,), dh (B, n).
+    With the fan-out K (1 or 2 here) outside and the hidden units inside, and dW and W taken
+    transposed so that the inner loops run along contiguous rows: 5-10x faster than K inside.
+    Shapes: h (B, n), W (n, K), dz (B, K) -> dW (n, K), db (K,), dh (B, n).
     """
     B, n = h.shape
     K = W.shape[1]
-    dW[:] = 0
+    dW_t = np.zeros((K, n))                                   # dW^T, accumulated in float64
     db[:] = 0
     for t in range(B):
         for k in range(K):
             g = dz[t, k]
             db[k] += g
             for i in range(n):
-                dW[i, k] += h[t, i] * g
+                dW_t[k, i] += h[t, i] * g
+    dW[:] = dW_t.T
     if dh.shape[1] > 0:
-        _product(dz, W.T, dh)
+        _product(dz, np.ascontiguousarray(W.T), dh)
 
 
 @jit
@@ -341,6 +343,26 @@ def _surrogate(logp, logp_old, A, B, penalty, clip_eps, stats):
 
 
 @jit
+def _log_softmax(u, p):
+    """u <- log softmax(u) in place (max-shifted, as ``Categorical.log_softmax``), p <- its exp;
+    returns the entropy -sum_k p_k log p_k. One exp per entry."""
+    m = -np.inf
+    for k in range(u.shape[0]):
+        m = max(m, u[k])
+    total = 0.0
+    for k in range(u.shape[0]):
+        p[k] = math.exp(u[k] - m)
+        total += p[k]
+    log_total = math.log(total)
+    entropy = 0.0
+    for k in range(u.shape[0]):
+        u[k] -= m + log_total
+        p[k] /= total
+        entropy -= p[k] * u[k]
+    return entropy
+
+
+@jit
 def categorical_head_kernel(z, h, W, b, dW, db, dh, actions, logp_old, adv, logits_old, has_old, tau, penalty,
                             clip_eps, beta, ent_coef, normalize, stats):
     r"""The actor's side of ``ppo_loss`` for pi = softmax(z / tau), z = h W + b, from z = h W (B, K).
@@ -362,45 +384,30 @@ def categorical_head_kernel(z, h, W, b, dW, db, dh, actions, logp_old, adv, logi
     stats[:] = 0.0
     dH = -ent_coef / B
     dkl = beta / B if penalty else 0.0
-    log_pi = np.empty(K)
-    log_old = np.empty(K)
+    log_pi, pi = np.empty(K), np.empty(K)
+    log_old, p_old = np.empty(K), np.empty(K)
     for t in range(B):
-        m = -np.inf
         for k in range(K):
             log_pi[k] = (z[t, k] + b[k]) / tau                 # u = z / tau
-            m = max(m, log_pi[k])
-        total = 0.0
-        for k in range(K):
-            total += math.exp(log_pi[k] - m)
-        lse = m + math.log(total)
-        H = 0.0
-        for k in range(K):
-            log_pi[k] -= lse
-            H -= math.exp(log_pi[k]) * log_pi[k]
+        H = _log_softmax(log_pi, pi)
         kl = 0.0
         if has_old:
-            m_old = -np.inf
             for k in range(K):
                 log_old[k] = logits_old[t, k] / tau
-                m_old = max(m_old, log_old[k])
-            total = 0.0
+            _log_softmax(log_old, p_old)
             for k in range(K):
-                total += math.exp(log_old[k] - m_old)
-            lse_old = m_old + math.log(total)
-            for k in range(K):
-                log_old[k] -= lse_old
-                kl += math.exp(log_old[k]) * (log_old[k] - log_pi[k])
+                kl += p_old[k] * (log_old[k] - log_pi[k])
         A = (adv[t] - adv_mean) / adv_div
         dlogp = _surrogate(log_pi[actions[t]], logp_old[t], A, B, penalty, clip_eps, stats)
         stats[1] += kl
         stats[2] += H
         coef = -dlogp - dH * H + dkl
         for k in range(K):
-            g = math.exp(log_pi[k]) * (coef - dH * log_pi[k])
+            g = pi[k] * (coef - dH * log_pi[k])
             if k == actions[t]:
                 g += dlogp
             if penalty:
-                g -= dkl * math.exp(log_old[k])
+                g -= dkl * p_old[k]
             z[t, k] = g / tau
     output_backward(h, W, z, dW, db, dh)
     return True

@@ -477,6 +477,7 @@ class MinibatchGatherer:
             raise ValueError(f"sources must have the same number of rows, got {sorted(rows)}")
         self.n_rows = rows.pop()
         self.buffers = tuple(np.empty((max_rows, *src.shape[1:]), dtype=src.dtype) for src in self.sources)
+        self._kernels = tuple(gather_rows_1d_kernel if src.ndim == 1 else gather_rows_2d_kernel for src in self.sources)
 
     def __call__(self, idx: np.ndarray) -> tuple:
         if not (isinstance(idx, np.ndarray) and idx.ndim == 1 and idx.dtype == np.int64):
@@ -484,14 +485,22 @@ class MinibatchGatherer:
         B = idx.shape[0]
         if B > self.buffers[0].shape[0]:
             raise ValueError(f"idx has {B} rows, more than the buffers' {self.buffers[0].shape[0]}")
-        if B and (int(idx.min()) < 0 or int(idx.max()) >= self.n_rows):
-            raise ValueError(f"idx must lie in [0, {self.n_rows}), got values in [{int(idx.min())}, {int(idx.max())}]")
         idx = np.ascontiguousarray(idx)
-        out = []
-        for src, buf in zip(self.sources, self.buffers):
-            kernel = gather_rows_1d_kernel if src.ndim == 1 else gather_rows_2d_kernel
-            out.append(kernel(src, idx, buf[:B]))
-        return tuple(out)
+        if not indices_in_range_kernel(idx, self.n_rows):
+            raise ValueError(f"idx must lie in [0, {self.n_rows}), got values in [{int(idx.min())}, {int(idx.max())}]")
+        out = tuple(buf[:B] for buf in self.buffers)
+        for kernel, src, buf in zip(self._kernels, self.sources, out):
+            kernel(src, idx, buf)
+        return out
+
+
+@jit
+def indices_in_range_kernel(idx, n):
+    """True when every idx[k] lies in [0, n) (one pass instead of NumPy's min and max)."""
+    for k in range(idx.shape[0]):
+        if idx[k] < 0 or idx[k] >= n:
+            return False
+    return True
 
 
 # --- importance ratios ------------------------------------------------------------------------------
