@@ -138,6 +138,8 @@ def _check_real(name: str, value, low: float, high: float, low_open: bool) -> fl
 
 def _check_int(name: str, value, low: int) -> int:
     """value as an int >= low; a ValueError naming it otherwise (bools and floats are refused)."""
+    if type(value) is int and value >= low:  # the common case, without the ABC check's ~2 us
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     if value < low:
