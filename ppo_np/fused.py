@@ -1,26 +1,29 @@
-r"""The minibatch step of the update loop, fused: ``losses.ppo_loss`` in about thirty calls.
+r"""The minibatch step of the update loop, fused: ``losses.ppo_loss`` in about twenty calls.
 
 ``losses.ppo_loss`` composes the pure functions of ``layers``, ``distributions`` and ``losses``, one
 NumPy call per term; it is the specification, and the one the gradient checks differentiate. On a
 64-row minibatch of 64-64 networks it makes about a hundred NumPy calls of a few microseconds each,
-five times what its matrix products cost. ``FusedLoss`` computes the same loss, gradients and
+several times what its matrix products cost. ``FusedLoss`` computes the same loss, gradients and
 diagnostics with
 
-* the matrix products through BLAS into buffers allocated once (``np.matmul(..., out=)``):
-  a_l = h_{l-1} W_l, dW_l = h_{l-1}^T g_l, dh_{l-1} = g_l W_l^T, and no dx for the observations;
-* everything between them in three Numba kernels: ``bias_activation_kernel``
-  (h_l = f(a_l + b_l) in place), ``activation_backward_kernel`` (g_l = dh_l * f'(a_l) in place,
-  db_l = 1^T g_l), and one head kernel per network that adds the output bias, evaluates
-  log pi, H, KL, the ratio, the surrogate and the value loss sample by sample, and writes
-  dL/dz (or dL/dmu and dL/dl) and dL/dV with their output biases' gradients;
+* the hidden layers' matrix products through BLAS into buffers allocated once
+  (``np.matmul(..., out=)``): a_l = h_{l-1} W_l, dW_l = h_{l-1}^T g_l, dh_{l-1} = g_l W_l^T, and no
+  dx for the observations; a first layer of small fan-in in loops instead (``input_layer_kernel``,
+  ``input_backward_kernel``), where a BLAS call costs more than its arithmetic;
+* between them, ``bias_activation_kernel`` (h_l = f(a_l + b_l) in place) and
+  ``activation_backward_kernel`` (g_l = dh_l * f'(a_l) in place, db_l = 1^T g_l);
+* one head kernel per network (``categorical_head_kernel`` or ``gaussian_head_kernel``, and
+  ``value_head_kernel``) from z = h W_L: the output bias, log pi, H, KL, the ratio, the surrogate or
+  the value loss sample by sample, their gradient dL/dz (and dL/dl), and the output layer's
+  backward (``output_backward``: dW_L, db_L and dL/dh of the last hidden layer);
 * the gradients of each network in one flat vector (``actor_flat_grad``, ``critic_flat_grad``)
   whose views are named like the parameters, so clipping is one dot product per network and Adam
-  one kernel call (``Adam.step_flat``).
+  one pass (``Adam.step_flat`` over parameters packed by ``params.pack``).
 
 The formulas are those of ``losses.py`` and ``distributions.py`` (their docstrings derive them);
 statistics are accumulated in float64. ``tests/test_fused.py`` checks every output against
 ``ppo_loss`` for both distributions, both surrogates, both value losses, every activation, a
-temperature tau != 1 and both dtypes.
+temperature tau != 1, both dtypes and both first-layer paths.
 """
 from __future__ import annotations
 
@@ -114,7 +117,7 @@ class FusedLoss:
         actor: a ``policy.Actor``; critic: a ``policy.Critic`` (their parameters are read at every call).
         max_rows: the largest minibatch it will see.
     Calling it with a ``Minibatch`` of B <= max_rows rows and a ``LossCoefs`` returns
-    ``(loss, stats)`` like ``ppo_loss`` (stats keyed by ``STAT_KEYS``) and leaves dL/dtheta in
+    ``(loss, stats)`` like ``ppo_loss`` (stats keyed by ``losses.STAT_KEYS``) and leaves dL/dtheta in
     ``actor_grads`` and dL/dphi in ``critic_grads`` (dicts of views of ``actor_flat_grad`` and
     ``critic_flat_grad``), valid until the next call. ``normalize_advantages=True`` first replaces
     A by (A - mean(A)) / (std(A) + 1e-8) over the minibatch (``losses.normalize_advantages``).
@@ -182,12 +185,13 @@ class FusedLoss:
         a.backward(obs)
         c.backward(obs)
 
-        objective, kl, entropy, k1, k3, clipped, value_loss, explained_variance = (x / B for x in stats.tolist())
+        *sums, explained_variance = stats.tolist()
+        objective, kl, entropy, k1, k3, clipped, value_loss = (x / B for x in sums)      # means over the minibatch
         policy_loss = -objective + (coefs.beta * kl if penalty else 0.0)
         loss = policy_loss + coefs.vf_coef * value_loss - coefs.ent_coef * entropy
         return loss, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy,
                       "approx_kl_k1": k1, "approx_kl_k3": k3, "exact_kl": kl if has_old else math.nan,
-                      "clip_frac": clipped, "explained_variance": explained_variance * B}
+                      "clip_frac": clipped, "explained_variance": explained_variance}
 
 
 # --- kernels ---------------------------------------------------------------------------------------
