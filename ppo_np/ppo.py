@@ -274,6 +274,7 @@ class PPO:
         if self._fused_loss is None:
             self._fused_loss = FusedLoss(self.actor, self.critic, cfg.minibatch_size)
         fused = self._fused_loss
+        actor_grad, critic_grad = {"theta": fused.actor_flat_grad}, {"phi": fused.critic_flat_grad}  # for clipping
         coefs = None
         for epoch in range(cfg.update_epochs):
             if stop:
@@ -289,7 +290,6 @@ class PPO:
                                       temperature=temperature)
                 loss, stats = fused(gather(valid[mb_idx]), coefs, normalize_advantages=cfg.norm_adv)
                 t1 = clock()
-                actor_grad, critic_grad = {"theta": fused.actor_flat_grad}, {"phi": fused.critic_flat_grad}
                 if cfg.clip_grad == "joint":
                     grad_norm = clip_grad_norm(actor_grad, critic_grad, max_norm=cfg.max_grad_norm)
                 else:

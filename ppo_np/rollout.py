@@ -186,7 +186,7 @@ class Collector:
 # --- the compiled steps of ``Collector.collect`` ------------------------------------------------------
 
 @jit
-def categorical_act_kernel(obs, actor_weights, actor_biases, actor_activation, actor_rational_tanh, tanh_coeffs,
+def categorical_act_kernel(obs, actor_weights, actor_biases, actor_activation, actor_rational_tanh, actor_tanh_coeffs,
                            critic_weights, critic_biases, critic_activation, critic_rational_tanh, critic_tanh_coeffs,
                            u, tau, logits, actions, logp, values):
     """``Actor.act(obs, rng, tau)`` and ``Critic.__call__(obs)`` for a categorical policy, into the given rows.
@@ -195,14 +195,14 @@ def categorical_act_kernel(obs, actor_weights, actor_biases, actor_activation, a
     draws; writes logits (N, K), actions (N,), logp (N,), values (N, 1).
     Checked by ``tests/test_rollout.py::test_act_kernels_match_actor_act_and_critic``.
     """
-    infer_kernel(obs, actor_weights, actor_biases, actor_activation, actor_rational_tanh, tanh_coeffs, logits)
+    infer_kernel(obs, actor_weights, actor_biases, actor_activation, actor_rational_tanh, actor_tanh_coeffs, logits)
     categorical_sample_kernel(logits, u, tau, actions, logp)
     infer_kernel(obs, critic_weights, critic_biases, critic_activation, critic_rational_tanh, critic_tanh_coeffs,
                  values)
 
 
 @jit
-def gaussian_act_kernel(obs, actor_weights, actor_biases, actor_activation, actor_rational_tanh, tanh_coeffs,
+def gaussian_act_kernel(obs, actor_weights, actor_biases, actor_activation, actor_rational_tanh, actor_tanh_coeffs,
                         critic_weights, critic_biases, critic_activation, critic_rational_tanh, critic_tanh_coeffs,
                         noise, tau, log_std, means, actions, logp, values):
     r"""``Actor.act(obs, rng, tau)`` and ``Critic.__call__(obs)`` for a Gaussian policy, into the given rows.
@@ -213,7 +213,7 @@ def gaussian_act_kernel(obs, actor_weights, actor_biases, actor_activation, acto
     actions (N, D), logp (N,), values (N, 1).
     Checked by ``tests/test_rollout.py::test_act_kernels_match_actor_act_and_critic``.
     """
-    infer_kernel(obs, actor_weights, actor_biases, actor_activation, actor_rational_tanh, tanh_coeffs, means)
+    infer_kernel(obs, actor_weights, actor_biases, actor_activation, actor_rational_tanh, actor_tanh_coeffs, means)
     N, D = means.shape
     for n in range(N):
         total = 0.0
