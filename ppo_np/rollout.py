@@ -165,7 +165,8 @@ class Collector:
                                             self.episode_length, masked_rewards, done, buf.terminated[t],
                                             buf.truncated[t], buf.valid[t], finished)
             buf.rewards[t] = self.reward_scaler(masked_rewards, done, buf.valid[t], update=True)
-            self.finished.extend((float(r), int(n)) for r, n in finished[:n_finished])
+            if n_finished:
+                self.finished.extend((float(r), int(n)) for r, n in finished[:n_finished])
             self.obs = next_obs
             t3 = clock()
             inference += t1 - t0
