@@ -21,7 +21,8 @@ diagnostics with
   one pass (``Adam.step_flat`` over parameters packed by ``params.pack``).
 
 The formulas are those of ``losses.py`` and ``distributions.py`` (their docstrings derive them);
-statistics are accumulated in float64. ``tests/test_fused.py`` checks every output against
+statistics are accumulated in float64. ``ppo-np gradcheck`` (rows fused-*) checks its gradients against
+central differences in float64, and ``tests/test_fused.py`` checks every output against
 ``ppo_loss`` for both distributions, both surrogates, both value losses, every activation, a
 temperature tau != 1, both dtypes and both first-layer paths.
 """
@@ -121,7 +122,8 @@ class FusedLoss:
     ``actor_grads`` and dL/dphi in ``critic_grads`` (dicts of views of ``actor_flat_grad`` and
     ``critic_flat_grad``), valid until the next call. ``normalize_advantages=True`` first replaces
     A by (A - mean(A)) / (std(A) + 1e-8) over the minibatch (``losses.normalize_advantages``).
-    Checked against ``ppo_loss`` by ``tests/test_fused.py``.
+    Checked against ``ppo_loss`` by ``tests/test_fused.py``, and against central differences in float64
+    by ``tests/test_losses.py::test_ppo_loss_gradients`` (the ``fused`` cases) and ``ppo-np gradcheck``.
     """
 
     def __init__(self, actor, critic, max_rows: int):

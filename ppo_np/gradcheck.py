@@ -310,8 +310,9 @@ def _check_value_losses(rng: np.random.Generator) -> list[Check]:
 
 
 def check_ppo_loss(rng: np.random.Generator, discrete: bool, surrogate: str,
-                   temperature: float | None = None, vf_clip: float | None = 0.2) -> list[Check]:
-    """The whole chained ``ppo_loss`` against central differences in every actor and critic parameter.
+                   temperature: float | None = None, vf_clip: float | None = 0.2, fused: bool = False) -> list[Check]:
+    """The whole chained ``ppo_loss`` against central differences in every actor and critic parameter;
+    with ``fused``, its fused twin ``fused.FusedLoss`` (the one training runs) instead.
 
     Small tanh networks with parameters drawn from N(0, 0.5^2) (log_std from N(0, 0.3^2)), so that the
     outputs are O(1) rather than the 0.01-gain init's ~0; ratios, value offsets and returns placed away
@@ -344,18 +345,31 @@ def check_ppo_loss(rng: np.random.Generator, discrete: bool, surrogate: str,
     inputs = {**{f"actor/{k}": v for k, v in actor.params.items()},
               **{f"critic/{k}": v for k, v in critic.params.items()}}
 
-    def backward(dy):
-        result = ppo_loss(actor, critic, mb, coefs)
-        return {**{f"actor/{k}": dy * g for k, g in result.actor_grads.items()},
-                **{f"critic/{k}": dy * g for k, g in result.critic_grads.items()}}
+    if fused:
+        from ppo_np.fused import FusedLoss
 
-    name = f"ppo_loss-{'categorical' if discrete else 'gaussian'}-{surrogate}"
-    return check_gradients(name, lambda: ppo_loss(actor, critic, mb, coefs).loss, backward, inputs, rng)
+        loss_and_grads = FusedLoss(actor, critic, B)
+
+        def evaluate():
+            loss = loss_and_grads(mb, coefs)[0]
+            return loss, loss_and_grads.actor_grads, loss_and_grads.critic_grads
+    else:
+        def evaluate():
+            result = ppo_loss(actor, critic, mb, coefs)
+            return result.loss, result.actor_grads, result.critic_grads
+
+    def backward(dy):
+        _, actor_grads, critic_grads = evaluate()
+        return {**{f"actor/{k}": dy * g for k, g in actor_grads.items()},
+                **{f"critic/{k}": dy * g for k, g in critic_grads.items()}}
+
+    name = f"{'fused' if fused else 'ppo_loss'}-{'categorical' if discrete else 'gaussian'}-{surrogate}"
+    return check_gradients(name, lambda: evaluate()[0], backward, inputs, rng)
 
 
 def _check_ppo_losses(rng: np.random.Generator) -> list[Check]:
-    return [c for discrete in (True, False) for surrogate in ("clip", "penalty")
-            for c in check_ppo_loss(rng, discrete, surrogate)]
+    return [c for fused in (False, True) for discrete in (True, False) for surrogate in ("clip", "penalty")
+            for c in check_ppo_loss(rng, discrete, surrogate, fused=fused)]
 
 
 # --- forward mode and TRPO ---------------------------------------------------------------------------

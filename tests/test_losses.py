@@ -72,12 +72,13 @@ def test_value_loss_gradients(seed):
 @pytest.mark.parametrize("discrete", [True, False], ids=["categorical", "gaussian"])
 @pytest.mark.parametrize("surrogate", ["clip", "penalty"])
 @pytest.mark.parametrize("vf_clip", [None, 0.2], ids=["vf", "vf_clip"])
-def test_ppo_loss_gradients(discrete, surrogate, vf_clip):
+@pytest.mark.parametrize("fused", [False, True], ids=["ppo_loss", "fused"])
+def test_ppo_loss_gradients(discrete, surrogate, vf_clip, fused):
     """The full chain L = L_pi + c_v L^V - c_e H w.r.t. every actor (log_std included) and critic parameter,
-    at tau = 0.6 and tau = 1.8."""
+    at tau = 0.6 and tau = 1.8: ``ppo_loss``, and the kernels of ``fused.FusedLoss`` directly (float64)."""
     rng = np.random.default_rng(sum(map(ord, f"{discrete}-{surrogate}-{vf_clip}")))
     for tau in (0.6, 1.8):
-        _assert_ok(check_ppo_loss(rng, discrete, surrogate, temperature=tau, vf_clip=vf_clip))
+        _assert_ok(check_ppo_loss(rng, discrete, surrogate, temperature=tau, vf_clip=vf_clip, fused=fused))
 
 
 @pytest.mark.parametrize("discrete", [True, False], ids=["categorical", "gaussian"])
