@@ -38,7 +38,8 @@ minibatch_fwd_bwd, optimizer; "other" = learn wall - their sum), mean over seeds
 limits measured in the same run, right after each seed:
   rollout    env_step + inference + storage  vs  stepping the same vector env
              (``make_vector_env(env_id, N, "auto")``) with batched random actions
-             (``envs.action_space.sample()``) for the same number of vector steps;
+             (``envs.action_space.sample()``, drawn outside the timed ``step`` calls) for the
+             same number of vector steps;
   minibatch  minibatch_fwd_bwd + optimizer  vs  the matmul FLOPs of the actor and critic MLPs
              (per sample and layer: 2 in out forward, 4 in out backward (dW and dX)) times the
              samples processed (epochs x batch size x updates: an upper bound by the ~1% reset steps
@@ -229,16 +230,21 @@ def run_sb3(spec: dict, seed: int, curve: bool) -> dict:
 # --- the breakdown's limits ----------------------------------------------------------------------
 
 def random_action_time(env_id: str, num_envs: int, vector_steps: int, seed: int) -> float:
-    """Seconds to step ``make_vector_env(env_id, num_envs, "auto")`` ``vector_steps`` times with batched
-    random actions (the rollout's floor: the environment alone)."""
+    """Seconds that ``make_vector_env(env_id, num_envs, "auto")`` spends in ``step`` over ``vector_steps``
+    steps with batched random actions (the rollout's floor: the environment alone). Drawing the actions
+    (``action_space.sample()``: ~50 us for a batch of four Pendulum actions) is not timed."""
     envs = make_vector_env(env_id, num_envs, "auto")
+    clock = time.perf_counter
     try:
         envs.reset(seed=seed)
         envs.action_space.seed(seed)
-        start = time.perf_counter()
+        seconds = 0.0
         for _ in range(vector_steps):
-            envs.step(envs.action_space.sample())
-        return time.perf_counter() - start
+            actions = envs.action_space.sample()
+            start = clock()
+            envs.step(actions)
+            seconds += clock() - start
+        return seconds
     finally:
         envs.close()
 

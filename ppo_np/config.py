@@ -33,7 +33,7 @@ class PPOConfig:
     num_envs: int = _param(8, "parallel environments N in the vector env")
     num_steps: int = _param(256, "steps T per environment per rollout; the batch is T * N samples")
     vectorization: str = _param("auto", "how environments run in parallel: auto (the env's native vectorised "
-                                "implementation if it has one and num_envs >= 4, else sync), native, sync or async",
+                                "implementation if it has one and num_envs >= 8, else sync), native, sync or async",
                                 choices=("auto", "native", "sync", "async"))
     dtype: str = _param("float32", "floating type of networks and rollout buffers", choices=("float32", "float64"))
     checkpoint_every: int = _param(20, "write a checkpoint every this many updates (and always at the end)")

@@ -4,6 +4,8 @@ The toy env counts: observation [t] at step t, reward 1 every step. Episodes end
 termination or by truncation. With a critic stub V(s) = 10 s, every bootstrap value is known, so the
 advantages of the steps around an episode boundary can be written down exactly.
 """
+import copy
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -100,12 +102,14 @@ def test_unknown_env_and_unsupported_spaces_are_named():
         check_spaces("X", gym.spaces.Box(-1, 1, (2,)), gym.spaces.MultiDiscrete([2, 2]))
 
 
-def test_auto_vectorization_takes_native_from_four_envs_on():
+def test_auto_vectorization_takes_native_from_eight_envs_on():
     from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
 
-    for n, native in ((1, False), (3, False), (4, True), (8, True)):
+    from ppo_np.rollout import LeanSyncVectorEnv
+
+    for n, native in ((1, False), (7, False), (8, True), (16, True)):
         envs = make_vector_env("CartPole-v1", n)
-        assert isinstance(envs.unwrapped, CartPoleVectorEnv) == native, n
+        assert isinstance(envs.unwrapped, CartPoleVectorEnv if native else LeanSyncVectorEnv), n
         envs.close()
     assert isinstance(make_vector_env("CartPole-v1", 1, "native").unwrapped, CartPoleVectorEnv)
     with pytest.raises(ValueError, match="Pendulum-v1 has no native"):
@@ -175,3 +179,71 @@ def test_record_step_kernel_matches_its_reference(N, steps, seed):
         assert [(float(r), int(k)) for r, k in finished[:n]] == want[5]
         for a, b in zip(*state):
             np.testing.assert_array_equal(a, b)
+
+
+class SometimesInfo(gym.Wrapper):
+    """Adds {"cart": x, "nested": {"steps": k}} to the info whenever the cart is right of centre."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.steps = getattr(self, "steps", 0) + 1
+        if obs[0] > 0:
+            info = {**info, "cart": float(obs[0]), "nested": {"steps": self.steps}}
+        return obs, reward, terminated, truncated, info
+
+
+def _dict_observations(env):
+    """The env with its observation wrapped in a dict: a non-Box space, for gymnasium's general path."""
+    space = gym.spaces.Dict({"x": env.observation_space})
+    return gym.wrappers.TransformObservation(env, lambda obs: {"x": obs}, space)
+
+
+LEAN_CASES = {  # name: (make one env, its episodes end by)
+    "cartpole": (lambda: gym.make("CartPole-v1"), "termination, every ~20 random steps"),
+    "pendulum": (lambda: gym.make("Pendulum-v1", max_episode_steps=15), "truncation at 15 steps"),
+    "with infos": (lambda: SometimesInfo(gym.make("CartPole-v1")), "termination; infos on some steps"),
+    "dict obs": (lambda: _dict_observations(gym.make("CartPole-v1")), "the fallback to gymnasium's step"),
+}
+
+
+@settings(deadline=None, max_examples=30)
+@given(case=st.sampled_from(sorted(LEAN_CASES)), N=st.integers(1, 5), steps=st.integers(1, 80),
+       seed=st.integers(0, 2**16))
+def test_lean_sync_vector_env_steps_like_gymnasiums(case, N, steps, seed):
+    """Same envs, seeds and actions: every step's observations, rewards, terminations, truncations and
+    infos are equal to gymnasium's SyncVectorEnv's, across autoresets, and stay the caller's."""
+    from ppo_np.rollout import LeanSyncVectorEnv
+
+    make_env = LEAN_CASES[case][0]
+    lean, reference = LeanSyncVectorEnv([make_env] * N), gym.vector.SyncVectorEnv([make_env] * N)
+    rng = np.random.default_rng(seed)
+    try:
+        results = lean.reset(seed=seed), reference.reset(seed=seed)
+        for _ in range(steps):
+            _assert_same_step(*results)
+            returned, kept = results[0][:4], copy.deepcopy(results[0][:4])
+            actions = _random_actions(reference.action_space, rng)
+            results = lean.step(actions), reference.step(actions.copy())
+            _assert_same_step(returned, kept)      # what a step returned is the caller's: never overwritten
+        _assert_same_step(*results)
+    finally:
+        lean.close()
+        reference.close()
+
+
+def _random_actions(space, rng):
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return rng.integers(0, space.nvec)
+    return rng.uniform(space.low, space.high).astype(space.dtype)
+
+
+def _assert_same_step(lean, reference):
+    assert len(lean) == len(reference)
+    for ours, theirs in zip(lean, reference):
+        if isinstance(theirs, dict):
+            assert ours.keys() == theirs.keys()
+            _assert_same_step(tuple(ours.values()), tuple(theirs.values()))
+        else:
+            assert type(ours) is type(theirs)
+            np.testing.assert_array_equal(ours, theirs)
+            assert np.asarray(ours).dtype == np.asarray(theirs).dtype
