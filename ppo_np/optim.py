@@ -57,6 +57,7 @@ class Adam:
         self._v_runs = tuple(self._v_flat[s] for s in self._run_slices)
         uniform = len({p.dtype for p in params.values()}) <= 1
         self._update = adam_update_kernel if uniform else adam_update_reference
+        self._grad, self._grad_runs = None, ()
         self.t = 0
 
     def step(self, grads: Params) -> None:
@@ -64,18 +65,23 @@ class Adam:
         self.step_flat(np.concatenate([np.asarray(grads[name], dtype=p.dtype).reshape(-1)
                                        for name, p in self.params.items()]) if self.params else np.zeros(0))
 
-    def step_flat(self, grad: np.ndarray) -> None:
-        """``step`` with the gradient as one vector laid out as ``params.flatten`` (names in order).
+    def step_flat(self, grad: np.ndarray, scale: float = 1.0) -> None:
+        """``step`` with the gradient ``scale * grad``, ``grad`` one vector laid out as ``params.flatten``
+        (names in order); ``grad`` itself is left as it is.
 
         For a caller that keeps its gradients in one buffer (``fused.FusedLoss.actor_flat_grad``):
-        with packed parameters (``params.pack``) the step is a single pass over four vectors.
+        with packed parameters (``params.pack``) the step is a single pass over four vectors, and
+        ``scale = clip_coefficient(norm, max_norm)`` clips in that same pass.
         """
-        n = self._m_flat.size
-        if not (isinstance(grad, np.ndarray) and grad.shape == (n,)):
-            raise ValueError(f"step_flat needs a gradient vector of shape ({n},), got {getattr(grad, 'shape', grad)!r}")
+        if grad is not self._grad:                       # the caller's buffer, cut into runs once
+            n = self._m_flat.size
+            if not (isinstance(grad, np.ndarray) and grad.shape == (n,)):
+                raise ValueError(f"step_flat needs a gradient vector of shape ({n},), "
+                                 f"got {getattr(grad, 'shape', grad)!r}")
+            self._grad, self._grad_runs = grad, tuple(grad[s] for s in self._run_slices)
         self.t += 1
-        self._update(self._param_runs, tuple(grad[s] for s in self._run_slices), self._m_runs, self._v_runs,
-                     self.lr, self.beta1, self.beta2, self.eps, 1.0 - self.beta1 ** self.t, 1.0 - self.beta2 ** self.t)
+        self._update(self._param_runs, self._grad_runs, self._m_runs, self._v_runs, scale, self.lr, self.beta1,
+                     self.beta2, self.eps, 1.0 - self.beta1 ** self.t, 1.0 - self.beta2 ** self.t)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Everything needed to continue bit-identically: m, v (copies) and the step count."""
@@ -104,19 +110,21 @@ def _dtype_of(params: Params):
     return dtypes.pop() if len(dtypes) == 1 else np.float64
 
 
-def adam_update_reference(params, grads, ms, vs, lr, beta1, beta2, eps, bias1, bias2):
-    """The specification of ``adam_update_kernel``: one Adam step over tuples of 1-D arrays, in place.
+def adam_update_reference(params, grads, ms, vs, scale, lr, beta1, beta2, eps, bias1, bias2):
+    """The specification of ``adam_update_kernel``: one Adam step with the gradients ``scale * grads``,
+    over tuples of 1-D arrays, in place (``grads`` unchanged).
 
     bias1 = 1 - beta1^t and bias2 = 1 - beta2^t are the bias corrections of step t.
     """
     for p, g, m, v in zip(params, grads, ms, vs):
+        g = scale * g
         m[:] = beta1 * m + (1.0 - beta1) * g                       # m_t
         v[:] = beta2 * v + (1.0 - beta2) * g * g                   # v_t
         p -= lr * (m / bias1) / (np.sqrt(v / bias2) + eps)         # theta_t
 
 
 @jit
-def adam_update_kernel(params, grads, ms, vs, lr, beta1, beta2, eps, bias1, bias2):
+def adam_update_kernel(params, grads, ms, vs, scale, lr, beta1, beta2, eps, bias1, bias2):
     """``adam_update_reference`` fused into one pass per array (one call for a whole network).
 
     The arrays must share one dtype (Numba indexes only uniform tuples at run time). Measured on a
@@ -129,7 +137,7 @@ def adam_update_kernel(params, grads, ms, vs, lr, beta1, beta2, eps, bias1, bias
     for k in range(len(params)):
         p, g, m, v = params[k], grads[k], ms[k], vs[k]
         for i in range(p.size):
-            g_i = g[i]
+            g_i = scale * g[i]
             m_i = beta1 * m[i] + (1.0 - beta1) * g_i                           # m_t
             v_i = beta2 * v[i] + (1.0 - beta2) * g_i * g_i                     # v_t
             m[i] = m_i
@@ -148,12 +156,18 @@ def clip_grad_norm(*grad_sets: Params, max_norm: float) -> float:
     Pass the actor's and the critic's gradients together to clip them jointly, or call once per set
     to clip them separately. Returns the norm before clipping (a diagnostic worth logging).
     """
-    if not max_norm > 0:
-        raise ValueError(f"max_norm must be > 0, got {max_norm!r}")
     norm = global_norm(*grad_sets)
-    if norm > max_norm:
-        scale = max_norm / (norm + 1e-12)
+    scale = clip_coefficient(norm, max_norm)
+    if scale < 1.0:
         for gs in grad_sets:
             for g in gs.values():
                 g *= scale
     return norm
+
+
+def clip_coefficient(norm: float, max_norm: float) -> float:
+    """min(1, max_norm / ||g||): what global-norm clipping multiplies the gradients by (as
+    ``Adam.step_flat``'s ``scale``, the clip costs no pass of its own)."""
+    if not max_norm > 0:
+        raise ValueError(f"max_norm must be > 0, got {max_norm!r}")
+    return max_norm / (norm + 1e-12) if norm > max_norm else 1.0

@@ -44,7 +44,7 @@ from ppo_np.config import PPOConfig, preset_for
 from ppo_np.fused import FusedLoss
 from ppo_np.losses import LossCoefs, Minibatch, explained_variance, normalize_advantages
 from ppo_np.normalize import ObsNormalizer, RewardScaler
-from ppo_np.optim import Adam, clip_grad_norm
+from ppo_np.optim import Adam, clip_coefficient, clip_grad_norm, global_norm
 from ppo_np.policy import Actor, Critic
 from ppo_np.rollout import Collector, RolloutBuffer, make_vector_env
 from ppo_np.schedules import AdaptiveBeta, EntropyCoefficient, schedule
@@ -290,15 +290,17 @@ class PPO:
                                       temperature=temperature)
                 loss, stats = fused(gather(valid[mb_idx]), coefs, normalize_advantages=cfg.norm_adv)
                 t1 = clock()
-                if cfg.clip_grad == "joint":
-                    grad_norm = clip_grad_norm(actor_grad, critic_grad, max_norm=cfg.max_grad_norm)
-                else:
-                    grad_norm = math.hypot(clip_grad_norm(actor_grad, max_norm=cfg.max_grad_norm),
-                                           clip_grad_norm(critic_grad, max_norm=cfg.max_grad_norm))
+                actor_norm, critic_norm = global_norm(actor_grad), global_norm(critic_grad)
+                grad_norm = math.hypot(actor_norm, critic_norm)
                 if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                     self._check_finite(loss=np.array(loss), gradient_norm=np.array(grad_norm))
-                self.actor_opt.step_flat(fused.actor_flat_grad)
-                self.critic_opt.step_flat(fused.critic_flat_grad)
+                if cfg.clip_grad == "joint":    # the clip is each Adam pass's scale on the gradient
+                    actor_scale = critic_scale = clip_coefficient(grad_norm, cfg.max_grad_norm)
+                else:
+                    actor_scale = clip_coefficient(actor_norm, cfg.max_grad_norm)
+                    critic_scale = clip_coefficient(critic_norm, cfg.max_grad_norm)
+                self.actor_opt.step_flat(fused.actor_flat_grad, actor_scale)
+                self.critic_opt.step_flat(fused.critic_flat_grad, critic_scale)
                 self.ent_coef.observe(stats["entropy"])
                 fwd_bwd += t1 - t0
                 optimizer += clock() - t1

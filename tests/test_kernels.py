@@ -485,7 +485,8 @@ def test_bad_input_names_the_value(name, call):
        data=st.data())
 def test_minibatch_gatherer_equals_the_reference_for_every_source(seed, M, D, max_rows, data):
     rng = np.random.default_rng(seed)
-    sources = [rng.standard_normal((M, D)).astype(np.float32), rng.standard_normal(M), rng.integers(0, 5, M)]
+    sources = [rng.standard_normal((M, D)).astype(np.float32), rng.standard_normal(M), rng.integers(0, 5, M),
+               rng.random(M) < 0.5]
     gather = K.MinibatchGatherer(sources, max_rows)
     for _ in range(3):  # buffers are reused across calls
         B = data.draw(st.integers(0, max_rows))
@@ -496,7 +497,7 @@ def test_minibatch_gatherer_equals_the_reference_for_every_source(seed, M, D, ma
 
 
 def test_minibatch_gatherer_refuses_bad_sources_and_indices():
-    a, b = np.zeros((10, 2)), np.zeros(9)
+    a, b = np.arange(20.0).reshape(10, 2), np.zeros(9)
     with pytest.raises(ValueError, match="same number of rows"):
         K.MinibatchGatherer([a, b], 4)
     with pytest.raises(ValueError, match="C-contiguous"):
@@ -504,7 +505,9 @@ def test_minibatch_gatherer_refuses_bad_sources_and_indices():
     gather = K.MinibatchGatherer([a], 4)
     with pytest.raises(ValueError, match="more than the buffers' 4"):
         gather(np.arange(5, dtype=np.int64))
+    before = gather(np.array([3, 1], dtype=np.int64))[0].copy()
     with pytest.raises(ValueError, match=r"\[0, 10\)"):
         gather(np.array([0, 10], dtype=np.int64))
+    np.testing.assert_array_equal(gather.buffers[0][:2], before)     # a refused call copies nothing
     with pytest.raises(ValueError, match="int64"):
         gather(np.array([0, 1], dtype=np.int32))

@@ -290,8 +290,8 @@ def test_clip_refuses_nonpositive_max_norm(max_norm):
 
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), sizes=st.lists(st.integers(1, 30), min_size=1, max_size=5),
-       steps=st.integers(1, 5), lr=st.floats(1e-5, 1e-1))
-def test_fused_adam_kernel_equals_its_reference(seed, sizes, steps, lr):
+       steps=st.integers(1, 5), lr=st.floats(1e-5, 1e-1), scale=st.floats(1e-3, 1.0))
+def test_fused_adam_kernel_equals_its_reference(seed, sizes, steps, lr, scale):
     from ppo_np.optim import adam_update_kernel, adam_update_reference
 
     rng = np.random.default_rng(seed)
@@ -301,8 +301,8 @@ def test_fused_adam_kernel_equals_its_reference(seed, sizes, steps, lr):
     for t in range(1, steps + 1):
         grads = tuple(rng.standard_normal(n) for n in sizes)
         bias = (1 - 0.9**t, 1 - 0.999**t)
-        adam_update_kernel(params[0], grads, *moments[0], lr, 0.9, 0.999, 1e-5, *bias)
-        adam_update_reference(params[1], grads, *moments[1], lr, 0.9, 0.999, 1e-5, *bias)
+        adam_update_kernel(params[0], grads, *moments[0], scale, lr, 0.9, 0.999, 1e-5, *bias)
+        adam_update_reference(params[1], grads, *moments[1], scale, lr, 0.9, 0.999, 1e-5, *bias)
     for a, b in zip(params[0], params[1]):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
 
@@ -322,8 +322,8 @@ def test_fused_adam_kernel_in_float32_stays_within_rounding_of_its_reference(see
     for t in range(1, steps + 1):
         grads = tuple(rng.standard_normal(n).astype(np.float32) for n in sizes)
         bias = (1 - 0.9**t, 1 - 0.999**t)
-        adam_update_kernel(params[0], grads, *moments[0], 1e-3, 0.9, 0.999, 1e-5, *bias)
-        adam_update_reference(params[1], grads, *moments[1], 1e-3, 0.9, 0.999, 1e-5, *bias)
+        adam_update_kernel(params[0], grads, *moments[0], 0.5, 1e-3, 0.9, 0.999, 1e-5, *bias)
+        adam_update_reference(params[1], grads, *moments[1], 0.5, 1e-3, 0.9, 0.999, 1e-5, *bias)
     for a, b, p0 in zip(params[0], params[1], start):
         assert a.dtype == b.dtype == np.float32
         np.testing.assert_allclose(a - p0, b - p0, rtol=1e-4, atol=1e-7)  # the steps agree to float32 rounding
@@ -349,3 +349,25 @@ def test_packed_parameters_step_exactly_as_loose_ones(shapes, steps, seed):
     for state in (opts[1].state_dict(), opts[2].state_dict()):
         for key, value in opts[0].state_dict().items():
             np.testing.assert_array_equal(state[key], value)
+
+
+@FAST
+@given(shapes=shape_lists, steps=st.integers(1, 5), max_norm=st.floats(1e-3, 10.0), seed=seeds)
+def test_step_flat_scale_is_clipping_before_the_step(shapes, steps, max_norm, seed):
+    """step_flat(g, clip_coefficient(||g||, c)) is clip_grad_norm(g, c) then step_flat(g), bit for bit,
+    and leaves g as it was."""
+    from ppo_np.optim import clip_coefficient
+
+    rng = np.random.default_rng(seed)
+    start = pack(random_params(rng, shapes))
+    scaled, clipped = {k: v.copy() for k, v in start.items()}, {k: v.copy() for k, v in start.items()}
+    opts = Adam(pack(scaled), lr=1e-2), Adam(pack(clipped), lr=1e-2)
+    for _ in range(steps):
+        grad = flatten(random_params(rng, shapes)) * 10.0 ** rng.uniform(-3, 3)
+        kept = grad.copy()
+        opts[0].step_flat(grad, clip_coefficient(global_norm({"g": grad}), max_norm))
+        np.testing.assert_array_equal(grad, kept)
+        clip_grad_norm({"g": grad}, max_norm=max_norm)
+        opts[1].step_flat(grad)
+    for name in start:
+        np.testing.assert_array_equal(opts[0].params[name], opts[1].params[name])
