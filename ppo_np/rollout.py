@@ -188,6 +188,8 @@ class Collector:
         networks = (*actor.mlp.inference_args, *critic.mlp.inference_args)
         log_std = None if self.discrete else actor.params["log_std"]
         masked_rewards, done, finished = np.zeros(N), np.zeros(N, bool), np.zeros((N, 2))
+        if not self.discrete:     # the actions the env sees: the samples clipped to its bounds
+            env_actions = np.zeros(buf.actions.shape[1:], self.action_low.dtype)
         for t in range(T):
             t0 = clock()
             buf.obs[t] = self.obs_norm(self.obs, update=True)           # (N, obs_dim), cast to the buffer's dtype
@@ -198,8 +200,8 @@ class Collector:
                 env_actions = buf.actions[t]
             else:
                 gaussian_act_kernel(buf.obs[t], *networks, rng.standard_normal(buf.actions.shape[1:]), temperature,
-                                    log_std, buf.dist_out[t], buf.actions[t], buf.logp[t], values)
-                env_actions = np.clip(buf.actions[t], self.action_low, self.action_high)
+                                    log_std, self.action_low, self.action_high, buf.dist_out[t], buf.actions[t],
+                                    env_actions, buf.logp[t], values)
             t1 = clock()
             next_obs, rewards, terminated, truncated, _ = self.envs.step(env_actions)
             t2 = clock()
@@ -248,13 +250,14 @@ def categorical_act_kernel(obs, actor_weights, actor_biases, actor_activation, a
 @jit
 def gaussian_act_kernel(obs, actor_weights, actor_biases, actor_activation, actor_rational_tanh, actor_tanh_coeffs,
                         critic_weights, critic_biases, critic_activation, critic_rational_tanh, critic_tanh_coeffs,
-                        noise, tau, log_std, means, actions, logp, values):
+                        noise, tau, log_std, low, high, means, actions, env_actions, logp, values):
     r"""``Actor.act(obs, rng, tau)`` and ``Critic.__call__(obs)`` for a Gaussian policy, into the given rows.
 
     a = mu + sigma * noise with noise = rng.standard_normal((N, D)) (``DiagGaussian.sample``), then
     log pi_tau(a | s) = sum_d [-w_d^2 / 2 - log sigma_d - log(2 pi) / 2], w = (a - mu) / sigma, of the
     stored (rounded) a, as ``DiagGaussian.log_prob``; sigma = tau exp(log_std). Writes means (N, D),
-    actions (N, D), logp (N,), values (N, 1).
+    actions (N, D), env_actions (N, D) = ``np.clip(actions, low, high)`` (what the env is given; the
+    unclipped a is what is stored and scored), logp (N,), values (N, 1).
     Checked by ``tests/test_rollout.py::test_act_kernels_match_actor_act_and_critic``.
     """
     infer_kernel(obs, actor_weights, actor_biases, actor_activation, actor_rational_tanh, actor_tanh_coeffs, means)
@@ -265,7 +268,9 @@ def gaussian_act_kernel(obs, actor_weights, actor_biases, actor_activation, acto
             log_sigma = log_std[d] + math.log(tau)
             sigma = math.exp(log_sigma)
             actions[n, d] = means[n, d] + sigma * noise[n, d]
-            w = (actions[n, d] - means[n, d]) / sigma
+            a = actions[n, d]
+            env_actions[n, d] = high[d] if a > high[d] else (low[d] if a < low[d] else a)   # NaN stays NaN
+            w = (a - means[n, d]) / sigma
             total += -0.5 * w * w - log_sigma
         logp[n] = total - 0.5 * D * math.log(2.0 * math.pi)
     infer_kernel(obs, critic_weights, critic_biases, critic_activation, critic_rational_tanh, critic_tanh_coeffs,

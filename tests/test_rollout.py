@@ -136,7 +136,8 @@ def test_reward_scaling_statistics_see_only_real_transitions():
        hidden=st.sampled_from([(), (8,), (16, 16)]), activation=st.sampled_from(["tanh", "relu"]),
        tau=st.floats(0.2, 5.0), seed=st.integers(0, 2**16))
 def test_act_kernels_match_actor_act_and_critic(discrete, dtype, N, hidden, activation, tau, seed):
-    """The rollout's compiled act step draws what ``Actor.act`` draws and returns what it returns."""
+    """The rollout's compiled act step draws what ``Actor.act`` draws and returns what it returns; a
+    Gaussian one also gives the env its actions clipped to the bounds."""
     rng = np.random.default_rng(seed)
     actor = Actor(3, 4, discrete, hidden, activation, rng=rng, dtype=dtype, log_std_init=-0.5)
     critic = Critic(3, hidden, activation, rng=rng, dtype=dtype)
@@ -151,9 +152,12 @@ def test_act_kernels_match_actor_act_and_critic(discrete, dtype, N, hidden, acti
         categorical_act_kernel(obs, *networks, draws.random(N), tau, out, actions, logp, values)
         np.testing.assert_array_equal(actions, want_actions)
     else:
-        gaussian_act_kernel(obs, *networks, draws.standard_normal((N, 4)), tau, actor.params["log_std"], out,
-                            actions, logp, values)
+        low, high = np.float32(-0.5) - rng.random(4, np.float32), rng.random(4, np.float32)   # some samples outside
+        env_actions = np.empty((N, 4), np.float32)
+        gaussian_act_kernel(obs, *networks, draws.standard_normal((N, 4)), tau, actor.params["log_std"], low, high,
+                            out, actions, env_actions, logp, values)
         np.testing.assert_allclose(actions, want_actions, rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(env_actions, np.clip(actions, low, high).astype(np.float32))
     tol = 1e-12 if dtype == "float64" else 2e-5
     np.testing.assert_allclose(out, want_out, rtol=tol, atol=tol)
     np.testing.assert_allclose(logp, want_logp, rtol=tol, atol=tol * 10)
