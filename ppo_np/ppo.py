@@ -276,6 +276,7 @@ class PPO:
         fused = self._fused_loss
         actor_grad, critic_grad = {"theta": fused.actor_flat_grad}, {"phi": fused.critic_flat_grad}  # for clipping
         coefs = None
+        self.ent_coef.at(progress)           # a schedule's value for this update; the tuner moves it in observe
         for epoch in range(cfg.update_epochs):
             if stop:
                 break
@@ -283,7 +284,7 @@ class PPO:
             for mb_idx in kernels.minibatch_indices(valid.size, cfg.minibatch_size,
                                                     kernels.epoch_seed(cfg.seed, self.update_count, epoch)):
                 t0 = clock()
-                ent_coef = self.ent_coef.at(progress)
+                ent_coef = self.ent_coef.value
                 if coefs is None or coefs.ent_coef != ent_coef:  # validated once, unless the auto tuner moved
                     coefs = LossCoefs(surrogate=cfg.algo, clip_eps=max(clip_range, 1e-8), beta=self.beta.beta,
                                       vf_coef=cfg.vf_coef, vf_clip=cfg.vf_clip, ent_coef=ent_coef,
