@@ -21,7 +21,8 @@ the same seeds, acting by ``model.predict(obs, deterministic=True)``), each as m
 and the wall-time ratio SB3 / ppo-np, per seed and its median (with --breakdown also two ceilings:
 SB3's median wall over the time of ppo-np's env alone with random actions, the ratio a ppo-np whose
 every other part cost nothing would reach; and over that time plus the minibatch phase's matmul
-floor (below), the ratio if only the env and the matrix products of the update cost anything).
+floor (below), the ratio if only the env and the matrix products of the update cost anything; the
+floors are means over seeds).
 
 Differences that remain (both are how each library runs, and both are in the wall time): ppo-np
 steps the same ``gym.make(env_id)`` environments in its ``LeanSyncVectorEnv`` ("auto"; CartPole with

@@ -117,7 +117,7 @@ def adam_update_reference(params, grads, ms, vs, scale, lr, beta1, beta2, eps, b
     bias1 = 1 - beta1^t and bias2 = 1 - beta2^t are the bias corrections of step t.
     """
     for p, g, m, v in zip(params, grads, ms, vs):
-        g = scale * g
+        g = np.float64(scale) * g                                  # in float64, as the kernel's scalars
         m[:] = beta1 * m + (1.0 - beta1) * g                       # m_t
         v[:] = beta2 * v + (1.0 - beta2) * g * g                   # v_t
         p -= lr * (m / bias1) / (np.sqrt(v / bias2) + eps)         # theta_t

@@ -8,7 +8,7 @@ One iteration ("update") in paper order (Schulman et al. 2017, Algorithm 1):
    rewards-to-go), by the Numba kernels in ``kernels.py``;
 3. for each of K epochs, a fresh seeded permutation of the valid samples, cut into minibatches; per
    minibatch: L = L_pi + c_v L_V - c_e H and its gradient (``losses.ppo_loss``, computed by its fused
-   twin ``fused.FusedLoss``), one global-norm clip,
+   twin ``fused.FusedLoss``), one global-norm clip (as the scale of the Adam passes),
    one Adam step for the actor and one for the critic; stop the epochs early when approx KL > target_kl.
    With ``algo="trpo"`` step 3 is instead one KL-constrained natural-gradient step of the actor on the
    whole batch (``trpo.trpo_step``: Fisher-vector products, conjugate gradient, line search), then the
@@ -259,7 +259,7 @@ class PPO:
 
     def _ppo_update(self, flat: Minibatch, valid: np.ndarray, temperature: float, progress: float,
                     clip_range: float) -> tuple[dict, int]:
-        """Step 3 for PPO: K epochs of shuffled minibatches, L and its gradient, one clip, two Adam steps.
+        """Step 3 for PPO: K epochs of shuffled minibatches, L and its gradient, two Adam steps scaled by the clip.
 
         Returns the metrics averaged over the minibatches, and the epochs run.
         """
@@ -274,7 +274,7 @@ class PPO:
         if self._fused_loss is None:
             self._fused_loss = FusedLoss(self.actor, self.critic, cfg.minibatch_size)
         fused = self._fused_loss
-        actor_grad, critic_grad = {"theta": fused.actor_flat_grad}, {"phi": fused.critic_flat_grad}  # for clipping
+        actor_grad, critic_grad = {"theta": fused.actor_flat_grad}, {"phi": fused.critic_flat_grad}  # for the norms
         coefs = None
         self.ent_coef.at(progress)           # a schedule's value for this update; the tuner moves it in observe
         for epoch in range(cfg.update_epochs):
@@ -291,15 +291,16 @@ class PPO:
                                       temperature=temperature)
                 loss, stats = fused(gather(valid[mb_idx]), coefs, normalize_advantages=cfg.norm_adv)
                 t1 = clock()
-                actor_norm, critic_norm = global_norm(actor_grad), global_norm(critic_grad)
-                grad_norm = math.hypot(actor_norm, critic_norm)
-                if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-                    self._check_finite(loss=np.array(loss), gradient_norm=np.array(grad_norm))
                 if cfg.clip_grad == "joint":    # the clip is each Adam pass's scale on the gradient
+                    grad_norm = global_norm(actor_grad, critic_grad)
                     actor_scale = critic_scale = clip_coefficient(grad_norm, cfg.max_grad_norm)
                 else:
+                    actor_norm, critic_norm = global_norm(actor_grad), global_norm(critic_grad)
+                    grad_norm = math.hypot(actor_norm, critic_norm)
                     actor_scale = clip_coefficient(actor_norm, cfg.max_grad_norm)
                     critic_scale = clip_coefficient(critic_norm, cfg.max_grad_norm)
+                if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                    self._check_finite(loss=np.array(loss), gradient_norm=np.array(grad_norm))
                 self.actor_opt.step_flat(fused.actor_flat_grad, actor_scale)
                 self.critic_opt.step_flat(fused.critic_flat_grad, critic_scale)
                 self.ent_coef.observe(stats["entropy"])

@@ -496,6 +496,24 @@ def test_minibatch_gatherer_equals_the_reference_for_every_source(seed, M, D, ma
             assert got.dtype == src.dtype and got.shape == (B, *src.shape[1:])
 
 
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), M=st.integers(1, 40), D=st.integers(1, 4), B=st.integers(0, 12),
+       bad=st.booleans())
+def test_gather_minibatch_kernel_matches_its_reference(seed, M, D, B, bad):
+    """Mixed dtypes and widths, in-range and out-of-range indices: same answer, same buffers."""
+    rng = np.random.default_rng(seed)
+    sources = (rng.standard_normal((M, D)).astype(np.float32), rng.integers(-9, 9, (M, 1)), rng.random((M, 1)) < 0.5)
+    idx = rng.integers(0, M, B).astype(np.int64)
+    if bad and B:
+        idx[rng.integers(B)] = rng.choice([-1, M])
+    outs = [tuple(np.zeros((B + 2, src.shape[1]), src.dtype) for src in sources) for _ in range(2)]
+    got = K.gather_minibatch_kernel(tuple(zip(sources, outs[0])), idx, M)
+    want = K.gather_minibatch_reference(tuple(zip(sources, outs[1])), idx, M)
+    assert got == want == (not (bad and B))
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_minibatch_gatherer_refuses_bad_sources_and_indices():
     a, b = np.arange(20.0).reshape(10, 2), np.zeros(9)
     with pytest.raises(ValueError, match="same number of rows"):

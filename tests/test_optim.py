@@ -354,8 +354,8 @@ def test_packed_parameters_step_exactly_as_loose_ones(shapes, steps, seed):
 @FAST
 @given(shapes=shape_lists, steps=st.integers(1, 5), max_norm=st.floats(1e-3, 10.0), seed=seeds)
 def test_step_flat_scale_is_clipping_before_the_step(shapes, steps, max_norm, seed):
-    """step_flat(g, clip_coefficient(||g||, c)) is clip_grad_norm(g, c) then step_flat(g), bit for bit,
-    and leaves g as it was."""
+    """step_flat(g, clip_coefficient(||g||, c)) is clip_grad_norm(g, c) then step_flat(g), bit for bit
+    in float64, and leaves g as it was."""
     from ppo_np.optim import clip_coefficient
 
     rng = np.random.default_rng(seed)
@@ -371,3 +371,20 @@ def test_step_flat_scale_is_clipping_before_the_step(shapes, steps, max_norm, se
         opts[1].step_flat(grad)
     for name in start:
         np.testing.assert_array_equal(opts[0].params[name], opts[1].params[name])
+
+
+@FAST
+@given(shapes=shape_lists, steps=st.integers(2, 5), seed=seeds)
+def test_step_flat_reads_a_reused_gradient_buffer_anew(shapes, steps, seed):
+    """The update loop passes the same buffer every minibatch with new contents: each step uses them."""
+    rng = np.random.default_rng(seed)
+    start = pack(random_params(rng, shapes))
+    reused, fresh = Adam(pack(start), lr=1e-2), Adam(pack(start), lr=1e-2)
+    buffer = np.zeros(sum(p.size for p in start.values()))
+    for _ in range(steps):
+        grad = flatten(random_params(rng, shapes))
+        buffer[:] = grad
+        reused.step_flat(buffer, 0.5)
+        fresh.step_flat(grad.copy(), 0.5)
+    for name in start:
+        np.testing.assert_array_equal(reused.params[name], fresh.params[name])

@@ -162,3 +162,43 @@ def test_a_checkpoint_that_does_not_fit_names_its_file(tmp_path):
     np.savez(path, **arrays)
     with pytest.raises(CheckpointError, match=r"misfit\.npz.*critic/b0.*shape"):
         PPO.load(path)
+
+
+@pytest.mark.parametrize("clip_grad", ["joint", "separate"])
+def test_an_update_step_is_the_loss_gradient_clipped_then_adam(clip_grad):
+    """One minibatch of the update loop = ``ppo_loss``'s gradients, clipped to a global norm that bites
+    (over both networks, or per network), then one Adam step per network (float64, to rounding)."""
+    from ppo_np.losses import LossCoefs, Minibatch, normalize_advantages, ppo_loss
+    from ppo_np.optim import Adam, clip_grad_norm
+
+    agent = tiny(num_envs=1, num_steps=16, minibatch_size=16, update_epochs=1, dtype="float64",
+                 max_grad_norm=1e-3, clip_grad=clip_grad)
+    rng = np.random.default_rng(0)
+    B = 16
+    mb = Minibatch(obs=rng.standard_normal((B, 4)), actions=rng.integers(0, 2, B), logp_old=-rng.random(B),
+                   advantages=rng.standard_normal(B), returns=rng.standard_normal(B),
+                   values_old=rng.standard_normal(B), dist_old=rng.standard_normal((B, 2)), log_std_old=None)
+    cfg = agent.config
+    coefs = LossCoefs(surrogate=cfg.algo, clip_eps=0.2, beta=agent.beta.beta, vf_coef=cfg.vf_coef,
+                      vf_clip=cfg.vf_clip, ent_coef=agent.ent_coef.value, temperature=1.0)
+    want = ppo_loss(agent.actor, agent.critic, mb._replace(advantages=normalize_advantages(mb.advantages)), coefs)
+    if clip_grad == "joint":
+        norm = clip_grad_norm(want.actor_grads, want.critic_grads, max_norm=cfg.max_grad_norm)
+    else:
+        norm = np.hypot(clip_grad_norm(want.actor_grads, max_norm=cfg.max_grad_norm),
+                        clip_grad_norm(want.critic_grads, max_norm=cfg.max_grad_norm))
+    assert norm > 10 * cfg.max_grad_norm                                       # the clip bites
+    twins = []
+    for net, opt, grads in ((agent.actor, agent.actor_opt, want.actor_grads),
+                            (agent.critic, agent.critic_opt, want.critic_grads)):
+        twin = {k: v.copy() for k, v in net.params.items()}
+        Adam(twin, lr=opt.lr, betas=(opt.beta1, opt.beta2), eps=opt.eps).step(grads)
+        twins.append(twin)
+
+    row, epochs = agent._ppo_update(mb, np.arange(B), 1.0, 0.0, 0.2)
+    assert epochs == 1
+    np.testing.assert_allclose(row["grad_norm"], norm, rtol=1e-9)
+    for net, twin in zip((agent.actor, agent.critic), twins):
+        for name, value in twin.items():
+            np.testing.assert_allclose(net.params[name], value, rtol=1e-9, atol=1e-12, err_msg=name)
+    agent.close()

@@ -212,10 +212,11 @@ LEAN_CASES = {  # name: (make one env, its episodes end by)
 
 @settings(deadline=None, max_examples=30)
 @given(case=st.sampled_from(sorted(LEAN_CASES)), N=st.integers(1, 5), steps=st.integers(1, 80),
-       seed=st.integers(0, 2**16))
-def test_lean_sync_vector_env_steps_like_gymnasiums(case, N, steps, seed):
+       reset_at=st.integers(0, 80), seed=st.integers(0, 2**16))
+def test_lean_sync_vector_env_steps_like_gymnasiums(case, N, steps, reset_at, seed):
     """Same envs, seeds and actions: every step's observations, rewards, terminations, truncations and
-    infos are equal to gymnasium's SyncVectorEnv's, across autoresets, and stay the caller's."""
+    infos are equal to gymnasium's SyncVectorEnv's, across autoresets and a reset partway (of some
+    envs, by ``reset_mask``, or of all), and what a step returned stays the caller's."""
     from ppo_np.rollout import LeanSyncVectorEnv
 
     make_env = LEAN_CASES[case][0]
@@ -223,16 +224,37 @@ def test_lean_sync_vector_env_steps_like_gymnasiums(case, N, steps, seed):
     rng = np.random.default_rng(seed)
     try:
         results = lean.reset(seed=seed), reference.reset(seed=seed)
-        for _ in range(steps):
+        for t in range(steps):
             _assert_same_step(*results)
-            returned, kept = results[0][:4], copy.deepcopy(results[0][:4])
-            actions = _random_actions(reference.action_space, rng)
-            results = lean.step(actions), reference.step(actions.copy())
-            _assert_same_step(returned, kept)      # what a step returned is the caller's: never overwritten
+            returned, kept = results[0], copy.deepcopy(results[0])
+            if t == reset_at:
+                mask = rng.random(N) < 0.5
+                options = (lambda: {"reset_mask": mask.copy()}) if mask.any() else (lambda: None)
+                results = lean.reset(options=options()), reference.reset(options=options())
+            else:
+                actions = _random_actions(reference.action_space, rng)
+                results = lean.step(actions), reference.step(actions.copy())
+            _assert_same_step(returned, kept)      # never overwritten by a later step
         _assert_same_step(*results)
     finally:
         lean.close()
         reference.close()
+
+
+def test_lean_sync_vector_env_refuses_an_observation_of_the_wrong_shape():
+    """gymnasium's step would fail to stack it; the lean one names the env and both shapes."""
+    from ppo_np.rollout import LeanSyncVectorEnv
+
+    class ShortObservations(gym.Wrapper):
+        def step(self, action):
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            return obs[:3], reward, terminated, truncated, info
+
+    envs = LeanSyncVectorEnv([lambda: gym.make("CartPole-v1"), lambda: ShortObservations(gym.make("CartPole-v1"))])
+    envs.reset(seed=0)
+    with pytest.raises(ValueError, match=r"environment 1 returned an observation of shape \(3,\), expected \(4,\)"):
+        envs.step(np.array([0, 1]))
+    envs.close()
 
 
 def _random_actions(space, rng):
