@@ -18,7 +18,8 @@ Exit status, and what is printed (never a traceback):
     2    bad input, found before the first environment step: one line naming the value and what is
          allowed (config values, --set keys, env ids, unsupported spaces, run directories, checkpoints);
     130  Ctrl-C: during training the first one stops after the update under way and the second at
-         once; either way a checkpoint is saved first, and the message says how to resume.
+         once; either way a checkpoint is saved first, and the message says how to resume;
+    143  SIGTERM (a job scheduler's stop), during training: the same as Ctrl-C.
 """
 from __future__ import annotations
 
@@ -204,42 +205,50 @@ def _describe(exc: BaseException) -> str:
     return text
 
 
-class _CtrlC:
-    """Ctrl-C during training: the first stops the run after the update under way (learn's callback
-    returns False, learn saves, the checkpoint falls on an update boundary); a second one stops it at
-    once (KeyboardInterrupt: learn saves what it has). A KeyboardInterrupt raised while compiled Numba
-    code runs can surface as another exception (SystemError); ``requested`` tells them apart.
+class _StopSignals:
+    """Ctrl-C (SIGINT) or SIGTERM (a job scheduler's stop) during training: the first stops the run
+    after the update under way (learn's callback returns False, learn saves, the checkpoint falls on
+    an update boundary); a second one, of either kind, stops it at once (KeyboardInterrupt: learn
+    saves what it has). A KeyboardInterrupt raised while compiled Numba code runs can surface as
+    another exception (SystemError); ``requested`` tells them apart. ``status`` is the exit status
+    the shell convention gives the first signal: 128 + its number (130 for SIGINT, 143 for SIGTERM).
     """
+
+    SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
     def __init__(self):
         self.requested = False
-        self.previous = None
+        self.status = 128 + signal.SIGINT
+        self.previous = {}
 
     def __enter__(self):
-        try:
-            self.previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: Python delivers no signals here anyway
-            self.previous = None
+        for signum in self.SIGNALS:
+            try:
+                self.previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread: Python delivers no signals here anyway
+                pass
         return self
 
     def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
 
     def _handle(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nppo-np train: Ctrl-C: stopping after this update (Ctrl-C again to stop at once)", file=sys.stderr)
+        self.status = 128 + signum
+        print(f"\nppo-np train: {self.SIGNALS[signum]}: stopping after this update (Ctrl-C or SIGTERM again "
+              "to stop at once)", file=sys.stderr)
 
     def callback(self, agent, row) -> bool:
         return not self.requested
 
 
-def _interrupted(agent, run_dir: Path, phase: str) -> int:
+def _interrupted(agent, run_dir: Path, phase: str, status: int = 130) -> int:
     print(f"\nppo-np train: interrupted at step {agent.global_step} ({phase}).\n{_checkpoint_report(run_dir)}",
           file=sys.stderr)
-    return 130
+    return status
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -249,11 +258,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     step0 = agent.global_step
     phase = "training"
-    ctrl_c = _CtrlC()
+    stop = _StopSignals()
     try:
-        with ctrl_c:
-            agent.learn(total, callback=ctrl_c.callback, progress_bar=not args.json and not args.no_progress)
-        if ctrl_c.requested and agent.global_step < total:  # a Ctrl-C in the last update still finished the run
+        with stop:
+            agent.learn(total, callback=stop.callback, progress_bar=not args.json and not args.no_progress)
+        if stop.requested and agent.global_step < total:  # a stop in the last update still finished the run
             raise KeyboardInterrupt
         wall = time.perf_counter() - start
         phase = "evaluation"  # outside the handler: Ctrl-C here is a plain KeyboardInterrupt, exit 130
@@ -263,12 +272,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     except Exception as exc:  # an environment's error, a full disk, ...: a fault of the run, not bad input
-        if ctrl_c.requested:  # or the second Ctrl-C, come out of compiled code as another exception
-            return _interrupted(agent, run_dir, phase)
+        if stop.requested:  # or the second stop signal, come out of compiled code as another exception
+            return _interrupted(agent, run_dir, phase, stop.status)
         print(f"ppo-np train: {phase} stopped by {_describe(exc)}\n{_checkpoint_report(run_dir)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        return _interrupted(agent, run_dir, phase)
+        return _interrupted(agent, run_dir, phase, stop.status)
     finally:
         with contextlib.suppress(Exception):
             agent.close()

@@ -5,7 +5,8 @@
 * An environment that raises in step or reset ends the run with its error shown and a checkpoint
   saved; through the CLI that is exit status 1 (even for a ValueError: it is not bad input).
 * SIGKILL at random moments, during checkpoint writes included, never leaves a run directory without a
-  loadable checkpoint (once it had one) and --resume finishes the run; SIGINT saves and exits with 130.
+  loadable checkpoint (once it had one) and --resume finishes the run; SIGINT or SIGTERM saves and exits
+  with 130 or 143.
 * A checkpoint file, treated as untrusted: loading never unpickles; damaged bytes (flipped, truncated,
   inserted, zeroed) load exactly the original or raise CheckpointError, never anything else.
 """
@@ -574,11 +575,11 @@ def test_sigkill_at_random_moments_never_loses_the_checkpoint_and_resume_finishe
     assert during_write >= 2  # the deterministic test below covers every stage of a write
 
 
-def test_sigint_saves_a_checkpoint_exits_130_and_says_how_to_resume(tmp_path):
+def test_sigint_or_sigterm_saves_a_checkpoint_exits_130_or_143_and_says_how_to_resume(tmp_path):
     rng = np.random.default_rng(7)
     run = tmp_path / "run"
     total = 32 * 2000
-    for attempt in range(3):
+    for attempt, (signum, status) in enumerate([(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGINT, 130)]):
         command = fresh_command(run, total) if attempt == 0 else resume_command(run)
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
         seen = len(metrics_updates(run))
@@ -586,10 +587,10 @@ def test_sigint_saves_a_checkpoint_exits_130_and_says_how_to_resume(tmp_path):
         while len(metrics_updates(run)) < seen + 2 and time.monotonic() < deadline:  # training is under way
             time.sleep(0.02)
         time.sleep(rng.uniform(0.0, 0.3))
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         _, err = proc.communicate(timeout=60)
         err = err.decode()
-        assert proc.returncode == 130, err
+        assert proc.returncode == status, err
         assert "Traceback" not in err and "interrupted at step" in err
         step, update = saved_counters(run)
         assert f"checkpoint: {run / CHECKPOINT_NAME} (step {step}, update {update})" in err
@@ -600,43 +601,48 @@ def test_sigint_saves_a_checkpoint_exits_130_and_says_how_to_resume(tmp_path):
     assert saved_counters(run)[0] == step + 64 and no_temp_files(run)
 
 
-def _ctrl_c_at(agent_updates: dict, presses: dict):
-    """A minibatch loss that sends this process SIGINT at the first minibatch of the given updates."""
+def _signal_at(agent_updates: dict, presses: dict, signum: int):
+    """A minibatch loss that sends this process ``signum`` at the first minibatch of the given updates."""
     real_loss = FusedLoss.__call__
 
     def loss(fused, mb, coefs, normalize_advantages=False):
         update = agent_updates["agent"].update_count + 1
         if presses.get(update):
             presses[update] -= 1
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signum)
         return real_loss(fused, mb, coefs, normalize_advantages)
     return loss
 
 
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 @pytest.mark.parametrize("presses, stops_at", [({3: 1}, 3), ({3: 1, 5: 1}, 4)])
-def test_ctrl_c_once_finishes_the_update_twice_stops_at_once_both_exit_130(tmp_path, monkeypatch, presses, stops_at):
-    """Ctrl-C in update 3 lets update 3 finish and checkpoint; a second one in update 5 (the first one's
-    stop is suppressed by patching learn's callback) interrupts update 5 mid-minibatch: it is rolled back,
-    and the checkpoint holds update 4, with counters that agree."""
-    seen, handler = {}, signal.getsignal(signal.SIGINT)
+def test_a_stop_signal_once_finishes_the_update_twice_stops_at_once(tmp_path, monkeypatch, presses, stops_at,
+                                                                    signum, status):
+    """Ctrl-C (SIGINT) or SIGTERM in update 3 lets update 3 finish and checkpoint; a second one in update 5
+    (the first one's stop is suppressed by patching learn's callback) interrupts update 5 mid-minibatch:
+    it is rolled back, and the checkpoint holds update 4, with counters that agree. Exit status 128 + the
+    signal's number; the previous handlers are put back."""
+    seen = {}
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     real_init = PPO.__init__
 
     def init(self, *args, **kwargs):
         real_init(self, *args, **kwargs)
         seen["agent"] = self
     monkeypatch.setattr(PPO, "__init__", init)
-    monkeypatch.setattr(FusedLoss, "__call__", _ctrl_c_at(seen, dict(presses)))
+    monkeypatch.setattr(FusedLoss, "__call__", _signal_at(seen, dict(presses), signum))
     if len(presses) == 2:  # keep training after the first press, to press again mid-update
-        monkeypatch.setattr(cli._CtrlC, "callback", lambda self, agent, row: True)
+        monkeypatch.setattr(cli._StopSignals, "callback", lambda self, agent, row: True)
     run = tmp_path / "run"
-    status, err = run_cli(["train", "CartPole-v1", "--run-dir", str(run), "--total-steps", str(BATCH * 20),
-                           "--checkpoint-every", "1000", *CLI_TINY])
-    assert status == 130 and "Traceback" not in err, err
+    status_seen, err = run_cli(["train", "CartPole-v1", "--run-dir", str(run), "--total-steps", str(BATCH * 20),
+                                "--checkpoint-every", "1000", *CLI_TINY])
+    assert status_seen == status and "Traceback" not in err, err
+    assert ("Ctrl-C" if signum == signal.SIGINT else "SIGTERM") + ": stopping after this update" in err
     step, update = saved_counters(run)
     assert update == stops_at and step == update * BATCH
     assert f"checkpoint: {run / CHECKPOINT_NAME} (step {step}, update {update})" in err
     assert f"ppo-np train --resume {run}" in err
-    assert signal.getsignal(signal.SIGINT) is handler  # the CLI put the previous handler back
+    assert {s: signal.getsignal(s) for s in handlers} == handlers
 
 
 KILL_DURING_SAVE = r"""
