@@ -6,10 +6,11 @@ One iteration ("update") in paper order (Schulman et al. 2017, Algorithm 1):
    log pi_old(a_t|s_t) of the tempered policy that acted and the old distribution parameters;
 2. advantages A_t by GAE(gamma, lambda) and value targets (TD(lambda) returns A_t + V(s_t), or
    rewards-to-go), by the Numba kernels in ``kernels.py``;
-3. for each of K epochs, a fresh seeded permutation of the valid samples, cut into minibatches; per
+3. for each of K epochs, a fresh seeded permutation of the valid samples, cut into minibatches (a
+   single minibatch that holds them all is not shuffled: that would only reorder its sums); per
    minibatch: L = L_pi + c_v L_V - c_e H and its gradient (``losses.ppo_loss``, computed by its fused
-   twin ``fused.FusedLoss``), one global-norm clip (as the scale of the Adam passes),
-   one Adam step for the actor and one for the critic; stop the epochs early when approx KL > target_kl.
+   twin ``fused.FusedLoss``), one global-norm clip (as the scale of the Adam passes), one Adam step
+   for the actor and one for the critic; stop the epochs early when approx KL > target_kl.
    With ``algo="trpo"`` step 3 is instead one KL-constrained natural-gradient step of the actor on the
    whole batch (``trpo.trpo_step``: Fisher-vector products, conjugate gradient, line search), then the
    same epochs of shuffled minibatches for the critic alone, with Adam on the value loss (the actor's
@@ -277,19 +278,24 @@ class PPO:
         actor_grad, critic_grad = {"theta": fused.actor_flat_grad}, {"phi": fused.critic_flat_grad}  # for the norms
         coefs = None
         self.ent_coef.at(progress)           # a schedule's value for this update; the tuner moves it in observe
+        # One minibatch per epoch (minibatch_size >= the valid samples): shuffling it would only reorder
+        # the sums of its mean, so its rows are gathered once, in order, for every epoch.
+        whole_batch = gather(valid) if 0 < valid.size <= cfg.minibatch_size else None
         for epoch in range(cfg.update_epochs):
             if stop:
                 break
             epochs_run += 1
-            for mb_idx in kernels.minibatch_indices(valid.size, cfg.minibatch_size,
-                                                    kernels.epoch_seed(cfg.seed, self.update_count, epoch)):
+            epoch_rows = [None] if whole_batch is not None else kernels.minibatch_indices(
+                valid.size, cfg.minibatch_size, kernels.epoch_seed(cfg.seed, self.update_count, epoch))
+            for mb_idx in epoch_rows:
                 t0 = clock()
                 ent_coef = self.ent_coef.value
                 if coefs is None or coefs.ent_coef != ent_coef:  # validated once, unless the auto tuner moved
                     coefs = LossCoefs(surrogate=cfg.algo, clip_eps=max(clip_range, 1e-8), beta=self.beta.beta,
                                       vf_coef=cfg.vf_coef, vf_clip=cfg.vf_clip, ent_coef=ent_coef,
                                       temperature=temperature)
-                loss, stats = fused(gather(valid[mb_idx]), coefs, normalize_advantages=cfg.norm_adv)
+                mb = whole_batch if mb_idx is None else gather(valid[mb_idx])
+                loss, stats = fused(mb, coefs, normalize_advantages=cfg.norm_adv)
                 t1 = clock()
                 if cfg.clip_grad == "joint":    # the clip is each Adam pass's scale on the gradient
                     grad_norm = global_norm(actor_grad, critic_grad)

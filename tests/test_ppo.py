@@ -164,14 +164,20 @@ def test_a_checkpoint_that_does_not_fit_names_its_file(tmp_path):
         PPO.load(path)
 
 
-@pytest.mark.parametrize("clip_grad", ["joint", "separate"])
-def test_an_update_step_is_the_loss_gradient_clipped_then_adam(clip_grad):
-    """One minibatch of the update loop = ``ppo_loss``'s gradients, clipped to a global norm that bites
-    (over both networks, or per network), then one Adam step per network (float64, to rounding)."""
+@pytest.mark.parametrize("clip_grad, epochs", [("joint", 1), ("separate", 1), ("joint", 3)])
+def test_an_update_step_is_the_loss_gradient_clipped_then_adam(clip_grad, epochs):
+    """Each minibatch of the update loop = ``ppo_loss``'s gradients, clipped to a global norm that bites
+    (over both networks, or per network), then one Adam step per network (float64, to rounding).
+
+    The one minibatch per epoch here holds every sample, so the loop gathers it once, unshuffled; the
+    reference feeds ``ppo_loss`` each epoch's seeded permutation, as it would with smaller minibatches:
+    the two agree to rounding, the shuffle only reordering the sums.
+    """
+    from ppo_np import kernels
     from ppo_np.losses import LossCoefs, Minibatch, normalize_advantages, ppo_loss
     from ppo_np.optim import Adam, clip_grad_norm
 
-    agent = tiny(num_envs=1, num_steps=16, minibatch_size=16, update_epochs=1, dtype="float64",
+    agent = tiny(num_envs=1, num_steps=16, minibatch_size=16, update_epochs=epochs, dtype="float64",
                  max_grad_norm=1e-3, clip_grad=clip_grad)
     rng = np.random.default_rng(0)
     B = 16
@@ -181,24 +187,31 @@ def test_an_update_step_is_the_loss_gradient_clipped_then_adam(clip_grad):
     cfg = agent.config
     coefs = LossCoefs(surrogate=cfg.algo, clip_eps=0.2, beta=agent.beta.beta, vf_coef=cfg.vf_coef,
                       vf_clip=cfg.vf_clip, ent_coef=agent.ent_coef.value, temperature=1.0)
-    want = ppo_loss(agent.actor, agent.critic, mb._replace(advantages=normalize_advantages(mb.advantages)), coefs)
-    if clip_grad == "joint":
-        norm = clip_grad_norm(want.actor_grads, want.critic_grads, max_norm=cfg.max_grad_norm)
-    else:
-        norm = np.hypot(clip_grad_norm(want.actor_grads, max_norm=cfg.max_grad_norm),
-                        clip_grad_norm(want.critic_grads, max_norm=cfg.max_grad_norm))
-    assert norm > 10 * cfg.max_grad_norm                                       # the clip bites
-    twins = []
-    for net, opt, grads in ((agent.actor, agent.actor_opt, want.actor_grads),
-                            (agent.critic, agent.critic_opt, want.critic_grads)):
-        twin = {k: v.copy() for k, v in net.params.items()}
-        Adam(twin, lr=opt.lr, betas=(opt.beta1, opt.beta2), eps=opt.eps).step(grads)
-        twins.append(twin)
+    reference = tiny(num_envs=1, num_steps=16, minibatch_size=16, dtype="float64")   # the same seed: same weights
+    optimizers = [Adam(net.params, lr=opt.lr, betas=(opt.beta1, opt.beta2), eps=opt.eps)
+                  for net, opt in ((reference.actor, agent.actor_opt), (reference.critic, agent.critic_opt))]
+    norms = []
+    for epoch in range(epochs):
+        (perm,) = kernels.minibatch_indices(B, B, kernels.epoch_seed(cfg.seed, agent.update_count, epoch))
+        shuffled = Minibatch(*(None if field is None or name == "log_std_old" else field[perm]
+                               for name, field in zip(Minibatch._fields, mb)))
+        want = ppo_loss(reference.actor, reference.critic,
+                        shuffled._replace(advantages=normalize_advantages(shuffled.advantages)), coefs)
+        if clip_grad == "joint":
+            norm = clip_grad_norm(want.actor_grads, want.critic_grads, max_norm=cfg.max_grad_norm)
+        else:
+            norm = np.hypot(clip_grad_norm(want.actor_grads, max_norm=cfg.max_grad_norm),
+                            clip_grad_norm(want.critic_grads, max_norm=cfg.max_grad_norm))
+        assert norm > 10 * cfg.max_grad_norm                                   # the clip bites
+        norms.append(norm)
+        for opt, grads in zip(optimizers, (want.actor_grads, want.critic_grads)):
+            opt.step(grads)
 
-    row, epochs = agent._ppo_update(mb, np.arange(B), 1.0, 0.0, 0.2)
-    assert epochs == 1
-    np.testing.assert_allclose(row["grad_norm"], norm, rtol=1e-9)
-    for net, twin in zip((agent.actor, agent.critic), twins):
-        for name, value in twin.items():
+    row, epochs_run = agent._ppo_update(mb, np.arange(B), 1.0, 0.0, 0.2)
+    assert epochs_run == epochs
+    np.testing.assert_allclose(row["grad_norm"], np.mean(norms), rtol=1e-9)
+    for net, twin in ((agent.actor, reference.actor), (agent.critic, reference.critic)):
+        for name, value in twin.params.items():
             np.testing.assert_allclose(net.params[name], value, rtol=1e-9, atol=1e-12, err_msg=name)
     agent.close()
+    reference.close()
