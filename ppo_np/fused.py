@@ -36,7 +36,7 @@ from ppo_np.jit import jit
 from ppo_np.layers import TANH_FLOAT32, tanh_rational
 from ppo_np.losses import LossCoefs, Minibatch
 from ppo_np.mlp import ACTIVATION_CODES, MLP
-from ppo_np.params import num_params, views_of
+from ppo_np.params import aligned_empty, num_params, views_of
 
 LOG_2PI = math.log(2.0 * math.pi)
 #: a first layer with at most this many inputs runs in ``input_layer_kernel`` / ``input_backward_kernel``
@@ -66,9 +66,10 @@ class _Workspace:
         self.code = ACTIVATION_CODES[mlp.activation_name]
         self.rational_tanh = mlp.dtype == np.float32
         self.small_input = mlp.sizes[0] <= INPUT_KERNEL_MAX_FAN_IN
-        self.hidden = [np.empty((max_rows, n), mlp.dtype) for n in mlp.sizes[1:-1]]    # h_0 .. h_{L-2}
-        self.upstream = [np.empty((max_rows, n), mlp.dtype) for n in mlp.sizes[1:-1]]  # dL/dh_0 .. dL/dh_{L-2}
-        self.output = np.empty((max_rows, mlp.sizes[-1]), mlp.dtype)                 # z = h W_L, then dL/dz
+        # each on a cache line (``params.aligned_empty``): the kernels' vector loops run along their rows
+        self.hidden = [aligned_empty((max_rows, n), mlp.dtype) for n in mlp.sizes[1:-1]]    # h_0 .. h_{L-2}
+        self.upstream = [aligned_empty((max_rows, n), mlp.dtype) for n in mlp.sizes[1:-1]]  # dL/dh_0 .. dL/dh_{L-2}
+        self.output = aligned_empty((max_rows, mlp.sizes[-1]), mlp.dtype)                 # z = h W_L, then dL/dz
         self._no_hidden = np.empty((max_rows, 0), mlp.dtype)
         self.dW = [grads[f"W{l}"] for l in range(L)]               # where the gradients go
         self.db = [grads[f"b{l}"] for l in range(L)]
@@ -131,8 +132,10 @@ class FusedLoss:
             raise ValueError(f"max_rows must be an integer >= 1, got {max_rows!r}")
         self.actor, self.critic, self.max_rows = actor, critic, int(max_rows)
         dtype = actor.dtype
-        self.actor_flat_grad = np.zeros(num_params(actor.params), dtype)
-        self.critic_flat_grad = np.zeros(num_params(critic.params), dtype)
+        self.actor_flat_grad = aligned_empty(num_params(actor.params), dtype)      # laid out like the packed
+        self.critic_flat_grad = aligned_empty(num_params(critic.params), dtype)    # parameters, aligned alike
+        self.actor_flat_grad.fill(0)
+        self.critic_flat_grad.fill(0)
         self.actor_grads = views_of(self.actor_flat_grad, actor.params)
         self.critic_grads = views_of(self.critic_flat_grad, critic.params)
         self._actor = _Workspace(actor.mlp, max_rows, self.actor_grads)

@@ -96,6 +96,7 @@ from numba import literal_unroll
 import numpy as np
 
 from ppo_np.jit import jit
+from ppo_np.params import aligned_empty
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -481,7 +482,7 @@ class MinibatchGatherer:
         if len(rows) > 1:
             raise ValueError(f"sources must have the same number of rows, got {sorted(rows)}")
         self.n_rows = rows.pop()
-        self.buffers = tuple(np.empty((max_rows, *src.shape[1:]), dtype=src.dtype) for src in self.sources)
+        self.buffers = tuple(aligned_empty((max_rows, *src.shape[1:]), src.dtype) for src in self.sources)
         # every field as (M, D) rows, 1-D ones as D = 1, so that one kernel body copies them all
         self._pairs = tuple((src, buf) if src.ndim == 2 else (src[:, None], buf[:, None])
                             for src, buf in zip(self.sources, self.buffers))
