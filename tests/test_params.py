@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ppo_np.params import assign_flat, contiguous_runs, flatten, num_params, pack, unflatten
+from ppo_np.params import CACHE_LINE, aligned_empty, assign_flat, contiguous_runs, flatten, num_params, pack, unflatten
 
 FAST = settings(deadline=None, max_examples=60)
 
@@ -122,9 +122,25 @@ def test_pack_keeps_names_shapes_values_and_shares_one_buffer(params):
     runs = contiguous_runs(packed.values())
     assert len(runs) == (1 if num_params(params) else 0)
     if runs:
+        assert runs[0].ctypes.data % CACHE_LINE == 0                   # the buffer starts on a cache line
         np.testing.assert_array_equal(runs[0], flatten(params))
         runs[0][...] = np.arange(runs[0].size)  # a write through the run is a write to every array
         np.testing.assert_array_equal(flatten(packed), np.arange(runs[0].size))
+
+
+@FAST
+@given(shape=shapes, dtype=st.sampled_from([np.float32, np.float64, np.int64, np.bool_]),
+       alignment=st.sampled_from([16, 32, 64, 128]))
+def test_aligned_empty_starts_on_the_boundary_and_is_an_ordinary_array_of_its_own(shape, dtype, alignment):
+    arrays = [aligned_empty(shape, dtype, alignment) for _ in range(3)]
+    for a in arrays:
+        assert a.size == 0 or a.ctypes.data % alignment == 0          # an empty array has no first element
+        assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
+    if arrays[0].size:
+        for a, b in zip(arrays, arrays[1:]):
+            assert not np.shares_memory(a, b)
+        arrays[0][...] = 1
+        assert np.all(arrays[0] == 1)
 
 
 @FAST
