@@ -132,19 +132,24 @@ def adam_update_kernel(params, grads, ms, vs, scale, lr, beta1, beta2, eps, bias
     The arrays must share one dtype (Numba indexes only uniform tuples at run time). Measured on a
     4-64-64-2 float32 actor: 84 us for the reference's seven NumPy passes per array, 9 us fused.
     lr (m / bias1) / (sqrt(v / bias2) + eps) is computed as (lr / bias1) m / (sqrt(v) / sqrt(bias2) + eps),
-    equal up to rounding.
+    equal up to rounding. The scalars are cast to the moments' dtype first, so float32 networks step in
+    float32 as the reference does (Python floats beside float32 arrays would make every entry a float64
+    round trip: 4.6 us against 1.9 us for that actor).
     """
-    step = lr / bias1                                   # lr m_hat / (sqrt(v_hat) + eps) with one
-    inv_sqrt_bias2 = 1.0 / np.sqrt(bias2)               # sqrt and one division per entry: 6 us, not 10
     for k in range(len(params)):
         p, g, m, v = params[k], grads[k], ms[k], vs[k]
+        real = m.dtype.type
+        step = real(lr / bias1)                         # lr m_hat / (sqrt(v_hat) + eps) with one
+        inv_sqrt_bias2 = real(1.0 / np.sqrt(bias2))     # sqrt and one division per entry: 6 us, not 10
+        beta1_, beta2_, rest1, rest2 = real(beta1), real(beta2), real(1.0 - beta1), real(1.0 - beta2)
+        eps_, scale_ = real(eps), real(scale)
         for i in range(p.size):
-            g_i = scale * g[i]
-            m_i = beta1 * m[i] + (1.0 - beta1) * g_i                           # m_t
-            v_i = beta2 * v[i] + (1.0 - beta2) * g_i * g_i                     # v_t
+            g_i = scale_ * g[i]
+            m_i = beta1_ * m[i] + rest1 * g_i                                  # m_t
+            v_i = beta2_ * v[i] + rest2 * g_i * g_i                            # v_t
             m[i] = m_i
             v[i] = v_i
-            p[i] -= step * m_i / (np.sqrt(v_i) * inv_sqrt_bias2 + eps)        # theta_t
+            p[i] -= step * m_i / (np.sqrt(v_i) * inv_sqrt_bias2 + eps_)       # theta_t
 
 
 def global_norm(*grad_sets: Params) -> float:
