@@ -280,7 +280,9 @@ class PPO:
         self.ent_coef.at(progress)           # a schedule's value for this update; the tuner moves it in observe
         # One minibatch per epoch (minibatch_size >= the valid samples): shuffling it would only reorder
         # the sums of its mean, so its rows are gathered once, in order, for every epoch.
+        t0 = clock()
         whole_batch = gather(valid) if 0 < valid.size <= cfg.minibatch_size else None
+        fwd_bwd += clock() - t0                  # a gather, timed with the others
         for epoch in range(cfg.update_epochs):
             if stop:
                 break
