@@ -36,7 +36,7 @@ from ppo_np.jit import jit
 from ppo_np.layers import TANH_FLOAT32, tanh_rational
 from ppo_np.losses import LossCoefs, Minibatch
 from ppo_np.mlp import ACTIVATION_CODES, MLP
-from ppo_np.params import aligned_empty, num_params, views_of
+from ppo_np.params import aligned_empty, aligned_zeros, num_params, views_of
 
 LOG_2PI = math.log(2.0 * math.pi)
 #: a first layer with at most this many inputs runs in ``input_layer_kernel`` / ``input_backward_kernel``
@@ -132,10 +132,8 @@ class FusedLoss:
             raise ValueError(f"max_rows must be an integer >= 1, got {max_rows!r}")
         self.actor, self.critic, self.max_rows = actor, critic, int(max_rows)
         dtype = actor.dtype
-        self.actor_flat_grad = aligned_empty(num_params(actor.params), dtype)      # laid out like the packed
-        self.critic_flat_grad = aligned_empty(num_params(critic.params), dtype)    # parameters, aligned alike
-        self.actor_flat_grad.fill(0)
-        self.critic_flat_grad.fill(0)
+        self.actor_flat_grad = aligned_zeros(num_params(actor.params), dtype)      # laid out like the packed
+        self.critic_flat_grad = aligned_zeros(num_params(critic.params), dtype)    # parameters, aligned alike
         self.actor_grads = views_of(self.actor_flat_grad, actor.params)
         self.critic_grads = views_of(self.critic_flat_grad, critic.params)
         self._actor = _Workspace(actor.mlp, max_rows, self.actor_grads)

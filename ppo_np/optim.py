@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ppo_np.jit import jit
-from ppo_np.params import Params, aligned_empty, contiguous_runs, num_params, views_of
+from ppo_np.params import Params, aligned_zeros, contiguous_runs, num_params, views_of
 
 
 class Adam:
@@ -48,9 +48,7 @@ class Adam:
                 raise ValueError(f"Adam needs C-contiguous arrays to update in place; parameter {k!r} is not")
         # m and v as one vector each, named views for the state dict; the parameters as their runs of
         # back-to-back arrays (one run for a packed network), so one kernel call updates everything
-        self._m_flat, self._v_flat = (aligned_empty(num_params(params), _dtype_of(params)) for _ in range(2))
-        self._m_flat.fill(0)
-        self._v_flat.fill(0)
+        self._m_flat, self._v_flat = (aligned_zeros(num_params(params), _dtype_of(params)) for _ in range(2))
         self.m, self.v = views_of(self._m_flat, params), views_of(self._v_flat, params)
         self._param_runs = tuple(contiguous_runs(params.values()))
         bounds = np.cumsum([0] + [run.size for run in self._param_runs])

@@ -38,6 +38,13 @@ def aligned_empty(shape, dtype, alignment: int = CACHE_LINE) -> np.ndarray:
     return raw[start:start + size].reshape(shape)
 
 
+def aligned_zeros(shape, dtype, alignment: int = CACHE_LINE) -> np.ndarray:
+    """``np.zeros(shape, dtype)`` on an ``alignment``-byte boundary (``aligned_empty``, filled with 0)."""
+    out = aligned_empty(shape, dtype, alignment)
+    out.fill(0)
+    return out
+
+
 def num_params(params: Params) -> int:
     """Total number of scalars in the set."""
     return sum(p.size for p in params.values())

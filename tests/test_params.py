@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ppo_np.params import CACHE_LINE, aligned_empty, assign_flat, contiguous_runs, flatten, num_params, pack, unflatten
+from ppo_np.params import CACHE_LINE, aligned_empty, aligned_zeros, assign_flat, contiguous_runs, flatten, num_params, pack, unflatten
 
 FAST = settings(deadline=None, max_examples=60)
 
@@ -131,8 +131,9 @@ def test_pack_keeps_names_shapes_values_and_shares_one_buffer(params):
 @FAST
 @given(shape=shapes, dtype=st.sampled_from([np.float32, np.float64, np.int64, np.bool_]),
        alignment=st.sampled_from([16, 32, 64, 128]))
-def test_aligned_empty_starts_on_the_boundary_and_is_an_ordinary_array_of_its_own(shape, dtype, alignment):
-    arrays = [aligned_empty(shape, dtype, alignment) for _ in range(3)]
+def test_aligned_empty_and_zeros_start_on_the_boundary_and_are_ordinary_arrays_of_their_own(shape, dtype, alignment):
+    arrays = [aligned_empty(shape, dtype, alignment) for _ in range(2)] + [aligned_zeros(shape, dtype, alignment)]
+    assert not np.any(arrays[2])                                        # aligned_zeros is zero-filled
     for a in arrays:
         assert a.size == 0 or a.ctypes.data % alignment == 0          # an empty array has no first element
         assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
