@@ -48,7 +48,12 @@ limits measured in the same run, right after each seed:
              samples processed (epochs x batch size x updates: an upper bound by the ~1% reset steps
              that are masked out) at this machine's single-threaded float32 np.matmul rate, timed at
              exactly those shapes: (mb, in) @ (in, out), (in, mb) @ (mb, out), (mb, out) @ (out, in).
-Each ratio is phase time / limit time: how far above its floor the phase runs.
+Each ratio is phase time / limit time: how far above its floor the phase runs. Beside the second
+limit, the time of one ``FusedLoss`` call (the loss and both gradients of a full minibatch) measured
+alone and warm (``loss_call_alone_us``) against its matrix products alone
+(``matmul_floor_per_call_us``); times the calls the run made (updates x epochs x minibatches per
+epoch), that gives a third ceiling: SB3's median wall over the env with random actions plus those
+calls, the ratio ppo-np could reach if its act step, Adam and every per-update cost were free.
 Benchmarks are scripts, never tests.
 """
 from __future__ import annotations
@@ -73,6 +78,8 @@ import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from ppo_np import PPO, PPOConfig, evaluate  # noqa: E402
+from ppo_np.fused import FusedLoss  # noqa: E402
+from ppo_np.losses import LossCoefs, Minibatch  # noqa: E402
 from ppo_np.rollout import make_vector_env  # noqa: E402
 
 #: name -> (env, num_envs, num_steps, minibatch, epochs, gamma, gae_lambda, lr, lr schedule, clip, clip schedule,
@@ -278,8 +285,27 @@ def matmul_limit(layers: list[tuple[int, int]], minibatch: int, dtype: str = "fl
             "gflops_per_s": flops * minibatch / seconds / 1e9}
 
 
+def loss_call_time(agent: PPO, minibatch: int, repeats: int = 5) -> float:
+    """Median seconds of one ``FusedLoss`` call (the loss and both networks' gradients: all of the
+    minibatch phase but the clip and Adam) of ``agent``'s networks on ``minibatch`` rows, measured
+    alone and warm. The rows are the trained policy's own actions in states drawn around the origin;
+    the time does not depend on their values."""
+    rng = np.random.default_rng(0)
+    cfg = agent.config
+    obs = rng.standard_normal((minibatch, agent.obs_dim)).astype(cfg.dtype)
+    actions, logp, dist = agent.actor.act(obs, rng)
+    mb = Minibatch(obs=obs, actions=actions, logp_old=logp, advantages=rng.standard_normal(minibatch),
+                   returns=rng.standard_normal(minibatch), values_old=agent.critic(obs), dist_old=dist,
+                   log_std_old=agent.actor.log_std)
+    coefs = LossCoefs(surrogate="penalty" if cfg.algo == "penalty" else "clip", clip_eps=cfg.clip_coef,
+                      vf_coef=cfg.vf_coef, vf_clip=cfg.vf_clip, ent_coef=cfg.ent_coef)
+    loss = FusedLoss(agent.actor, agent.critic, minibatch)
+    with threadpool_limits(limits=1, user_api="blas"):
+        return median_time(lambda: loss(mb, coefs, normalize_advantages=cfg.norm_adv), repeats)
+
+
 def breakdown_row(agent: PPO, spec: dict, learn_wall: float, seed: int, rate: dict) -> dict:
-    """The phases of one seed, with the two limits measured now."""
+    """The phases of one seed, with the two limits measured now (and the loss calls at ``rate``'s speed)."""
     phases = getattr(agent, "phase_times", None)
     if not phases:
         return {"seed": seed, "phase_times": None}
@@ -291,10 +317,13 @@ def breakdown_row(agent: PPO, spec: dict, learn_wall: float, seed: int, rate: di
     rollout_s = phases["env_step"] + phases["inference"] + phases["storage"]
     minibatch_s = phases["minibatch_fwd_bwd"] + phases["optimizer"]
     limit_s = samples * rate["flops_per_sample"] / (rate["gflops_per_s"] * 1e9)
+    minibatches = math.ceil(spec["num_envs"] * spec["num_steps"] / spec["minibatch_size"])   # per epoch
+    calls = agent.update_count * spec["update_epochs"] * minibatches
     return {"seed": seed, "learn_wall_s": learn_wall, "phase_times": phases,
             "rollout_s": rollout_s, "random_action_s": random_s, "rollout_ratio": rollout_s / random_s,
             "samples_processed": samples, "flops": samples * rate["flops_per_sample"],
-            "minibatch_s": minibatch_s, "matmul_limit_s": limit_s, "minibatch_ratio": minibatch_s / limit_s}
+            "minibatch_s": minibatch_s, "matmul_limit_s": limit_s, "minibatch_ratio": minibatch_s / limit_s,
+            "loss_calls": calls, "loss_calls_alone_s": calls * rate["loss_call_s"]}
 
 
 def summarise_breakdown(rows: list[dict], rate: dict) -> dict:
@@ -316,7 +345,11 @@ def summarise_breakdown(rows: list[dict], rate: dict) -> dict:
                           "flops_per_sample": rate["flops_per_sample"],
                           "matmul_gflops_per_s": round(rate["gflops_per_s"], 3),
                           "limit_s": round(mean(r["matmul_limit_s"] for r in rows), 3),
-                          "ratio": round(statistics.median(r["minibatch_ratio"] for r in rows), 2)},
+                          "ratio": round(statistics.median(r["minibatch_ratio"] for r in rows), 2),
+                          "loss_calls": rows[0]["loss_calls"],
+                          "loss_call_alone_us": round(rate["loss_call_s"] * 1e6, 1),
+                          "matmul_floor_per_call_us": round(rate["minibatch_matmul_s"] * 1e6, 1),
+                          "loss_calls_alone_s": round(mean(r["loss_calls_alone_s"] for r in rows), 3)},
             "seeds": len(rows)}
 
 
@@ -372,6 +405,7 @@ def bench_config(name: str, seeds: int, vs_sb3: bool, vectorization: str, breakd
                 if breakdown:
                     if rate is None:
                         rate = matmul_limit(mlp_layers(agent), spec["minibatch_size"], agent.config.dtype)
+                        rate["loss_call_s"] = loss_call_time(agent, spec["minibatch_size"])
                     parts.append(breakdown_row(agent, spec, row["learn_wall_s"], seed, rate))
             log(f"{name} seed {seed} {side}: {row['wall_s']:.1f} s, {row['steps_per_s']:.0f} steps/s, "
                 f"return {row['final_return']:.1f} (load {load_average()})")
@@ -388,12 +422,15 @@ def bench_config(name: str, seeds: int, vs_sb3: bool, vectorization: str, breakd
         rollout = report["breakdown"].get("rollout")
         if vs_sb3 and rollout and rollout["random_action_s"] > 0:
             # the best ratios ppo-np could reach if all but stepping its env (random actions) cost
-            # nothing, and if all but that and its minibatch phase's matrix products cost nothing
+            # nothing; if all but that and its minibatch phase's matrix products cost nothing; and if
+            # all but that env and its loss calls, each as fast as measured alone, cost nothing
             sb3_wall = report["sb3"]["wall_s"]["median"]
             ratio = report["wall_ratio_sb3_over_ppo_np"]
+            minibatch = report["breakdown"]["minibatch"]
             ratio["ceiling_env_only"] = round(sb3_wall / rollout["random_action_s"], 1)
-            ratio["ceiling_env_and_matmul"] = round(
-                sb3_wall / (rollout["random_action_s"] + report["breakdown"]["minibatch"]["limit_s"]), 1)
+            ratio["ceiling_env_and_matmul"] = round(sb3_wall / (rollout["random_action_s"] + minibatch["limit_s"]), 1)
+            ratio["ceiling_env_and_loss_calls"] = round(
+                sb3_wall / (rollout["random_action_s"] + minibatch["loss_calls_alone_s"]), 1)
     return report, (curves if curve else {})
 
 
@@ -439,7 +476,8 @@ def markdown(report: dict) -> str:
             s = c["sb3"]
             ratio = c["wall_ratio_sb3_over_ppo_np"]
             ceilings = [f"{label} {ratio[key]:.1f}x" for key, label in (("ceiling_env_only", "env"),
-                                                                       ("ceiling_env_and_matmul", "env + matmul"))
+                                                                       ("ceiling_env_and_matmul", "env + matmul"),
+                                                                       ("ceiling_env_and_loss_calls", "env + loss"))
                         if key in ratio]
             ceiling = f" (ceilings: {', '.join(ceilings)})" if ceilings else ""
             line += (f" {s['wall_s']['median']:.1f} | {s['steps_per_s']['median']:,.0f} | "
@@ -449,12 +487,16 @@ def markdown(report: dict) -> str:
     parts = [c for c in report["configs"] if c.get("breakdown", {}).get("phase_times_s")]
     if parts:
         lines += ["", "| config | " + " | ".join(PHASES) + " | other | rollout / random-action env | "
-                  "minibatch / matmul floor |", "|---|" + "---:|" * (len(PHASES) + 3)]
+                  "minibatch / matmul floor | loss call alone / its matmul floor |",
+                  "|---|" + "---:|" * (len(PHASES) + 4)]
         for c in parts:
             b = c["breakdown"]
+            mb = b["minibatch"]
             cells = (f"{b['phase_times_s'][k]:.2f} s ({b['phase_fractions'][k]:.0%})" for k in (*PHASES, "other"))
+            loss_call = (f"{mb['loss_call_alone_us']:.0f} / {mb['matmul_floor_per_call_us']:.0f} us"
+                         if "loss_call_alone_us" in mb else "not measured")     # runs saved before it was
             lines.append(f"| {c['name']} | " + " | ".join(cells)
-                         + f" | {b['rollout']['ratio']:.1f}x | {b['minibatch']['ratio']:.1f}x |")
+                         + f" | {b['rollout']['ratio']:.1f}x | {mb['ratio']:.1f}x | {loss_call} |")
     m, v = report["machine"], report["versions"]
     lines += ["", f"Wall time and steps/s: median over {report['seeds']} seeds; return: {EVAL_EPISODES} deterministic "
               f"evaluation episodes per seed, mean ± std over seeds. One thread per side. {m['cpu']} "
