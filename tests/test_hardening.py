@@ -504,16 +504,18 @@ def _kill_when_writing(proc: subprocess.Popen, run: Path, after: float) -> bool:
 def test_sigkill_at_random_moments_never_loses_the_checkpoint_and_resume_finishes(tmp_path):
     """12 kills, half at a random time, half the moment a checkpoint is being written.
 
-    After every kill: the run directory holds no checkpoint only if it never had one; otherwise its
-    checkpoint loads, is never older than the last one seen, and lags the metrics by at most the one
-    update in flight. The next command is --resume (or, with no checkpoint yet, the same fresh command
-    again); a run that finishes is checked whole (every update logged once, no temp file left) and the
-    kills go on in a new run directory.
+    The kill times are fractions of how long one whole run takes on this machine (measured first, by
+    a run that is left to finish and checked), so that the kills land inside runs however fast or
+    busy the machine is. After every kill: the run directory holds no checkpoint only if it never had
+    one; otherwise its checkpoint loads, is never older than the last one seen, and lags the metrics
+    by at most the one update in flight. The next command is --resume (or, with no checkpoint yet, the
+    same fresh command again); a run that finishes is checked whole (every update logged once, no
+    temp file left) and the kills go on in a new run directory.
     """
     rng = np.random.default_rng(20260507)
     updates = 80
     total = updates * 32
-    runs, kills, before_first, during_write, problems = 0, 0, 0, 0, []
+    runs, kills, before_first, during_write, problems = 1, 0, 0, 0, []
 
     def check_finished(run: Path):
         counters = saved_counters(run)
@@ -522,8 +524,15 @@ def test_sigkill_at_random_moments_never_loses_the_checkpoint_and_resume_finishe
             problems.append(f"{run.name} finished as {counters}, metrics {metrics_updates(run)[-3:]}, "
                             f"files {sorted(p.name for p in run.iterdir())}")
 
+    start = time.monotonic()
+    whole = subprocess.run(fresh_command(tmp_path / "run1", total), capture_output=True, env=ENV, timeout=120)
+    duration = time.monotonic() - start            # of one run, interpreter start-up included
+    assert whole.returncode == 0, whole.stderr.decode()
+    check_finished(tmp_path / "run1")
+
     run, last = None, None
     while kills < 12:
+        assert runs < 60, f"only {kills} of 12 kills landed in {runs} runs of about {duration:.1f} s each"
         if run is None:
             runs += 1
             run, last = tmp_path / f"run{runs}", None
@@ -531,14 +540,14 @@ def test_sigkill_at_random_moments_never_loses_the_checkpoint_and_resume_finishe
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
         if kills % 2 == 0:
             try:
-                proc.wait(timeout=rng.uniform(0.2, 2.5))
+                proc.wait(timeout=rng.uniform(0.1, 0.9) * duration)
                 killed = False
             except subprocess.TimeoutExpired:
                 proc.kill()
                 killed = True
         else:
             run.mkdir(parents=True, exist_ok=True)
-            killed = _kill_when_writing(proc, run, rng.uniform(1.0, 2.5))
+            killed = _kill_when_writing(proc, run, rng.uniform(0.3, 0.7) * duration)
         _, err = proc.communicate()
         if not killed:  # it finished before the kill
             assert proc.returncode == 0, err.decode()
