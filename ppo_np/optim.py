@@ -41,9 +41,13 @@ class Adam:
             raise ValueError(f"Adam betas must each lie in [0, 1), got {betas!r}")
         if not eps > 0:
             raise ValueError(f"Adam eps must be > 0, got {eps!r}")
+        if not params:
+            raise ValueError("Adam needs at least one parameter array, got none")
         self.params = params
         self.lr, self.beta1, self.beta2, self.eps = float(lr), float(beta1), float(beta2), float(eps)
         for k, p in params.items():
+            if not isinstance(p, np.ndarray):
+                raise ValueError(f"Adam updates NumPy arrays in place; parameter {k!r} is a {type(p).__name__}")
             if not p.flags.c_contiguous:
                 raise ValueError(f"Adam needs C-contiguous arrays to update in place; parameter {k!r} is not")
         # m and v as one vector each, named views for the state dict; the parameters as their runs of
@@ -63,7 +67,7 @@ class Adam:
     def step(self, grads: Params) -> None:
         """One Adam step with ``grads`` (same names and shapes as ``params``), all arrays at once."""
         self.step_flat(np.concatenate([np.asarray(grads[name], dtype=p.dtype).reshape(-1)
-                                       for name, p in self.params.items()]) if self.params else np.zeros(0))
+                                       for name, p in self.params.items()]))
 
     def step_flat(self, grad: np.ndarray, scale: float = 1.0) -> None:
         """``step`` with the gradient ``scale * grad``, ``grad`` one vector laid out as ``params.flatten``

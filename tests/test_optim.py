@@ -190,6 +190,13 @@ def test_invalid_hyperparameters_are_named(kwargs, shown):
         Adam({"x": np.zeros(2)}, **kwargs)
 
 
+@pytest.mark.parametrize("params, shown", [({}, "got none"), ({"w": [0.0, 1.0]}, "'w' is a list"),
+                                            ({"w": 3.0}, "'w' is a float")])
+def test_parameters_that_cannot_be_updated_in_place_are_named(params, shown):
+    with pytest.raises(ValueError, match=re.escape(shown)):
+        Adam(params)
+
+
 # --- clipping --------------------------------------------------------------------------------------
 
 def reference_norm(*grad_sets) -> float:
