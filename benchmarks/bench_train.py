@@ -514,7 +514,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of markdown tables")
     parser.add_argument("--plot", metavar="PNG", help=f"plot return against wall-clock time of {CURVE_CONFIG}")
     parser.add_argument("--curves", metavar="FILE", help=f"write the {CURVE_CONFIG} curves as JSON")
-    parser.add_argument("--breakdown", action="store_true", help="ppo-np's time per phase, against two limits")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="ppo-np's time per phase, against two limits, and one loss call timed alone")
     parser.add_argument("--vectorization", default="auto", choices=("auto", "native", "sync", "async"),
                         help="ppo-np's vector env (auto: gymnasium's native one where it exists)")
     parser.add_argument("--total-steps", type=int, default=None,
