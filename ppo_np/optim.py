@@ -41,15 +41,19 @@ class Adam:
             raise ValueError(f"Adam betas must each lie in [0, 1), got {betas!r}")
         if not eps > 0:
             raise ValueError(f"Adam eps must be > 0, got {eps!r}")
-        if not params:
-            raise ValueError("Adam needs at least one parameter array, got none")
+        if not isinstance(params, dict):
+            raise ValueError(f"Adam needs a dict of named parameter arrays, got a {type(params).__name__}")
         self.params = params
         self.lr, self.beta1, self.beta2, self.eps = float(lr), float(beta1), float(beta2), float(eps)
         for k, p in params.items():
             if not isinstance(p, np.ndarray):
                 raise ValueError(f"Adam updates NumPy arrays in place; parameter {k!r} is a {type(p).__name__}")
+            if not np.issubdtype(p.dtype, np.floating):   # an integer array would take truncated steps
+                raise ValueError(f"Adam needs floating-point parameters; {k!r} is {p.dtype}")
             if not p.flags.c_contiguous:
                 raise ValueError(f"Adam needs C-contiguous arrays to update in place; parameter {k!r} is not")
+        if num_params(params) == 0:
+            raise ValueError(f"Adam needs at least one parameter entry, got none in {len(params)} arrays")
         # m and v as one vector each, named views for the state dict; the parameters as their runs of
         # back-to-back arrays (one run for a packed network), so one kernel call updates everything
         self._m_flat, self._v_flat = (aligned_zeros(num_params(params), _dtype_of(params)) for _ in range(2))

@@ -190,8 +190,12 @@ def test_invalid_hyperparameters_are_named(kwargs, shown):
         Adam({"x": np.zeros(2)}, **kwargs)
 
 
-@pytest.mark.parametrize("params, shown", [({}, "got none"), ({"w": [0.0, 1.0]}, "'w' is a list"),
-                                            ({"w": 3.0}, "'w' is a float")])
+@pytest.mark.parametrize("params, shown", [
+    ({}, "got none in 0 arrays"), ({"w": np.zeros(0)}, "got none in 1 arrays"),
+    ({"w": np.zeros((0, 3), np.float32), "b": np.zeros(0)}, "got none in 2 arrays"),
+    ({"w": [0.0, 1.0]}, "'w' is a list"), ({"w": 3.0}, "'w' is a float"),
+    ({"w": np.zeros(2, np.int64)}, "'w' is int64"), (np.zeros(3), "got a ndarray"),
+])
 def test_parameters_that_cannot_be_updated_in_place_are_named(params, shown):
     with pytest.raises(ValueError, match=re.escape(shown)):
         Adam(params)
