@@ -52,8 +52,10 @@ Each ratio is phase time / limit time: how far above its floor the phase runs. B
 limit, the time of one ``FusedLoss`` call (the loss and both gradients of a full minibatch) measured
 alone and warm (``loss_call_alone_us``) against its matrix products alone
 (``matmul_floor_per_call_us``); times the calls the run made (updates x epochs x minibatches per
-epoch), that gives a third ceiling: SB3's median wall over the env with random actions plus those
-calls, the ratio ppo-np could reach if its act step, Adam and every per-update cost were free.
+epoch of the whole batch: an upper bound by the ~1% masked reset steps, like ``samples_processed``,
+which can leave one minibatch fewer or shorter), that gives a third ceiling: SB3's median wall over
+the env with random actions plus those calls, the ratio ppo-np could reach if its act step, Adam
+and every per-update cost were free.
 Benchmarks are scripts, never tests.
 """
 from __future__ import annotations
@@ -294,10 +296,10 @@ def loss_call_time(agent: PPO, minibatch: int, repeats: int = 5) -> float:
     cfg = agent.config
     obs = rng.standard_normal((minibatch, agent.obs_dim)).astype(cfg.dtype)
     actions, logp, dist = agent.actor.act(obs, rng)
-    mb = Minibatch(obs=obs, actions=actions, logp_old=logp, advantages=rng.standard_normal(minibatch),
-                   returns=rng.standard_normal(minibatch), values_old=agent.critic(obs), dist_old=dist,
-                   log_std_old=agent.actor.log_std)
-    coefs = LossCoefs(surrogate="penalty" if cfg.algo == "penalty" else "clip", clip_eps=cfg.clip_coef,
+    advantages, returns = rng.standard_normal((2, minibatch)).astype(cfg.dtype)
+    mb = Minibatch(obs=obs, actions=actions, logp_old=logp, advantages=advantages, returns=returns,
+                   values_old=agent.critic(obs), dist_old=dist, log_std_old=agent.actor.log_std)
+    coefs = LossCoefs(surrogate="penalty" if cfg.algo == "penalty" else "clip", clip_eps=max(cfg.clip_coef, 1e-8),
                       vf_coef=cfg.vf_coef, vf_clip=cfg.vf_clip, ent_coef=cfg.ent_coef)
     loss = FusedLoss(agent.actor, agent.critic, minibatch)
     with threadpool_limits(limits=1, user_api="blas"):
