@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ppo_np.params import CACHE_LINE, aligned_empty, aligned_zeros, assign_flat, contiguous_runs, flatten, num_params, pack, unflatten
+from ppo_np.params import (CACHE_LINE, aligned_empty, aligned_zeros, assign_flat, contiguous_runs, flatten, num_params,
+                           pack, unflatten)
 
 FAST = settings(deadline=None, max_examples=60)
 
