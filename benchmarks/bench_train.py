@@ -264,7 +264,7 @@ def random_action_time(env_id: str, num_envs: int, vector_steps: int, seed: int)
 def mlp_layers(agent: PPO) -> list[tuple[int, int]]:
     """(in, out) of every linear layer of the actor and of the critic."""
     sizes = list(agent.config.hidden_sizes)
-    actor = [agent.obs_dim, *sizes, agent.action_dim]
+    actor = [agent.obs_dim, *sizes, agent.head.net_dim]
     critic = [agent.obs_dim, *sizes, 1]
     return [(a, b) for net in (actor, critic) for a, b in zip(net[:-1], net[1:])]
 
@@ -298,7 +298,7 @@ def loss_call_time(agent: PPO, minibatch: int, repeats: int = 5) -> float:
     actions, logp, dist = agent.actor.act(obs, rng)
     advantages, returns = rng.standard_normal((2, minibatch)).astype(cfg.dtype)
     mb = Minibatch(obs=obs, actions=actions, logp_old=logp, advantages=advantages, returns=returns,
-                   values_old=agent.critic(obs), dist_old=dist, log_std_old=agent.actor.log_std)
+                   values_old=agent.critic(obs), dist_old=dist)
     coefs = LossCoefs(surrogate="penalty" if cfg.algo == "penalty" else "clip", clip_eps=max(cfg.clip_coef, 1e-8),
                       vf_coef=cfg.vf_coef, vf_clip=cfg.vf_clip, ent_coef=cfg.ent_coef)
     loss = FusedLoss(agent.actor, agent.critic, minibatch)

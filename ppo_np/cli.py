@@ -83,13 +83,12 @@ def _train_config(args: argparse.Namespace, continuous: bool) -> PPOConfig:
 
 
 def _probe_env(env_id: str, vectorization: str = "sync") -> bool:
-    """Build (and close) one copy of the environment; True when its actions are continuous.
+    """Build (and close) one copy of the environment; True when its policy head has continuous actions.
 
     Whatever the environment's constructor raises (a missing dependency, a broken registration)
     becomes a ValueError naming the id: at this point it is the input that is wrong.
     """
-    import gymnasium as gym
-
+    from ppo_np.heads import head_for
     from ppo_np.rollout import make_vector_env
 
     try:
@@ -99,7 +98,7 @@ def _probe_env(env_id: str, vectorization: str = "sync") -> bool:
     except Exception as exc:
         raise ValueError(f"cannot build environment {env_id!r}: {type(exc).__name__}: {exc}") from None
     try:
-        return not isinstance(probe.single_action_space, gym.spaces.Discrete)
+        return head_for(probe.single_action_space).continuous
     finally:
         probe.close()
 

@@ -29,9 +29,13 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from ppo_np import layers
+from ppo_np import layers, losses, surrogate, tangents, trpo
+from ppo_np.fused import FusedLoss
+from ppo_np.heads import Categorical, DiagGaussian, PolicyHead
+from ppo_np.losses import LossCoefs, Minibatch, ppo_loss
 from ppo_np.mlp import MLP
-from ppo_np.params import Params, flatten
+from ppo_np.params import Params, flatten, unflatten
+from ppo_np.policy import Actor, Critic
 
 DEFAULT_TOL = 1e-6
 DEFAULT_STEP = 1e-6
@@ -181,74 +185,28 @@ def _temperature(rng: np.random.Generator) -> float:
     return float(rng.choice([rng.uniform(0.3, 0.7), rng.uniform(1.5, 3.0)]))
 
 
-def _check_categorical(rng: np.random.Generator) -> list[Check]:
-    from ppo_np.distributions import Categorical as C
+def _check_heads(rng: np.random.Generator) -> list[Check]:
+    """Every policy head's log_prob, entropy and KL backwards, in its distribution parameters y."""
+    checks = []
+    for head in (Categorical(int(rng.integers(2, 6))), DiagGaussian(int(rng.integers(1, 4)))):
+        B = int(rng.integers(1, 6))
+        tau = _temperature(rng)
+        x = {"y": rng.standard_normal((B, head.dist_dim))}
+        pq = {"y_p": rng.standard_normal((B, head.dist_dim)), "y_q": rng.standard_normal((B, head.dist_dim))}
+        a = head.sample(x["y"], head.noise(rng, B), tau)
 
-    B, K = int(rng.integers(1, 6)), int(rng.integers(2, 6))
-    tau = _temperature(rng)
-    x = {"logits": 2.0 * rng.standard_normal((B, K))}
-    pq = {"logits_p": 2.0 * rng.standard_normal((B, K)), "logits_q": 2.0 * rng.standard_normal((B, K))}
-    a = rng.integers(0, K, size=B)
-    old = 2.0 * rng.standard_normal((B, K))
+        def kl_backward(dy, head=head, tau=tau, pq=pq):
+            return dict(zip(pq, head.kl_backward(dy, pq["y_p"], pq["y_q"], tau)))
 
-    def kl_backward(dy):
-        dp, dq = C.kl_backward(dy, pq["logits_p"], pq["logits_q"], tau)
-        return {"logits_p": dp, "logits_q": dq}
-
-    def terms():
-        logp, ent, kl, _ = C.policy_terms(x["logits"], a, tau, old)
-        return np.concatenate([logp, ent, kl])
-
-    def terms_backward(dy):
-        cache = C.policy_terms(x["logits"], a, tau, old)[3]
-        return {"logits": C.policy_terms_backward(dy[:B], dy[B:2 * B], dy[2 * B:], cache)}
-
-    return (check_gradients("categorical-log_prob", lambda: C.log_prob(x["logits"], a, tau),
-                            lambda dy: {"logits": C.log_prob_backward(dy, x["logits"], a, tau)}, x, rng)
-            + check_gradients("categorical-entropy", lambda: C.entropy(x["logits"], tau),
-                              lambda dy: {"logits": C.entropy_backward(dy, x["logits"], tau)}, x, rng)
-            + check_gradients("categorical-kl", lambda: C.kl(pq["logits_p"], pq["logits_q"], tau),
-                              kl_backward, pq, rng)
-            + check_gradients("categorical-terms", terms, terms_backward, x, rng))
-
-
-def _check_gaussian(rng: np.random.Generator) -> list[Check]:
-    from ppo_np.distributions import DiagGaussian as G
-
-    B, D = int(rng.integers(1, 6)), int(rng.integers(1, 4))
-    tau = _temperature(rng)
-    x = {"mean": rng.standard_normal((B, D)), "log_std": 0.5 * rng.standard_normal(D)}
-    pq = {"mean_p": rng.standard_normal((B, D)), "log_std_p": 0.5 * rng.standard_normal(D),
-          "mean_q": rng.standard_normal((B, D)), "log_std_q": 0.5 * rng.standard_normal(D)}
-    a = x["mean"] + tau * np.exp(x["log_std"]) * rng.standard_normal((B, D))
-    mean_old, log_std_old = rng.standard_normal((B, D)), 0.5 * rng.standard_normal(D)
-
-    def log_prob_backward(dy):
-        dm, dl = G.log_prob_backward(dy, x["mean"], x["log_std"], a, tau)
-        return {"mean": dm, "log_std": dl}
-
-    def entropy_backward(dy):
-        dm, dl = G.entropy_backward(dy, x["mean"], x["log_std"], tau)
-        return {"mean": dm, "log_std": dl}
-
-    def kl_backward(dy):
-        return dict(zip(pq, G.kl_backward(dy, *pq.values(), tau)))
-
-    def terms():
-        logp, ent, kl, _ = G.policy_terms(x["mean"], x["log_std"], a, tau, mean_old, log_std_old)
-        return np.concatenate([logp, ent, kl])
-
-    def terms_backward(dy):
-        cache = G.policy_terms(x["mean"], x["log_std"], a, tau, mean_old, log_std_old)[3]
-        dm, dl = G.policy_terms_backward(dy[:B], dy[B:2 * B], dy[2 * B:], cache)
-        return {"mean": dm, "log_std": dl}
-
-    return (check_gradients("gaussian-log_prob", lambda: G.log_prob(x["mean"], x["log_std"], a, tau),
-                            log_prob_backward, x, rng)
-            + check_gradients("gaussian-entropy", lambda: G.entropy(x["mean"], x["log_std"], tau),
-                              entropy_backward, x, rng)
-            + check_gradients("gaussian-kl", lambda: G.kl(*pq.values(), tau), kl_backward, pq, rng)
-            + check_gradients("gaussian-terms", terms, terms_backward, x, rng))
+        checks += (check_gradients(f"{head.name}-log_prob", lambda head=head, x=x, a=a, tau=tau: head.log_prob(x["y"], a, tau),
+                                   lambda dy, head=head, x=x, a=a, tau=tau: {"y": head.log_prob_backward(dy, x["y"], a, tau)},
+                                   x, rng)
+                   + check_gradients(f"{head.name}-entropy", lambda head=head, x=x, tau=tau: head.entropy(x["y"], tau),
+                                     lambda dy, head=head, x=x, tau=tau: {"y": head.entropy_backward(dy, x["y"], tau)},
+                                     x, rng)
+                   + check_gradients(f"{head.name}-kl", lambda head=head, pq=pq, tau=tau: head.kl(pq["y_p"], pq["y_q"], tau),
+                                     kl_backward, pq, rng))
+    return checks
 
 
 def surrogate_test_point(rng: np.random.Generator, B: int, clip_eps: float, margin: float = 1e-2):
@@ -263,22 +221,20 @@ def surrogate_test_point(rng: np.random.Generator, B: int, clip_eps: float, marg
 
 
 def _check_surrogates(rng: np.random.Generator) -> list[Check]:
-    from ppo_np import losses
-
     B, eps, beta = int(rng.integers(2, 9)), 0.2, float(rng.uniform(0.1, 3.0))
     logp, logp_old, adv = surrogate_test_point(rng, B, eps)
     x = {"logp": logp}
     y = {"logp": logp.copy(), "kl": rng.uniform(0.0, 0.5, size=B)}
 
     def penalty_backward(dy):
-        _, (dlogp, dkl), _ = losses.kl_penalty_surrogate(y["logp"], logp_old, adv, y["kl"], beta)
+        _, (dlogp, dkl), _ = surrogate.kl_penalty_surrogate(y["logp"], logp_old, adv, y["kl"], beta)
         return {"logp": dy * dlogp, "kl": dy * dkl}
 
-    return (check_gradients("surrogate-clip", lambda: losses.clipped_surrogate(x["logp"], logp_old, adv, eps)[0],
-                            lambda dy: {"logp": dy * losses.clipped_surrogate(x["logp"], logp_old, adv, eps)[1]},
+    return (check_gradients("surrogate-clip", lambda: surrogate.clipped_surrogate(x["logp"], logp_old, adv, eps)[0],
+                            lambda dy: {"logp": dy * surrogate.clipped_surrogate(x["logp"], logp_old, adv, eps)[1]},
                             x, rng)
             + check_gradients("surrogate-penalty",
-                              lambda: losses.kl_penalty_surrogate(y["logp"], logp_old, adv, y["kl"], beta)[0],
+                              lambda: surrogate.kl_penalty_surrogate(y["logp"], logp_old, adv, y["kl"], beta)[0],
                               penalty_backward, y, rng))
 
 
@@ -293,8 +249,6 @@ def value_test_point(rng: np.random.Generator, values: np.ndarray, vf_clip: floa
 
 
 def _check_value_losses(rng: np.random.Generator) -> list[Check]:
-    from ppo_np import losses
-
     B, vf_clip = int(rng.integers(2, 9)), 0.2
     x = {"values": rng.standard_normal(B)}
     returns, values_old = value_test_point(rng, x["values"], vf_clip)
@@ -309,7 +263,7 @@ def _check_value_losses(rng: np.random.Generator) -> list[Check]:
                               lambda dy: {"entropy": dy * losses.entropy_bonus(h["entropy"])[1]}, h, rng))
 
 
-def check_ppo_loss(rng: np.random.Generator, discrete: bool, surrogate: str,
+def check_ppo_loss(rng: np.random.Generator, head: PolicyHead, surrogate: str,
                    temperature: float | None = None, vf_clip: float | None = 0.2, fused: bool = False) -> list[Check]:
     """The whole chained ``ppo_loss`` against central differences in every actor and critic parameter;
     with ``fused``, its fused twin ``fused.FusedLoss`` (the one training runs) instead.
@@ -319,18 +273,15 @@ def check_ppo_loss(rng: np.random.Generator, discrete: bool, surrogate: str,
     from every kink (``surrogate_test_point``, ``value_test_point``); an old policy that differs from the
     current one, so the KL and its gradient are not trivially 0.
     """
-    from ppo_np.losses import LossCoefs, Minibatch, ppo_loss
-    from ppo_np.policy import Actor, Critic
-
-    B, obs_dim, n_act = int(rng.integers(3, 8)), 3, int(rng.integers(2, 4))
+    B, obs_dim = int(rng.integers(3, 8)), 3
     tau = _temperature(rng) if temperature is None else temperature
     clip_eps = 0.2
-    actor = Actor(obs_dim, n_act, discrete, (5, 4), rng=rng)
+    actor = Actor(obs_dim, head, (5, 4), rng=rng)
     critic = Critic(obs_dim, (5, 4), rng=rng)
     for p in (*actor.params.values(), *critic.params.values()):
         p[...] = 0.5 * rng.standard_normal(p.shape)
-    if not discrete:
-        actor.params["log_std"][...] = 0.3 * rng.standard_normal(n_act)
+    for p in actor.head_params.values():
+        p[...] = 0.3 * rng.standard_normal(p.shape)
     obs = rng.standard_normal((B, obs_dim))
     actions, logp, out = actor.act(obs, rng, temperature=tau)
     adv = away_from_zero(rng, B)
@@ -338,16 +289,13 @@ def check_ppo_loss(rng: np.random.Generator, discrete: bool, surrogate: str,
     logp_old = logp - np.log(ratio)                             # r = ratio at the test point, off the kinks
     returns, values_old = value_test_point(rng, critic(obs), 0.2 if vf_clip is None else vf_clip)
     mb = Minibatch(obs, actions, logp_old, adv, returns, values_old,
-                   dist_old=out + 0.3 * rng.standard_normal(out.shape),
-                   log_std_old=None if discrete else actor.params["log_std"] + 0.2 * rng.standard_normal(n_act))
+                   dist_old=out + 0.3 * rng.standard_normal(out.shape))
     coefs = LossCoefs(surrogate=surrogate, clip_eps=clip_eps, beta=float(rng.uniform(0.5, 2.0)), vf_coef=0.7,
                       vf_clip=vf_clip, ent_coef=0.05, temperature=tau)
     inputs = {**{f"actor/{k}": v for k, v in actor.params.items()},
               **{f"critic/{k}": v for k, v in critic.params.items()}}
 
     if fused:
-        from ppo_np.fused import FusedLoss
-
         loss_and_grads = FusedLoss(actor, critic, B)
 
         def evaluate():
@@ -363,13 +311,18 @@ def check_ppo_loss(rng: np.random.Generator, discrete: bool, surrogate: str,
         return {**{f"actor/{k}": dy * g for k, g in actor_grads.items()},
                 **{f"critic/{k}": dy * g for k, g in critic_grads.items()}}
 
-    name = f"{'fused' if fused else 'ppo_loss'}-{'categorical' if discrete else 'gaussian'}-{surrogate}"
+    name = f"{'fused' if fused else 'ppo_loss'}-{head.name}-{surrogate}"
     return check_gradients(name, lambda: evaluate()[0], backward, inputs, rng)
 
 
 def _check_ppo_losses(rng: np.random.Generator) -> list[Check]:
-    return [c for fused in (False, True) for discrete in (True, False) for surrogate in ("clip", "penalty")
-            for c in check_ppo_loss(rng, discrete, surrogate, fused=fused)]
+    return [c for fused in (False, True) for head in test_heads(rng) for surrogate in ("clip", "penalty")
+            for c in check_ppo_loss(rng, head, surrogate, fused=fused)]
+
+
+def test_heads(rng: np.random.Generator) -> tuple[PolicyHead, ...]:
+    """One head of every kind in ``heads.HEADS``, with a small random number of actions (2 or 3)."""
+    return (Categorical(int(rng.integers(2, 4))), DiagGaussian(int(rng.integers(2, 4))))
 
 
 # --- forward mode and TRPO ---------------------------------------------------------------------------
@@ -411,8 +364,6 @@ def _random_direction(params: Params, rng: np.random.Generator) -> Params:
 
 
 def _check_layer_tangents(rng: np.random.Generator) -> list[Check]:
-    from ppo_np import tangents
-
     B, n, m = (int(k) for k in rng.integers(1, 6, size=3))
     arrays = {"x": rng.standard_normal((B, n)), "W": rng.standard_normal((n, m)), "b": rng.standard_normal(m)}
     v = _random_direction(arrays, rng)
@@ -428,8 +379,6 @@ def _check_layer_tangents(rng: np.random.Generator) -> list[Check]:
 
 
 def _check_mlp_tangents(rng: np.random.Generator) -> list[Check]:
-    from ppo_np import tangents
-
     checks = []
     for act in ("tanh", "relu"):
         mlp = MLP((3, 5, 4, 2), act, rng=rng, hidden_gain=1.0, out_gain=1.0)
@@ -442,40 +391,27 @@ def _check_mlp_tangents(rng: np.random.Generator) -> list[Check]:
     return checks
 
 
-def trpo_test_point(rng: np.random.Generator, discrete: bool, activation: str = "tanh"):
-    """(actor, obs, tau): a small actor with O(1) outputs (parameters ~ N(0, 0.5^2), log_std ~ N(0, 0.3^2)),
-    a few random states and a temperature away from 1."""
-    from ppo_np.policy import Actor
-
-    B, obs_dim, n_act = int(rng.integers(3, 8)), 3, int(rng.integers(2, 4))
-    actor = Actor(obs_dim, n_act, discrete, (5, 4), activation, rng=rng)
+def trpo_test_point(rng: np.random.Generator, head: PolicyHead, activation: str = "tanh"):
+    """(actor, obs, tau): a small actor with O(1) outputs (parameters ~ N(0, 0.5^2), the head's own ~
+    N(0, 0.3^2)), a few random states and a temperature away from 1."""
+    B, obs_dim = int(rng.integers(3, 8)), 3
+    actor = Actor(obs_dim, head, (5, 4), activation, rng=rng)
     for p in actor.params.values():
         p[...] = 0.5 * rng.standard_normal(p.shape)
-    if not discrete:
-        actor.params["log_std"][...] = 0.3 * rng.standard_normal(n_act)
+    for p in actor.head_params.values():
+        p[...] = 0.3 * rng.standard_normal(p.shape)
     return actor, rng.standard_normal((B, obs_dim)), _temperature(rng)
 
 
-def _policy_name(discrete: bool) -> str:
-    return "categorical" if discrete else "gaussian"
-
-
 def _check_actor_tangents(rng: np.random.Generator) -> list[Check]:
-    """J v of the actor's distribution parameters: (z) or (mu, log_std broadcast to every state)."""
-    from ppo_np import tangents
-
+    """J v of the actor's distribution parameters y (a Gaussian's log_std in every state)."""
     checks = []
-    for discrete in (True, False):
-        actor, obs, _ = trpo_test_point(rng, discrete)
+    for head in test_heads(rng):
+        actor, obs, _ = trpo_test_point(rng, head)
         v = _random_direction(actor.params, rng)
-        dout, dlog_std = tangents.actor_tangent(actor, actor.forward(obs)[1], v)
-
-        def forward():
-            out = actor.forward(obs)[0]
-            return out if discrete else np.concatenate([out.ravel(), actor.params["log_std"]])
-
-        tangent = dout if discrete else np.concatenate([dout.ravel(), dlog_std])
-        checks.append(check_directional(f"tangent-actor-{_policy_name(discrete)}", forward, tangent, actor.params, v))
+        dy = tangents.actor_tangent(actor, actor.forward(obs)[1], v)
+        checks.append(check_directional(f"tangent-actor-{head.name}", lambda: actor.forward(obs)[0], dy,
+                                        actor.params, v))
     return checks
 
 
@@ -485,14 +421,10 @@ def _check_fisher(rng: np.random.Generator) -> list[Check]:
     The old policy is frozen at the test point; g(theta) = d/dtheta mean KL(pi_old || pi_theta) vanishes
     there and (g(theta + h v) - g(theta - h v)) / 2h -> H v = F v. One row per parameter array.
     """
-    from ppo_np import trpo
-    from ppo_np.params import unflatten
-
     checks = []
-    for discrete in (True, False):
-        actor, obs, tau = trpo_test_point(rng, discrete)
+    for head in test_heads(rng):
+        actor, obs, tau = trpo_test_point(rng, head)
         dist_old = actor.forward(obs)[0]
-        log_std_old = None if discrete else actor.params["log_std"].copy()
         v = _random_direction(actor.params, rng)
         Fv = unflatten(trpo.fisher_vector_product(actor, trpo.fisher_point(actor, obs, tau), flatten(v)), actor.params)
         saved = {name: p.copy() for name, p in actor.params.items()}
@@ -500,40 +432,34 @@ def _check_fisher(rng: np.random.Generator) -> list[Check]:
         def grad_at(t: float) -> Params:
             for name, p in actor.params.items():
                 p[...] = saved[name] + t * v[name]
-            return trpo.mean_kl_gradient(actor, obs, dist_old, log_std_old, tau)
+            return trpo.mean_kl_gradient(actor, obs, dist_old, tau)
 
         plus, minus = grad_at(DEFAULT_STEP), grad_at(-DEFAULT_STEP)
         for name, p in actor.params.items():
             p[...] = saved[name]
         for name in actor.params:
             err = relative_error(Fv[name], (plus[name] - minus[name]) / (2.0 * DEFAULT_STEP))
-            checks.append(Check(f"fisher-{_policy_name(discrete)}", name, err, err < DEFAULT_TOL))
+            checks.append(Check(f"fisher-{head.name}", name, err, err < DEFAULT_TOL))
     return checks
 
 
 def _check_trpo_surrogate(rng: np.random.Generator) -> list[Check]:
     """The gradients TRPO uses, in every actor parameter: of the mean KL to a different old policy
     (``trpo.mean_kl_gradient``), and g = d mean(r A) / dtheta (``trpo.surrogate_gradient``) away from r = 1."""
-    from ppo_np import trpo
-    from ppo_np.losses import Minibatch
-    from ppo_np.params import unflatten
-
     checks = []
-    for discrete in (True, False):
-        actor, obs, tau = trpo_test_point(rng, discrete)
+    for head in test_heads(rng):
+        actor, obs, tau = trpo_test_point(rng, head)
         B = obs.shape[0]
-        actions, logp, out = actor.act(obs, rng, temperature=tau)
+        actions, logp, y = actor.act(obs, rng, temperature=tau)
         batch = Minibatch(obs, actions, logp - np.log(rng.uniform(0.5, 1.5, size=B)), away_from_zero(rng, B),
-                          np.zeros(B), np.zeros(B), out, None if discrete else actor.params["log_std"].copy())
-        old = {"out": out + 0.3 * rng.standard_normal(out.shape),                 # pi_old != pi_theta
-               "log_std": None if discrete else actor.params["log_std"] + 0.2 * rng.standard_normal(out.shape[1])}
+                          np.zeros(B), np.zeros(B), y)
+        y_old = y + 0.3 * rng.standard_normal(y.shape)                     # pi_old != pi_theta
         checks += check_gradients(
-            f"trpo-kl-{_policy_name(discrete)}",
-            lambda: np.array(np.mean(actor.kl(old["out"], old["log_std"], actor.forward(obs)[0], tau))),
-            lambda dy: {k: dy * g for k, g in trpo.mean_kl_gradient(actor, obs, old["out"], old["log_std"],
-                                                                     tau).items()},
+            f"trpo-kl-{head.name}",
+            lambda: np.array(np.mean(head.kl(y_old, actor.forward(obs)[0], tau))),
+            lambda dy: {k: dy * g for k, g in trpo.mean_kl_gradient(actor, obs, y_old, tau).items()},
             actor.params, rng)
-        checks += check_gradients(f"trpo-surrogate-{_policy_name(discrete)}",
+        checks += check_gradients(f"trpo-surrogate-{head.name}",
                                   lambda: np.array(trpo.surrogate_gradient(actor, batch, tau)[0]),
                                   lambda dy: {k: dy * g for k, g in unflatten(trpo.surrogate_gradient(
                                       actor, batch, tau)[1], actor.params).items()},
@@ -543,7 +469,7 @@ def _check_trpo_surrogate(rng: np.random.Generator) -> list[Check]:
 
 SUITE: list[Callable[[np.random.Generator], list[Check]]] = [
     _check_linear, _check_activations, _check_mlps,
-    _check_categorical, _check_gaussian, _check_surrogates, _check_value_losses, _check_ppo_losses,
+    _check_heads, _check_surrogates, _check_value_losses, _check_ppo_losses,
     _check_layer_tangents, _check_mlp_tangents, _check_actor_tangents, _check_fisher, _check_trpo_surrogate,
 ]
 

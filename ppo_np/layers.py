@@ -175,6 +175,100 @@ def activation(name: str) -> Activation:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}") from None
 
 
+# --- the same activations inside compiled kernels ---------------------------------------------------
+
+#: how a compiled kernel names each activation of ``ACTIVATIONS``
+ACTIVATION_CODES = {"identity": 0, "tanh": 1, "relu": 2}
+
+
+class CompiledActivation(NamedTuple):
+    """An activation as the compiled kernels take it.
+
+    code: ``ACTIVATION_CODES[name]``; rational_tanh: tanh is ``tanh_rational`` (float32 networks, as
+    ``tanh_forward`` does for float32 arrays) rather than np.tanh; tanh_coeffs: ``TANH_FLOAT32``.
+    """
+
+    code: int
+    rational_tanh: bool
+    tanh_coeffs: np.ndarray
+
+
+def compiled_activation(name: str, dtype) -> CompiledActivation:
+    """The ``CompiledActivation`` of activation ``name`` for arrays of ``dtype``."""
+    activation(name)  # a ValueError for an unknown name
+    return CompiledActivation(ACTIVATION_CODES[name], np.dtype(dtype) == np.float32, TANH_FLOAT32)
+
+
+@jit
+def activate(v, act):
+    """f(v) for one entry, ``act`` a ``CompiledActivation``: ``tanh_forward``, ``relu_forward`` or ``identity_forward`` (their references).
+
+    ReLU is v * 1[v > 0] as in ``relu_forward``, so NaN and -inf give NaN in both. Every constant is
+    a float32, so f(v) keeps v's precision: Numba types a Python int or float beside a float32 as
+    float64, and one such constant makes a whole float32 loop convert both ways.
+    """
+    code, rational_tanh, tanh_coeffs = act
+    if code == 1:
+        return tanh_rational(v, tanh_coeffs) if rational_tanh else np.tanh(v)
+    if code == 2:
+        return v if v > 0 else v * np.float32(0)
+    return v
+
+
+@jit
+def activation_derivative(y, code):
+    """f'(x) read off the output y = f(x), in y's precision: tanh 1 - y^2, ReLU 1[y > 0], identity 1.
+
+    The factors of ``tanh_backward``, ``relu_backward`` and ``identity_backward`` (1[y > 0] = 1[x > 0]).
+    """
+    one = np.float32(1)
+    if code == 1:
+        return one - y * y
+    if code == 2:
+        return one if y > 0 else np.float32(0)
+    return one
+
+
+@jit
+def matmul_rows(x, M, out):
+    """out = x M row by row, the inner loop along a contiguous row of M (LLVM vectorises it).
+
+    For the thin products (a fan-in or fan-out of a few units) where a BLAS call costs more than its
+    arithmetic. Shapes: x (B, n), M (n, m) -> out (B, m).
+    """
+    for r in range(x.shape[0]):
+        for j in range(M.shape[1]):
+            out[r, j] = 0
+        for i in range(x.shape[1]):
+            x_ri = x[r, i]
+            for j in range(M.shape[1]):
+                out[r, j] += x_ri * M[i, j]
+
+
+@jit
+def output_backward(h, W, dz, dW, db, dh):
+    """``linear_backward`` of an output layer with a fan-out K of a few units, in loops.
+
+    dW = h^T dz, db = 1^T dz, and dh = dz W^T when dh has columns (none: the layer's input is data).
+    K outside and the hidden units inside, dW and W taken transposed, so the inner loops run along
+    contiguous rows. Shapes: h (B, n), W (n, K), dz (B, K) -> dW (n, K), db (K,), dh (B, n).
+    Checked against ``linear_backward`` through ``tests/test_fused.py``.
+    """
+    n = h.shape[1]
+    K = W.shape[1]
+    dW_t = np.zeros((K, n))                                   # dW^T, accumulated in float64
+    db[:] = 0
+    for t in range(h.shape[0]):
+        for k in range(K):
+            g = dz[t, k]
+            db[k] += g
+            for i in range(n):
+                dW_t[k, i] += h[t, i] * g
+    dW[:] = dW_t.T
+    if dh.shape[1] > 0:
+        matmul_rows(dz, np.ascontiguousarray(W.T), dh)
+
+
 def orthogonal(shape: tuple[int, int], gain: float, rng: np.random.Generator, dtype=np.float64) -> np.ndarray:
     """A (n, m) matrix with W^T W = gain^2 I if n >= m, else W W^T = gain^2 I.
 

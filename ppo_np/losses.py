@@ -5,33 +5,8 @@ policy pi_old; everything is at a fixed temperature tau (the rollout's), for pi_
     logp_t = log pi_theta(a_t | s_t),   logp_old_t = log pi_old(a_t | s_t),
     r_t = pi_theta(a_t | s_t) / pi_old(a_t | s_t) = exp(logp_t - logp_old_t),   dr_t / dlogp_t = r_t.
 Every loss is a mean over the minibatch, hence the 1/B in every gradient. The advantages A_t are used
-as given (normalising them is the caller's choice).
-
-Clipped surrogate
------------------
-    L^CLIP = -(1/B) sum_t min(r_t A_t, clip(r_t, 1 - eps, 1 + eps) A_t).
-Read case by case (as in Spinning Up), the per-sample objective is
-    A_t > 0:  min(r_t, 1 + eps) A_t   -> r_t A_t if r_t <= 1 + eps, the constant (1 + eps) A_t beyond;
-    A_t < 0:  max(r_t, 1 - eps) A_t   -> r_t A_t if r_t >= 1 - eps, the constant (1 - eps) A_t below;
-    A_t = 0:  0.
-So the gradient is the unclipped one except where the objective is flat:
-    dL^CLIP / dlogp_t = -(1/B) r_t A_t  * (1 - flat_t),
-    flat_t = (A_t > 0 and r_t > 1 + eps) or (A_t < 0 and r_t < 1 - eps).
-Convention at the kink r_t = 1 +- eps exactly: both branches of the min are equal there; we take the
-unclipped branch r_t A_t, whose derivative is the one-sided derivative from inside the trust region,
-so the gradient vanishes only *strictly* outside [1 - eps, 1 + eps]. The per-sample objective never
-exceeds r_t A_t (pessimism: it is a lower bound of the unclipped surrogate). At r_t = 1 (before the
-first step of an update) nothing is flat and dL/dlogp_t = -A_t / B: chained through log pi this is the
-vanilla policy gradient -(1/B) sum_t A_t grad log pi_theta(a_t | s_t).
-
-KL-penalty surrogate
---------------------
-    L^KLPEN = -(1/B) sum_t r_t A_t + beta (1/B) sum_t KL(pi_old,tau(. | s_t) || pi_theta,tau(. | s_t)),
-with the analytic KL between the two action distributions state by state (never a distance between
-parameter vectors). Its gradients:
-    dL/dlogp_t = -(1/B) r_t A_t,      dL/dKL_t = beta / B,
-and KL_t's gradient w.r.t. the new distribution's parameters (logits, or mean and log_std) is
-``kl_backward``'s q-side in ``distributions.py``. beta is the caller's (adaptive) coefficient.
+as given (normalising them is the caller's choice). The policy surrogates L^CLIP and L^KLPEN, sample
+by sample, are in ``surrogate.py``.
 
 Value loss
 ----------
@@ -51,10 +26,11 @@ entering the total loss with a minus sign (a bonus).
 Total loss and the chain to the parameters
 ------------------------------------------
     L = L_pi + c_v L^V - c_e H,      L_pi = L^CLIP or L^KLPEN.
-The actor sees dL/dlogp_t, dL/dH_t = -c_e / B and (penalty only) dL/dKL_t = beta / B; one call of the
-distribution's ``policy_terms_backward`` turns those into dL/dz (or dL/dmu and dL/dl), and one MLP
-backward turns dL/dz into every weight's gradient. The critic sees dL/dV_t = c_v dL^V/dV_t and one MLP
-backward. One forward and one backward per network, nothing recomputed.
+The actor sees dL/dlogp_t, dL/dH_t = -c_e / B and (penalty only) dL/dKL_t = beta / B; the policy
+head's ``log_prob_backward``, ``entropy_backward`` and ``kl_backward`` (q side) turn those into dL/dy,
+y the distribution's parameters at each state (``heads/base.py``), whose sum the actor's backward
+chains to every parameter. The critic sees dL/dV_t = c_v dL^V/dV_t and one MLP backward. This is the
+readable specification; ``fused.FusedLoss`` computes the same in a few compiled calls.
 
 Diagnostics
 -----------
@@ -76,9 +52,9 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from ppo_np.distributions import Categorical, DiagGaussian, check_temperature
-from ppo_np.kernels import importance_ratios
+from ppo_np.heads.base import check_temperature
 from ppo_np.params import Params
+from ppo_np.surrogate import check_real, check_vector, clipped_surrogate, kl_penalty_surrogate
 
 SURROGATES = ("clip", "penalty")
 STAT_KEYS = ("policy_loss", "value_loss", "entropy", "approx_kl_k1", "approx_kl_k3", "exact_kl", "clip_frac",
@@ -91,13 +67,12 @@ class Minibatch(NamedTuple):
     """One minibatch of samples of the old policy, as ``ppo_loss`` consumes it (B rows)."""
 
     obs: np.ndarray                           # (B, obs_dim) observations the policy acted on
-    actions: np.ndarray                       # (B,) int64 (discrete) or (B, D) unclipped samples
+    actions: np.ndarray                       # (B, *action_shape) as the policy head stores them
     logp_old: np.ndarray                      # (B,) log pi_old,tau(a | s) of the tempered policy that acted
     advantages: np.ndarray                    # (B,) A_t, used as given
     returns: np.ndarray                       # (B,) value targets R_t
     values_old: np.ndarray                    # (B,) V_old(s_t) at rollout time (for vf_clip)
-    dist_old: Optional[np.ndarray]            # (B, K) old logits or (B, D) old means; None only for "clip"
-    log_std_old: Optional[np.ndarray] = None  # (D,) old log_std (Gaussian), None for a categorical policy
+    dist_old: Optional[np.ndarray]            # (B, dist_dim) the old policy's y (heads/base.py); None only for "clip"
 
 
 @dataclass(frozen=True)
@@ -125,12 +100,12 @@ class LossCoefs:
     def __post_init__(self):
         if self.surrogate not in SURROGATES:
             raise ValueError(f"surrogate must be one of {SURROGATES}, got {self.surrogate!r}")
-        _check_real("clip_eps", self.clip_eps, positive=True)
-        _check_real("beta", self.beta)
-        _check_real("vf_coef", self.vf_coef)
+        check_real("clip_eps", self.clip_eps, positive=True)
+        check_real("beta", self.beta)
+        check_real("vf_coef", self.vf_coef)
         if self.vf_clip is not None:
-            _check_real("vf_clip", self.vf_clip, positive=True)
-        _check_real("ent_coef", self.ent_coef)
+            check_real("vf_clip", self.vf_clip, positive=True)
+        check_real("ent_coef", self.ent_coef)
         check_temperature(self.temperature)
 
 
@@ -143,90 +118,6 @@ class LossResult(NamedTuple):
     stats: dict             # STAT_KEYS -> float
 
 
-def _check_real(name: str, value, positive: bool = False) -> float:
-    """A finite real number, > 0 if ``positive`` else >= 0; ValueError naming the value otherwise."""
-    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
-    if ok:
-        ok = math.isfinite(value) and (value > 0 if positive else value >= 0)
-    if not ok:
-        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
-    return float(value)
-
-
-def _check_vector(name: str, x, B: int, dtype) -> np.ndarray:
-    x = np.asarray(x, dtype=dtype)
-    if x.shape != (B,):
-        raise ValueError(f"{name} must have shape ({B},), got {x.shape}")
-    return x
-
-
-# --- policy surrogates --------------------------------------------------------------------------------
-
-def clipped_objective(ratio: np.ndarray, adv: np.ndarray, clip_eps: float) -> np.ndarray:
-    """The per-sample objective min(r A, clip(r, 1 - eps, 1 + eps) A) (to be maximised). (B,) -> (B,).
-
-    Never above r A: ``tests/test_losses.py::test_pessimism``.
-    """
-    return np.minimum(ratio * adv, np.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * adv)
-
-
-def clipped_surrogate(logp: np.ndarray, logp_old: np.ndarray, adv: np.ndarray, clip_eps: float):
-    r"""L^CLIP = -mean(min(r A, clip(r, 1 - eps, 1 + eps) A)), r = exp(logp - logp_old).
-
-    .. math:: \frac{\partial L^{CLIP}}{\partial \log\pi_t} = -\frac{r_t A_t}{B}\,
-              \big(1 - 1[(A_t > 0 \wedge r_t > 1+\epsilon) \vee (A_t < 0 \wedge r_t < 1-\epsilon)]\big)
-
-    Zero only strictly outside the clip range (at r = 1 +- eps the unclipped derivative is used).
-    Shapes: logp, logp_old, adv (B,) -> (loss float, dlogp (B,), stats dict with policy_loss,
-    clip_frac, approx_kl_k1, approx_kl_k3).
-    Checked by ``tests/test_losses.py::test_surrogate_gradients``,
-    ``::test_clipped_gradient_is_zero_exactly_where_flat``, ``::test_clipped_gradient_boundary_convention``
-    and ``::test_clipped_gradient_at_r_one``.
-    """
-    clip_eps = _check_real("clip_eps", clip_eps, positive=True)
-    logp, logp_old, adv = np.asarray(logp), np.asarray(logp_old), np.asarray(adv)
-    B = logp.shape[0]
-    logp_old = _check_vector("logp_old", logp_old, B, logp.dtype)
-    adv = _check_vector("advantages", adv, B, logp.dtype)
-    ratio, clip_frac, k1, k3 = importance_ratios(logp, logp_old, clip_eps)    # r = exp(logp - logp_old)
-    loss = -float(clipped_objective(ratio, adv, clip_eps).sum()) / B
-    flat = ((adv > 0) & (ratio > 1.0 + clip_eps)) | ((adv < 0) & (ratio < 1.0 - clip_eps))
-    dlogp = np.where(flat, 0.0, -ratio * adv / B).astype(logp.dtype, copy=False)   # -r A / B off the flat parts
-    stats = {"policy_loss": loss, "clip_frac": clip_frac, "approx_kl_k1": k1, "approx_kl_k3": k3}
-    return loss, dlogp, stats
-
-
-def kl_penalty_surrogate(logp: np.ndarray, logp_old: np.ndarray, adv: np.ndarray, kl: np.ndarray,
-                         beta: float, clip_eps: float = 0.2):
-    r"""L^KLPEN = -mean(r A) + beta * mean(KL), KL_t = KL(pi_old(. | s_t) || pi(. | s_t)) per state.
-
-    .. math:: \frac{\partial L^{KLPEN}}{\partial \log\pi_t} = -\frac{r_t A_t}{B},\qquad
-              \frac{\partial L^{KLPEN}}{\partial KL_t} = \frac{\beta}{B}
-
-    Chain dkl through the distribution's ``kl_backward`` (q side) for the new parameters' gradient.
-    ``clip_eps`` only defines the clip_frac diagnostic.
-    Shapes: logp, logp_old, adv, kl (B,) -> (loss float, (dlogp (B,), dkl (B,)), stats dict with
-    policy_loss, clip_frac, approx_kl_k1, approx_kl_k3, exact_kl).
-    Checked by ``tests/test_losses.py::test_surrogate_gradients`` (and through the logits by
-    ``::test_penalty_gradient_through_the_distribution``).
-    """
-    beta = _check_real("beta", beta)
-    clip_eps = _check_real("clip_eps", clip_eps, positive=True)
-    logp = np.asarray(logp)
-    B = logp.shape[0]
-    logp_old = _check_vector("logp_old", logp_old, B, logp.dtype)
-    adv = _check_vector("advantages", adv, B, logp.dtype)
-    kl = _check_vector("kl", kl, B, logp.dtype)
-    ratio, clip_frac, k1, k3 = importance_ratios(logp, logp_old, clip_eps)
-    exact_kl = float(kl.sum()) / B
-    loss = -float(np.dot(ratio, adv)) / B + beta * exact_kl
-    dlogp = -ratio * adv / B                                       # d(-mean(r A))/dlogp, dr/dlogp = r
-    dkl = np.full(B, beta / B, dtype=logp.dtype)                   # d(beta mean(KL))/dKL_t
-    stats = {"policy_loss": loss, "clip_frac": clip_frac, "approx_kl_k1": k1, "approx_kl_k3": k3,
-             "exact_kl": exact_kl}
-    return loss, (dlogp, dkl), stats
-
-
 # --- value loss, entropy, explained variance ---------------------------------------------------------
 
 def value_loss(values: np.ndarray, returns: np.ndarray):
@@ -237,7 +128,7 @@ def value_loss(values: np.ndarray, returns: np.ndarray):
     """
     values = np.asarray(values)
     B = values.shape[0]
-    err = values - _check_vector("returns", returns, B, values.dtype)   # (B,) V - R
+    err = values - check_vector("returns", returns, B, values.dtype)   # (B,) V - R
     loss = 0.5 * float(np.dot(err, err)) / B
     return loss, err / B, {"value_loss": loss}
 
@@ -255,11 +146,11 @@ def clipped_value_loss(values: np.ndarray, returns: np.ndarray, values_old: np.n
     Checked by ``tests/test_losses.py::test_value_loss_gradients`` and
     ``::test_clipped_value_gradient_is_zero_where_clipped_wins``.
     """
-    vf_clip = _check_real("vf_clip", vf_clip, positive=True)
+    vf_clip = check_real("vf_clip", vf_clip, positive=True)
     values = np.asarray(values)
     B = values.shape[0]
-    returns = _check_vector("returns", returns, B, values.dtype)
-    values_old = _check_vector("values_old", values_old, B, values.dtype)
+    returns = check_vector("returns", returns, B, values.dtype)
+    values_old = check_vector("values_old", values_old, B, values.dtype)
     delta = values - values_old                                                 # (B,) V - V_old
     v_clipped = values_old + np.clip(delta, -vf_clip, vf_clip)                  # V^clip
     err = values - returns                                                      # (B,) V - R
@@ -281,15 +172,6 @@ def entropy_bonus(entropy: np.ndarray):
     entropy = np.asarray(entropy)
     bonus = float(entropy.sum()) / entropy.shape[0]
     return bonus, np.full(entropy.shape, 1.0 / entropy.shape[0], dtype=entropy.dtype), {"entropy": bonus}
-
-
-def normalize_advantages(adv: np.ndarray) -> np.ndarray:
-    """(A - mean(A)) / (std(A) + 1e-8) over the given samples (population std), in their dtype.
-
-    Per minibatch, as cleanrl and stable-baselines3 do; the 1e-8 keeps a constant A finite (all zeros).
-    """
-    adv = np.asarray(adv)
-    return (adv - adv.mean()) / (adv.std() + 1e-8)
 
 
 def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
@@ -322,9 +204,9 @@ def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
 def ppo_loss(actor, critic, mb: Minibatch, coefs: LossCoefs) -> LossResult:
     r"""L = L_pi + c_v L^V - c_e H and dL/d(every parameter of actor and critic).
 
-    One actor forward (logits or means), one critic forward (values), the distribution's
-    ``policy_terms`` (log pi, H, KL from one log-softmax), the surrogate, value and entropy terms,
-    then one ``policy_terms_backward`` and one MLP backward per network (module docstring).
+    One actor forward (y, the distribution's parameters per state), one critic forward (values), the
+    head's log pi, H and KL(pi_old || pi), the surrogate, value and entropy terms, then the head's
+    backwards summed into dL/dy and one backward per network (module docstring).
     ``coefs.temperature`` must be the tau the rollout acted with (logp_old is log pi_old,tau); the KL
     of the penalty and of exact_kl is between the two tau-tempered distributions.
 
@@ -337,27 +219,24 @@ def ppo_loss(actor, critic, mb: Minibatch, coefs: LossCoefs) -> LossResult:
     """
     if not isinstance(coefs, LossCoefs):
         raise ValueError(f"coefs must be a LossCoefs, got {type(coefs).__name__}")
-    tau = coefs.temperature
+    tau, head = coefs.temperature, actor.head
     if coefs.surrogate == "penalty" and mb.dist_old is None:
-        raise ValueError("the 'penalty' surrogate needs mb.dist_old (the old policy's logits or means)")
+        raise ValueError("the 'penalty' surrogate needs mb.dist_old (the old policy's distribution parameters)")
 
-    dist_out, actor_cache = actor.forward(mb.obs)                   # (B, K) logits or (B, D) means
+    y, actor_cache = actor.forward(mb.obs)                          # (B, dist_dim)
     values, critic_cache = critic.forward(mb.obs)                   # (B,)
-    B, dtype = dist_out.shape[0], dist_out.dtype
+    B, dtype = y.shape[0], y.dtype
     if B < 1:
         raise ValueError("a minibatch needs at least one sample, got B = 0")
 
-    # log pi_tau(a|s), H(pi_tau(.|s)) and KL(pi_old,tau || pi_tau), from one pass over the outputs
-    if actor.discrete:
-        logp, ent, kl, terms = Categorical.policy_terms(dist_out, mb.actions, tau, mb.dist_old)
-    else:
-        mean_old = mb.dist_old
-        if mean_old is not None and mb.log_std_old is None:
-            raise ValueError("a Gaussian minibatch needs log_std_old (D,) along with dist_old")
-        logp, ent, kl, terms = DiagGaussian.policy_terms(dist_out, actor.params["log_std"], mb.actions, tau,
-                                                         mean_old, mb.log_std_old)
-    logp_old = _check_vector("logp_old", mb.logp_old, B, dtype)
-    adv = _check_vector("advantages", mb.advantages, B, dtype)
+    # log pi_tau(a|s), H(pi_tau(.|s)) and KL(pi_old,tau || pi_tau)
+    logp = head.log_prob(y, mb.actions, tau)
+    ent = head.entropy(y, tau)
+    if mb.dist_old is not None and np.shape(mb.dist_old) != y.shape:
+        raise ValueError(f"dist_old must have shape {y.shape} (the old policy's y), got {np.shape(mb.dist_old)}")
+    kl = None if mb.dist_old is None else head.kl(mb.dist_old, y, tau)
+    logp_old = check_vector("logp_old", mb.logp_old, B, dtype)
+    adv = check_vector("advantages", mb.advantages, B, dtype)
 
     # L_pi and dL_pi/dlogp (and dL_pi/dKL for the penalty)
     if coefs.surrogate == "clip":
@@ -380,13 +259,11 @@ def ppo_loss(actor, critic, mb: Minibatch, coefs: LossCoefs) -> LossResult:
 
     loss = policy_loss + coefs.vf_coef * v_loss - coefs.ent_coef * entropy       # L = L_pi + c_v L^V - c_e H
 
-    # backward: dL/dlogp, dL/dH_t = -c_e / B, dL/dKL_t -> distribution parameters -> network parameters
-    if actor.discrete:
-        dlogits = Categorical.policy_terms_backward(dlogp, -coefs.ent_coef * dentropy, dkl, terms)
-        actor_grads = actor.backward(dlogits, actor_cache)
-    else:
-        dmean, dlog_std = DiagGaussian.policy_terms_backward(dlogp, -coefs.ent_coef * dentropy, dkl, terms)
-        actor_grads = actor.backward(dmean, actor_cache, dlog_std)
+    # backward: dL/dlogp, dL/dH_t = -c_e / B, dL/dKL_t -> dL/dy -> network parameters
+    dy = head.log_prob_backward(dlogp, y, mb.actions, tau) + head.entropy_backward(-coefs.ent_coef * dentropy, y, tau)
+    if dkl is not None:
+        dy += head.kl_backward(dkl, mb.dist_old, y, tau)[1]
+    actor_grads = actor.backward(dy, actor_cache)
     critic_grads = critic.backward(coefs.vf_coef * dvalues, critic_cache)     # dL/dV = c_v dL^V/dV
 
     stats = {"policy_loss": policy_loss, "value_loss": v_loss, "entropy": entropy,

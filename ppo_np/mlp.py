@@ -21,7 +21,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ppo_np.jit import jit
-from ppo_np.layers import TANH_FLOAT32, activation, linear_backward, linear_forward, orthogonal, tanh_rational
+from ppo_np.layers import (CompiledActivation, activate, activation, compiled_activation, linear_backward,
+                           linear_forward, orthogonal)
 from ppo_np.params import Params, pack
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -43,6 +44,15 @@ class MLPCache(NamedTuple):
 
     linear: tuple
     act: tuple
+
+
+class Network(NamedTuple):
+    """An MLP as the compiled kernels take it: its weights and biases as tuples (the live arrays:
+    updates are in place, so a ``Network`` made once stays current) and its hidden activation."""
+
+    weights: tuple
+    biases: tuple
+    activation: CompiledActivation
 
 
 class MLP:
@@ -77,11 +87,10 @@ class MLP:
             self.params[f"W{l}"] = orthogonal((sizes[l], sizes[l + 1]), gain, rng, self.dtype)
             self.params[f"b{l}"] = np.zeros(sizes[l + 1], dtype=self.dtype)
         self.params = pack(self.params)  # one buffer: an optimiser steps the whole network in one pass
-        #: ``infer_kernel``'s arguments between x and out: the weights and biases as tuples (updates are in
-        #: place, so these stay live), the activation's code and tanh's variant (as ``layers.tanh_forward``)
-        self.inference_args = (tuple(self.params[f"W{l}"] for l in range(n_layers)),
+        #: the network as ``infer_kernel`` and the rollout's act kernels take it
+        self.network = Network(tuple(self.params[f"W{l}"] for l in range(n_layers)),
                                tuple(self.params[f"b{l}"] for l in range(n_layers)),
-                               ACTIVATION_CODES[activation_name], self.dtype == np.float32, TANH_FLOAT32)
+                               compiled_activation(activation_name, self.dtype))
 
     @property
     def n_layers(self) -> int:
@@ -110,7 +119,7 @@ class MLP:
         h = np.asarray(x, dtype=self.dtype)
         if h.ndim != 2 or h.shape[0] > INFER_KERNEL_MAX_ROWS or not h.flags.c_contiguous:
             return self.forward(h)[0]
-        return infer_kernel(h, *self.inference_args, np.empty((h.shape[0], self.sizes[-1]), self.dtype))
+        return infer_kernel(h, self.network, np.empty((h.shape[0], self.sizes[-1]), self.dtype))
 
     def backward(self, dy: np.ndarray, cache: MLPCache) -> tuple[np.ndarray, Params]:
         r"""Gradients of a scalar loss through the whole stack.
@@ -131,18 +140,17 @@ class MLP:
 
 
 INFER_KERNEL_MAX_ROWS = 32
-ACTIVATION_CODES = {"identity": 0, "tanh": 1, "relu": 2}
 
 
 @jit
-def infer_kernel(x, weights, biases, activation_code, rational_tanh, tanh_coeffs, out):
+def infer_kernel(x, network, out):
     """``MLP.forward(x)[0]`` (its reference) as one loop nest, for inference on a few rows.
 
-    h_l = f(h_{l-1} W_l + b_l) row by row, the inner loop running along a contiguous row of W_l;
-    f by ``activation_code`` (0 identity, 1 tanh, 2 ReLU), tanh as in ``layers.tanh_forward``
-    (``tanh_rational`` when ``rational_tanh``, i.e. for float32; tanh for float64). Shapes: x (B, n_in) -> out (B, n_out).
+    h_l = f(h_{l-1} W_l + b_l) row by row, the inner loop running along a contiguous row of W_l, f by
+    ``layers.activate``. Shapes: x (B, n_in) -> out (B, n_out); ``network`` is ``MLP.network``.
     Checked by ``tests/test_mlp.py::test_infer_kernel_matches_forward``.
     """
+    weights, biases, act = network
     n_layers = len(weights)
     h = x
     for l in range(n_layers):
@@ -156,14 +164,8 @@ def infer_kernel(x, weights, biases, activation_code, rational_tanh, tanh_coeffs
                 h_ri = h[r, i]
                 for j in range(n_out):
                     nxt[r, j] += h_ri * W[i, j]                        # (h W)_rj, a row of W at a time
-            if l < n_layers - 1 and activation_code == 1:
+            if l < n_layers - 1:
                 for j in range(n_out):
-                    if rational_tanh:
-                        nxt[r, j] = tanh_rational(nxt[r, j], tanh_coeffs)
-                    else:
-                        nxt[r, j] = np.tanh(nxt[r, j])
-            elif l < n_layers - 1 and activation_code == 2:
-                for j in range(n_out):
-                    nxt[r, j] = max(nxt[r, j], 0.0)
+                    nxt[r, j] = activate(nxt[r, j], act)
         h = nxt
     return out

@@ -36,19 +36,20 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-import gymnasium as gym
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ppo_np import checkpoint, kernels, trpo
 from ppo_np.config import PPOConfig, preset_for
 from ppo_np.fused import FusedLoss
-from ppo_np.losses import LossCoefs, Minibatch, explained_variance, normalize_advantages
+from ppo_np.heads import head_for
+from ppo_np.losses import LossCoefs, Minibatch, explained_variance
 from ppo_np.normalize import ObsNormalizer, RewardScaler
 from ppo_np.optim import Adam, clip_coefficient, clip_grad_norm, global_norm
 from ppo_np.policy import Actor, Critic
 from ppo_np.rollout import Collector, RolloutBuffer, make_vector_env
 from ppo_np.schedules import AdaptiveBeta, EntropyCoefficient, schedule
+from ppo_np.surrogate import normalize_advantages
 
 METRIC_FIELDS = ("update", "step", "wall_s", "steps_per_s", "episode_return", "episode_length", "policy_loss",
                  "value_loss", "entropy", "approx_kl_k1", "approx_kl_k3", "exact_kl", "clip_frac",
@@ -76,14 +77,13 @@ class PPO:
         probe = make_vector_env(env_id, 1, "sync")  # spaces only; validates the id and the spaces
         obs_space, action_space = probe.single_observation_space, probe.single_action_space
         probe.close()
-        self.discrete = isinstance(action_space, gym.spaces.Discrete)
-        self.config = config if config is not None else preset_for(env_id, continuous=not self.discrete)
+        self.head = head_for(action_space)
+        self.config = config if config is not None else preset_for(env_id, continuous=self.head.continuous)
         cfg = self.config
         self.obs_dim = int(obs_space.shape[0])
-        self.action_dim = int(action_space.n) if self.discrete else int(action_space.shape[0])
 
         rng = np.random.default_rng(cfg.seed)
-        self.actor = Actor(self.obs_dim, self.action_dim, self.discrete, cfg.hidden_sizes, cfg.activation,
+        self.actor = Actor(self.obs_dim, self.head, cfg.hidden_sizes, cfg.activation,
                            rng=rng, dtype=cfg.dtype, log_std_init=cfg.log_std_init)
         self.critic = Critic(self.obs_dim, cfg.hidden_sizes, cfg.activation, rng=rng, dtype=cfg.dtype)
         self.actor_opt = Adam(self.actor.params, lr=cfg.learning_rate, eps=cfg.adam_eps)
@@ -109,7 +109,7 @@ class PPO:
         cfg = self.config
         if cfg.target_entropy is not None:
             return cfg.target_entropy
-        return 0.5 * math.log(self.action_dim) if self.discrete else -float(self.action_dim)
+        return self.head.target_entropy()
 
     # --- acting ---------------------------------------------------------------------------------
 
@@ -157,9 +157,7 @@ class PPO:
             # a fresh episode seed per (seed, update): a resumed run restarts its episodes reproducibly
             env_seed = int(np.random.SeedSequence([cfg.seed, self.update_count]).generate_state(1)[0])
             self.collector = Collector(self.envs, env_seed, self.obs_norm, self.reward_scaler, self.phase_times)
-        buf = RolloutBuffer.allocate(cfg.num_steps, cfg.num_envs, self.obs_dim,
-                                     () if self.discrete else (self.action_dim,), self.action_dim,
-                                     self.actor.dtype)
+        buf = RolloutBuffer.allocate(cfg.num_steps, cfg.num_envs, self.obs_dim, self.head, self.actor.dtype)
         self._prepare_run_dir()
         bar = _progress_bar(progress_bar, self.total_steps, self.global_step)
         start, start_step = time.perf_counter(), self.global_step
@@ -229,8 +227,7 @@ class PPO:
         B = cfg.batch_size
         flat = Minibatch(obs=buf.obs.reshape(B, -1), actions=buf.actions.reshape(B, *buf.actions.shape[2:]),
                          logp_old=buf.logp.reshape(B), advantages=adv.reshape(B), returns=returns.reshape(B),
-                         values_old=buf.values.reshape(B), dist_old=buf.dist_out.reshape(B, -1),
-                         log_std_old=None if self.discrete else self.actor.params["log_std"].copy())
+                         values_old=buf.values.reshape(B), dist_old=buf.dist_out.reshape(B, -1))
         valid = np.flatnonzero(buf.valid.reshape(B))
         lr = schedule(cfg.lr_schedule, cfg.learning_rate, 0.0, progress)
         self.actor_opt.lr = self.critic_opt.lr = max(lr, 1e-12)  # Adam needs lr > 0; 1e-12 is "stopped"
@@ -348,9 +345,9 @@ class PPO:
                               cg_tol=cfg.cg_tol, damping=cfg.cg_damping, line_search_steps=cfg.line_search_steps,
                               line_search_decay=cfg.line_search_decay)
         dist_new = self.actor.forward(batch.obs)[0]
-        logp_new = self.actor.log_prob(dist_new, batch.actions, temperature)
+        logp_new = self.head.log_prob(dist_new, batch.actions, temperature)
         _, _, k1, k3 = kernels.importance_ratios(logp_new, batch.logp_old, max(cfg.clip_coef, 1e-8))
-        row = {"policy_loss": -step.surrogate_new, "entropy": float(np.mean(self.actor.entropy(dist_new, temperature))),
+        row = {"policy_loss": -step.surrogate_new, "entropy": float(np.mean(self.head.entropy(dist_new, temperature))),
                "approx_kl_k1": k1, "approx_kl_k3": k3, "clip_frac": math.nan, "grad_norm": step.grad_norm,
                "step_size": step.step_norm, "line_search_backtracks": step.backtracks, "cg_residual": step.cg_residual}
         self._add_time("policy_step", clock() - t0)
@@ -381,7 +378,7 @@ class PPO:
     def _batch_kl(self, flat: Minibatch, valid: np.ndarray, temperature: float) -> float:
         """Exact mean KL(pi_old(.|s) || pi_new(.|s)) over the rollout's valid states, after the update."""
         dist_new = self.actor.forward(flat.obs[valid])[0]
-        return float(np.mean(self.actor.kl(flat.dist_old[valid], flat.log_std_old, dist_new, temperature)))
+        return float(np.mean(self.head.kl(flat.dist_old[valid], dist_new, temperature)))
 
     def _learner_state(self) -> dict[str, np.ndarray]:
         """Copies of everything an update changes: weights, both Adam states, the entropy tuner, beta."""
@@ -503,14 +500,12 @@ class PPO:
 
 
 def _minibatch_gatherer(flat: Minibatch, max_rows: int):
-    """idx -> the Minibatch of rows ``idx`` of every per-sample field, in buffers allocated once.
+    """idx -> the Minibatch of rows ``idx`` of every field, in buffers allocated once.
 
-    The old log-std is per policy, not per sample, and passes through. A returned Minibatch is valid
-    until the next call of the same gatherer.
+    A returned Minibatch is valid until the next call of the same gatherer.
     """
-    per_sample = [name for name in Minibatch._fields if name != "log_std_old"]
-    gather = kernels.MinibatchGatherer([getattr(flat, name) for name in per_sample], max_rows)
-    return lambda idx: Minibatch(*gather(idx), log_std_old=flat.log_std_old)
+    gather = kernels.MinibatchGatherer(list(flat), max_rows)
+    return lambda idx: Minibatch(*gather(idx))
 
 
 def _read_metrics(path: Path) -> list[dict]:
@@ -553,9 +548,7 @@ def evaluate(agent: PPO, env_id: Optional[str] = None, episodes: int = 20, seed:
         returns = np.zeros(episodes)
         running = np.ones(episodes, bool)
         while running.any():
-            actions = agent.predict(obs, deterministic=deterministic)
-            if not agent.discrete:
-                actions = np.clip(actions, envs.single_action_space.low, envs.single_action_space.high)
+            actions = agent.head.env_actions(agent.predict(obs, deterministic=deterministic))
             obs, rewards, terminated, truncated, _ = envs.step(actions)
             returns += rewards * running
             running &= ~(terminated | truncated)

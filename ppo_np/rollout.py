@@ -20,16 +20,15 @@ no Python loop over environments.
 from __future__ import annotations
 
 import functools
-import math
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import gymnasium as gym
 import numpy as np
 
-from ppo_np.distributions import categorical_sample_kernel
-from ppo_np.jit import jit
-from ppo_np.mlp import infer_kernel
+from ppo_np.heads import PolicyHead, head_for
+from ppo_np.jit import jit, plain
 from ppo_np.normalize import ObsNormalizer, RewardScaler
 
 VECTORIZE_MODES = ("native", "sync", "async")
@@ -74,15 +73,14 @@ def make_vector_env(env_id: str, num_envs: int, vectorization: str = "auto") -> 
 
 
 def check_spaces(env_id: str, obs_space: gym.Space, action_space: gym.Space) -> None:
-    """Allowed: a 1-D Box of observations; Discrete or 1-D Box actions."""
+    """Allowed: a 1-D Box of observations, and an action space that a policy head serves (``heads.head_for``)."""
     if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
         raise ValueError(f"{env_id}: observation space {obs_space} is not supported; ppo-np needs a 1-D Box "
                          "(flatten images or dicts with a gymnasium wrapper first)")
-    if isinstance(action_space, gym.spaces.Discrete):
-        return
-    if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
-        return
-    raise ValueError(f"{env_id}: action space {action_space} is not supported; ppo-np needs Discrete or a 1-D Box")
+    try:
+        head_for(action_space)
+    except ValueError as exc:
+        raise ValueError(f"{env_id}: {exc}") from None
 
 
 class LeanSyncVectorEnv(gym.vector.SyncVectorEnv):
@@ -132,9 +130,9 @@ class RolloutBuffer:
     """One rollout of T steps of N envs. Arrays are (T, N, ...); rows are time, columns environments."""
 
     obs: np.ndarray          # (T, N, obs_dim) normalised observations the policy saw
-    actions: np.ndarray      # (T, N) int64 or (T, N, act_dim) unclipped samples
+    actions: np.ndarray      # (T, N, *action_shape) the samples as the head stores them (unclipped)
     logp: np.ndarray         # (T, N) log pi_old(a|s) of the tempered policy that acted
-    dist_out: np.ndarray     # (T, N, K or act_dim) the old policy's logits or means, for exact KL
+    dist_out: np.ndarray     # (T, N, dist_dim) the old policy's y (heads/base.py), for the exact KL
     values: np.ndarray       # (T, N) V(s_t)
     rewards: np.ndarray      # (T, N) rewards fed to the update (scaled if reward scaling is on)
     terminated: np.ndarray   # (T, N) bool
@@ -143,10 +141,10 @@ class RolloutBuffer:
     last_values: np.ndarray  # (N,) V(s_T) after the last row
 
     @classmethod
-    def allocate(cls, T: int, N: int, obs_dim: int, action_shape: tuple, dist_dim: int, dtype) -> "RolloutBuffer":
-        action_dtype = np.int64 if action_shape == () else dtype
-        return cls(obs=np.zeros((T, N, obs_dim), dtype), actions=np.zeros((T, N, *action_shape), action_dtype),
-                   logp=np.zeros((T, N), dtype), dist_out=np.zeros((T, N, dist_dim), dtype),
+    def allocate(cls, T: int, N: int, obs_dim: int, head: PolicyHead, dtype) -> "RolloutBuffer":
+        return cls(obs=np.zeros((T, N, obs_dim), dtype),
+                   actions=np.zeros((T, N, *head.action_shape), head.action_dtype(dtype)),
+                   logp=np.zeros((T, N), dtype), dist_out=np.zeros((T, N, head.dist_dim), dtype),
                    values=np.zeros((T, N), dtype), rewards=np.zeros((T, N), dtype),
                    terminated=np.zeros((T, N), bool), truncated=np.zeros((T, N), bool),
                    valid=np.zeros((T, N), bool), last_values=np.zeros(N, dtype))
@@ -168,10 +166,6 @@ class Collector:
         self.envs = envs
         self.phase_times = phase_times if phase_times is not None else {}  # seconds per phase, accumulated
         self.obs_norm, self.reward_scaler = obs_norm, reward_scaler
-        self.discrete = isinstance(envs.single_action_space, gym.spaces.Discrete)
-        if not self.discrete:
-            self.action_low = envs.single_action_space.low
-            self.action_high = envs.single_action_space.high
         obs, _ = envs.reset(seed=seed)
         self.obs = obs                                   # (N, obs_dim) raw observation
         reward_scaler.returns[:] = 0.0                   # every episode starts here, so does its return G
@@ -184,37 +178,28 @@ class Collector:
         """Fill ``buf`` with T vector steps of the current policy.
 
         Per step: the observation into its row, then one compiled call that acts and evaluates the
-        critic into the rows of ``buf`` (``categorical_act_kernel`` / ``gaussian_act_kernel``, whose
-        references are ``Actor.act`` and ``Critic.__call__``: the same draws from ``rng``, the same
-        actions), the env step, and one compiled call for the bookkeeping (``record_step_kernel``).
+        critic into the rows of ``buf`` (the head's ``act``, whose references are ``Actor.act`` and
+        ``Critic.__call__``: the same draws from ``rng``, the same actions), the env step, and one
+        compiled call for the bookkeeping (``record_step_kernel``).
         """
         T, N = buf.obs.shape[:2]
         clock = time.perf_counter
         inference = env_step = storage = 0.0
-        networks = (*actor.mlp.inference_args, *critic.mlp.inference_args)
-        log_std = None if self.discrete else actor.params["log_std"]
+        head, params, networks = actor.head, actor.head_params, plain((actor.mlp.network, critic.mlp.network))
         masked_rewards, done, finished = np.zeros(N), np.zeros(N, bool), np.zeros((N, 2))
+        episodes = (self.resetting, self.episode_return, self.episode_length)       # an Episodes, plain
         for t in range(T):
             t0 = clock()
             buf.obs[t] = self.obs_norm(self.obs, update=True)           # (N, obs_dim), cast to the buffer's dtype
-            values = buf.values[t].reshape(N, 1)
-            if self.discrete:
-                categorical_act_kernel(buf.obs[t], *networks, rng.random(N), temperature, buf.dist_out[t],
-                                       buf.actions[t], buf.logp[t], values)
-                env_actions = buf.actions[t]
-            else:
-                # a new array each step: an env may keep the action it was given
-                env_actions = np.empty(buf.actions.shape[1:], self.action_low.dtype)
-                gaussian_act_kernel(buf.obs[t], *networks, rng.standard_normal(buf.actions.shape[1:]), temperature,
-                                    log_std, self.action_low, self.action_high, buf.dist_out[t], buf.actions[t],
-                                    env_actions, buf.logp[t], values)
+            rows = (buf.dist_out[t], buf.actions[t], buf.logp[t], buf.values[t].reshape(N, 1))  # an ActRows, plain
+            env_actions = head.act(networks, params, buf.obs[t], rng, temperature, rows)
             t1 = clock()
             next_obs, rewards, terminated, truncated, _ = self.envs.step(env_actions)
             t2 = clock()
 
-            n_finished = record_step_kernel(rewards, terminated, truncated, self.resetting, self.episode_return,
-                                            self.episode_length, masked_rewards, done, buf.terminated[t],
-                                            buf.truncated[t], buf.valid[t], finished)
+            n_finished = record_step_kernel((rewards, terminated, truncated), episodes,
+                                            (masked_rewards, done, buf.terminated[t], buf.truncated[t], buf.valid[t]),
+                                            finished)
             buf.rewards[t] = self.reward_scaler(masked_rewards, done, buf.valid[t], update=True)
             if n_finished:
                 self.finished.extend((float(r), int(n)) for r, n in finished[:n_finished])
@@ -235,59 +220,42 @@ class Collector:
         return finished
 
 
-# --- the compiled steps of ``Collector.collect`` ------------------------------------------------------
+# --- the compiled bookkeeping of ``Collector.collect`` ------------------------------------------------
 
-@jit
-def categorical_act_kernel(obs, actor_weights, actor_biases, actor_activation, actor_rational_tanh, actor_tanh_coeffs,
-                           critic_weights, critic_biases, critic_activation, critic_rational_tanh, critic_tanh_coeffs,
-                           u, tau, logits, actions, logp, values):
-    """``Actor.act(obs, rng, tau)`` and ``Critic.__call__(obs)`` for a categorical policy, into the given rows.
+class EnvStep(NamedTuple):
+    """What one vector step returned, per env (N,): rewards, terminated, truncated."""
 
-    The networks' ``inference_args``, the uniforms u = rng.random(N) that ``Categorical.sample_with_log_prob``
-    draws; writes logits (N, K), actions (N,), logp (N,), values (N, 1).
-    Checked by ``tests/test_rollout.py::test_act_kernels_match_actor_act_and_critic``.
-    """
-    infer_kernel(obs, actor_weights, actor_biases, actor_activation, actor_rational_tanh, actor_tanh_coeffs, logits)
-    categorical_sample_kernel(logits, u, tau, actions, logp)
-    infer_kernel(obs, critic_weights, critic_biases, critic_activation, critic_rational_tanh, critic_tanh_coeffs,
-                 values)
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
 
 
-@jit
-def gaussian_act_kernel(obs, actor_weights, actor_biases, actor_activation, actor_rational_tanh, actor_tanh_coeffs,
-                        critic_weights, critic_biases, critic_activation, critic_rational_tanh, critic_tanh_coeffs,
-                        noise, tau, log_std, low, high, means, actions, env_actions, logp, values):
-    r"""``Actor.act(obs, rng, tau)`` and ``Critic.__call__(obs)`` for a Gaussian policy, into the given rows.
+class Episodes(NamedTuple):
+    """What carries over between steps, per env (N,): whether the next step is a reset step, and the
+    running episode's raw return and length."""
 
-    a = mu + sigma * noise with noise = rng.standard_normal((N, D)) (``DiagGaussian.sample``), then
-    log pi_tau(a | s) = sum_d [-w_d^2 / 2 - log sigma_d - log(2 pi) / 2], w = (a - mu) / sigma, of the
-    stored (rounded) a, as ``DiagGaussian.log_prob``; sigma = tau exp(log_std). Writes means (N, D),
-    actions (N, D), env_actions (N, D) = ``np.clip(actions, low, high)`` in env_actions' dtype (the
-    action space's: what the env is given; the unclipped a is what is stored and scored), logp (N,),
-    values (N, 1).
-    Checked by ``tests/test_rollout.py::test_act_kernels_match_actor_act_and_critic``.
-    """
-    infer_kernel(obs, actor_weights, actor_biases, actor_activation, actor_rational_tanh, actor_tanh_coeffs, means)
-    N, D = means.shape
-    for n in range(N):
-        total = 0.0
-        for d in range(D):
-            log_sigma = log_std[d] + math.log(tau)
-            sigma = math.exp(log_sigma)
-            actions[n, d] = means[n, d] + sigma * noise[n, d]
-            a = actions[n, d]
-            env_actions[n, d] = high[d] if a > high[d] else (low[d] if a < low[d] else a)
-            w = (a - means[n, d]) / sigma
-            total += -0.5 * w * w - log_sigma
-        logp[n] = total - 0.5 * D * math.log(2.0 * math.pi)
-    infer_kernel(obs, critic_weights, critic_biases, critic_activation, critic_rational_tanh, critic_tanh_coeffs,
-                 values)
+    resetting: np.ndarray
+    episode_return: np.ndarray
+    episode_length: np.ndarray
 
 
-def record_step_reference(rewards, terminated, truncated, resetting, episode_return, episode_length):
+class StepRows(NamedTuple):
+    """Where one step's bookkeeping goes, per env (N,): the rewards masked on reset steps, whether an
+    episode ended, and the buffer's terminated, truncated and valid rows."""
+
+    masked_rewards: np.ndarray
+    done: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    valid: np.ndarray
+
+
+def record_step_reference(step, episodes):
     """The specification of ``record_step_kernel``, in NumPy: returns (masked rewards, done, the buffer's
-    terminated, truncated and valid rows, finished (return, length) pairs), updating the running
-    episode statistics and ``resetting`` in place."""
+    terminated, truncated and valid rows, finished (return, length) pairs), updating ``episodes``
+    (an ``Episodes``) in place."""
+    rewards, terminated, truncated = step
+    resetting, episode_return, episode_length = episodes
     valid = ~resetting
     done = (terminated | truncated) & valid
     masked = rewards * valid
@@ -301,9 +269,9 @@ def record_step_reference(rewards, terminated, truncated, resetting, episode_ret
 
 
 @jit
-def record_step_kernel(rewards, terminated, truncated, resetting, episode_return, episode_length, masked_rewards,
-                       done, buf_terminated, buf_truncated, buf_valid, finished):
-    """The bookkeeping after one vector step (``record_step_reference``), env by env.
+def record_step_kernel(step, episodes, rows, finished):
+    """The bookkeeping after one vector step (``record_step_reference``), env by env: an ``EnvStep``, the
+    ``Episodes`` (updated in place), the ``StepRows`` to write, all plain.
 
     valid = not resetting (a reset step is no transition), done = (terminated or truncated) and valid;
     the masked reward r * valid goes to the return; a reset row is marked terminated so that GAE
@@ -311,6 +279,9 @@ def record_step_kernel(rewards, terminated, truncated, resetting, episode_return
     (N, 2), their count is returned; then resetting = done for the next step.
     Checked by ``tests/test_rollout.py::test_record_step_kernel_matches_its_reference``.
     """
+    rewards, terminated, truncated = step
+    resetting, episode_return, episode_length = episodes
+    masked_rewards, done, buf_terminated, buf_truncated, buf_valid = rows
     n_finished = 0
     for n in range(rewards.shape[0]):
         valid = not resetting[n]

@@ -23,8 +23,8 @@ MLP (notation of ``mlp.py``), h_0 = x, a_l = h_{l-1} W_l + b_l, h_l = f(a_l), y 
 Every quantity the rules need (h_{l-1}, W_l, y or the mask) is already in the forward's ``MLPCache``, so a
 tangent pass costs about one forward and never recomputes the forward itself.
 
-Actor. The distribution's parameters are the MLP output (logits z or means mu) and, for a Gaussian, the
-state-independent log_std l: its tangent is simply dl = dtheta["log_std"] (the same for every state).
+Actor. The distribution's parameters y are the head's function of the MLP output and of the head's own
+parameters (``heads/base.py``); the head gives their tangent (``dist_params_tangent``).
 
 Why forward mode is exact here: the tangent pass is the derivative of the forward, not a difference
 quotient, so J v has no step size and no truncation error. ``ppo-np gradcheck`` compares it with central
@@ -118,15 +118,14 @@ def mlp_tangent(mlp: MLP, cache: MLPCache, dparams: Params, dx: Optional[np.ndar
     return dh
 
 
-def actor_tangent(actor, cache, dparams: Params) -> tuple[np.ndarray, Optional[np.ndarray]]:
-    r"""J v for an actor: (d logits or d means (B, K or D), d log_std (D,) or None for a categorical).
+def actor_tangent(actor, cache, dparams: Params) -> np.ndarray:
+    r"""J v for an actor: dy (B, dist_dim), the change of the distribution's parameters along ``dparams``.
 
-    dz (or dmu) is the MLP tangent; dl = dparams["log_std"], because log_std enters the distribution
-    directly and is the same for every state.
+    The MLP tangent of the network outputs, then the head's ``dist_params_tangent`` (a Gaussian's
+    log_std enters y directly and is the same in every state: dl = dparams["log_std"] in every row).
     ``cache`` is the ``ActorCache`` of ``actor.forward`` at the point of differentiation.
     Checked by ``ppo-np gradcheck`` (rows ``tangent-actor-*``) and
     ``tests/test_trpo.py::test_actor_tangent_matches_finite_differences``.
     """
     dout = mlp_tangent(actor.mlp, cache.mlp, dparams)
-    dlog_std = None if actor.discrete else np.asarray(dparams["log_std"], dtype=actor.dtype)
-    return dout, dlog_std
+    return actor.head.dist_params_tangent(dout, dparams)

@@ -29,23 +29,14 @@ At theta = theta_old we have q = p, dKL/dy = 0 (KL is at its minimum 0), so the 
 
     F = (1/B) sum_t J_t^T M_t J_t,      M_t = d^2 KL(p || q) / dy^2 at q = p,
 
-the Fisher information of the action distribution in its own parameters. Closed forms (from the KL
-gradients in ``distributions.py``):
+the Fisher information of the action distribution in its own parameters y. Each policy head derives
+its closed form and applies it (``fisher_metric``): (diag(p) - p p^T) / tau^2 for a categorical in its
+logits, diag(1/sigma^2, 2) for a Gaussian in (mu, l). A Gaussian's l is one parameter shared by every
+state, so its block of F is (1/B) sum_t 2 I = 2 I, and it never couples to the network weights.
 
-* Categorical, pi = softmax(z / tau). dKL/dz^q_j = (q_j - p_j) / tau and dq_j/dz^q_k = q_j (1[j=k] - q_k) / tau:
-      M = (diag(p) - p p^T) / tau^2,        M dz = p * (dz - <p, dz>) / tau^2        (B, K).
-  M is PSD (a covariance of one-hot vectors) with the constant direction in its null space, since
-  shifting every logit changes nothing.
-* Diagonal Gaussian, sigma = tau exp(l). dKL/dmu^q = (mu^q - mu^p) / sigma^2 has derivative 1/sigma^2
-  in mu^q; dKL/dl^q = 1 - (sigma_p^2 + (mu^p - mu^q)^2) / sigma_q^2 has derivative 2 sigma_p^2/sigma_q^2 = 2
-  in l^q; the cross derivatives carry a factor mu^q - mu^p and vanish at q = p:
-      M = diag(1/sigma^2 per mean coordinate, 2 per log-std coordinate),  no cross terms.
-  l is the same parameter in every state (J_t = I for it), so the log-std block of F is
-  (1/B) sum_t 2 I = 2 I, and it never couples to the network weights.
-
-So F v = J^T (M (J v)) / B: J v by one forward-mode (tangent) pass through the network
-(``tangents.actor_tangent``), M applied state by state, J^T by the network's ordinary backward
-(``Actor.backward``), with the 1/B of the mean. Nothing is differenced numerically; ``ppo-np gradcheck``
+So F v = J^T (M (J v)) / B: J v by one forward-mode (tangent) pass through the network and the head
+(``tangents.actor_tangent``), M applied state by state by the head, J^T by the actor's ordinary
+backward (``Actor.backward``), with the 1/B of the mean. Nothing is differenced numerically; ``ppo-np gradcheck``
 compares F v with central differences of the gradient of KLbar (a Hessian-vector product, rows
 ``fisher-*``). With damping c > 0 the solver uses F + c I: strictly positive definite, so CG cannot
 stall on F's null directions, and the step is a little more conservative.
@@ -59,7 +50,7 @@ P steps; TRPO uses ~10, which already captures the directions of large curvature
 Line search. The quadratic model of KLbar and the linear model of L are only local, so the step
 beta x is tried, then shrunk by ``decay`` (1, decay, decay^2, ...) up to ``steps`` times; the first
 candidate with L(theta) > L(theta_old) and the *exact* mean KL (analytic, between the action
-distributions: ``Actor.kl``) <= delta is accepted. If none is, the parameters are written back from the
+distributions: the head's ``kl``) <= delta is accepted. If none is, the parameters are written back from the
 saved flat vector, bit for bit (``params.assign_flat``), and this update leaves the policy unchanged.
 
 The critic is not part of the constrained problem: it keeps its own Adam steps on the value loss
@@ -77,47 +68,21 @@ from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
-from ppo_np.distributions import Categorical, DiagGaussian, check_temperature
-from ppo_np.losses import Minibatch, clipped_value_loss, kl_penalty_surrogate, value_loss
+from ppo_np.heads import check_temperature
+from ppo_np.losses import Minibatch, clipped_value_loss, value_loss
 from ppo_np.params import Params, assign_flat, flatten, unflatten
+from ppo_np.surrogate import kl_penalty_surrogate
 from ppo_np.tangents import actor_tangent
-
-
-# --- the Fisher metric of each distribution -----------------------------------------------------------
-
-def categorical_metric(p: np.ndarray, dz: np.ndarray, temperature: float) -> np.ndarray:
-    r"""M dz with M = (diag(p) - p p^T) / tau^2, the Fisher metric of softmax(z / tau) in z, row by row.
-
-    .. math:: (M\,dz)_j = \frac{p_j\,(dz_j - \sum_k p_k dz_k)}{\tau^2}
-
-    Shapes: p, dz (B, K) -> (B, K). Checked through ``fisher_vector_product``.
-    """
-    tau = check_temperature(temperature)
-    return p * (dz - (p * dz).sum(axis=1, keepdims=True)) / (tau * tau)
-
-
-def gaussian_metric(sigma: np.ndarray, dmean: np.ndarray, dlog_std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    r"""M (dmu, dl) for N(mu, diag(sigma^2)) in (mu, l): dmu / sigma^2 and 2 dl (no cross terms).
-
-    Shapes: sigma (D,), dmean (B, D), dlog_std (D,) -> ((B, D), (D,)). Checked through
-    ``fisher_vector_product``.
-    """
-    return dmean / (sigma * sigma), 2.0 * dlog_std
 
 
 # --- F v -----------------------------------------------------------------------------------------------
 
 class FisherPoint(NamedTuple):
-    """The forward at theta_old that every F v of one update reuses.
-
-    cache: the actor's forward cache (for the tangent pass and the backward); p: pi_old's
-    probabilities (B, K) for a categorical policy, else None; sigma: tau exp(l) (D,) for a Gaussian, else
-    None; temperature: tau.
-    """
+    """The forward at theta_old that every F v of one update reuses: the actor's forward cache (for the
+    tangent pass and the backward), y_old (B, dist_dim) where the head's metric is taken, and tau."""
 
     cache: tuple
-    p: Optional[np.ndarray]
-    sigma: Optional[np.ndarray]
+    y: np.ndarray
     temperature: float
 
 
@@ -127,12 +92,10 @@ def fisher_point(actor, obs: np.ndarray, temperature: float) -> FisherPoint:
     Shapes: obs (B, obs_dim) with B >= 1.
     """
     tau = check_temperature(temperature)
-    out, cache = actor.forward(obs)                                  # (B, K) logits or (B, D) means
-    if out.shape[0] < 1:
+    y, cache = actor.forward(obs)                                    # (B, dist_dim)
+    if y.shape[0] < 1:
         raise ValueError("the Fisher matrix needs at least one state, got B = 0")
-    if actor.discrete:
-        return FisherPoint(cache, Categorical.probs(out, tau), None, tau)
-    return FisherPoint(cache, None, DiagGaussian.std(actor.params["log_std"], tau), tau)
+    return FisherPoint(cache, y, tau)
 
 
 def fisher_vector_product(actor, point: FisherPoint, v: np.ndarray, damping: float = 0.0) -> np.ndarray:
@@ -140,23 +103,18 @@ def fisher_vector_product(actor, point: FisherPoint, v: np.ndarray, damping: flo
 
     .. math:: F v = J^T\Big(\frac{1}{B} M\,(J v)\Big) + c\,v
 
-    J v by ``tangents.actor_tangent``, M by ``categorical_metric`` / ``gaussian_metric``, J^T by
-    ``actor.backward``; exact (no finite differences). ``point`` must come from ``fisher_point`` at the
-    actor's current parameters.
+    J v by ``tangents.actor_tangent``, M by the head's ``fisher_metric``, J^T by ``actor.backward``;
+    exact (no finite differences). ``point`` must come from ``fisher_point`` at the actor's current
+    parameters.
     Shapes: v (P,) flat as ``params.flatten(actor.params)`` -> (P,) float64.
     Checked by ``ppo-np gradcheck`` (rows ``fisher-*``), ``tests/test_trpo.py::test_fisher_is_the_kl_hessian``
     and ``::test_fisher_is_symmetric_and_psd``.
     """
     v = np.asarray(v, dtype=np.float64)
     dparams = unflatten(v.astype(actor.dtype, copy=False), actor.params)
-    dout, dlog_std = actor_tangent(actor, point.cache, dparams)      # J v: (B, K or D), (D,) or None
-    B = dout.shape[0]
-    if actor.discrete:
-        g = actor.backward(categorical_metric(point.p, dout, point.temperature) / B, point.cache)
-    else:
-        gmean, glog_std = gaussian_metric(point.sigma, dout, dlog_std)
-        g = actor.backward(gmean / B, point.cache, glog_std)        # log-std block: (1/B) sum_t 2 dl = 2 dl
-    return flatten(g).astype(np.float64) + damping * v
+    dy = actor_tangent(actor, point.cache, dparams)                  # J v (B, dist_dim)
+    My = actor.head.fisher_metric(point.y, dy, point.temperature)    # M J v
+    return flatten(actor.backward(My / dy.shape[0], point.cache)).astype(np.float64) + damping * v
 
 
 # --- the surrogate, the KL and their gradients ----------------------------------------------------------
@@ -167,25 +125,17 @@ def surrogate_gradient(actor, batch: Minibatch, temperature: float) -> tuple[flo
     .. math:: \frac{\partial L}{\partial \log\pi_t} = \frac{r_t A_t}{B},\qquad
               g = J^T\Big(\frac{\partial \log\pi}{\partial y}^T \frac{r A}{B}\Big)
 
-    The surrogate's derivative is ``losses.kl_penalty_surrogate`` at beta = 0 (which returns that of
-    -mean(r A)), chained through the distribution's ``policy_terms_backward`` and ``actor.backward``.
+    The surrogate's derivative is ``surrogate.kl_penalty_surrogate`` at beta = 0 (which returns that of
+    -mean(r A)), chained through the head's ``log_prob_backward`` and ``actor.backward``.
     At theta_old (r = 1) this is the policy gradient mean_t A_t grad log pi(a_t|s_t).
     Shapes: batch of B rows -> (L float, g (P,) float64).
     Checked by ``ppo-np gradcheck`` (rows ``trpo-surrogate-*``).
     """
-    out, cache = actor.forward(batch.obs)
-    B = out.shape[0]
-    if actor.discrete:
-        logp, _, _, terms = Categorical.policy_terms(out, batch.actions, temperature)
-    else:
-        logp, _, _, terms = DiagGaussian.policy_terms(out, actor.params["log_std"], batch.actions, temperature)
-    loss, (dlogp, _), _ = kl_penalty_surrogate(logp, batch.logp_old, batch.advantages, np.zeros(B, logp.dtype),
-                                               beta=0.0)               # loss = -L, dlogp = -r A / B
-    if actor.discrete:
-        grads = actor.backward(Categorical.policy_terms_backward(-dlogp, 0.0, None, terms), cache)
-    else:
-        dmean, dlog_std = DiagGaussian.policy_terms_backward(-dlogp, 0.0, None, terms)
-        grads = actor.backward(dmean, cache, dlog_std)
+    y, cache = actor.forward(batch.obs)
+    logp = actor.head.log_prob(y, batch.actions, temperature)
+    loss, (dlogp, _), _ = kl_penalty_surrogate(logp, batch.logp_old, batch.advantages,
+                                               np.zeros(y.shape[0], logp.dtype), beta=0.0)  # loss = -L, dlogp = -r A / B
+    grads = actor.backward(actor.head.log_prob_backward(-dlogp, y, batch.actions, temperature), cache)
     return -loss, flatten(grads).astype(np.float64)
 
 
@@ -193,17 +143,16 @@ def surrogate_and_kl(actor, batch: Minibatch, temperature: float) -> tuple[float
     """(L(theta), exact mean KL(pi_old || pi_theta)) at the actor's current parameters, no gradients.
 
     The line search's two tests. KL is analytic between the tau-tempered action distributions
-    (``Actor.kl``), never a distance between parameter vectors.
+    (the head's ``kl``), never a distance between parameter vectors.
     Checked by ``tests/test_trpo.py::test_accepted_steps_satisfy_the_constraint``.
     """
-    out = actor.forward(batch.obs)[0]
-    ratio = np.exp(actor.log_prob(out, batch.actions, temperature) - batch.logp_old)     # r_t
-    kl = actor.kl(batch.dist_old, batch.log_std_old, out, temperature)                   # (B,)
+    y = actor.forward(batch.obs)[0]
+    ratio = np.exp(actor.head.log_prob(y, batch.actions, temperature) - batch.logp_old)     # r_t
+    kl = actor.head.kl(batch.dist_old, y, temperature)                                    # (B,)
     return float(np.mean(ratio * batch.advantages)), float(np.mean(kl))
 
 
-def mean_kl_gradient(actor, obs: np.ndarray, dist_old: np.ndarray, log_std_old: Optional[np.ndarray],
-                     temperature: float) -> Params:
+def mean_kl_gradient(actor, obs: np.ndarray, dist_old: np.ndarray, temperature: float) -> Params:
     r"""d/dtheta of (1/B) sum_t KL(pi_old,tau(.|s_t) || pi_theta,tau(.|s_t)), by the q side of ``kl_backward``.
 
     .. math:: \frac{\partial \overline{KL}}{\partial\theta} = J^T \frac{1}{B}\frac{\partial KL}{\partial y^q}
@@ -211,15 +160,11 @@ def mean_kl_gradient(actor, obs: np.ndarray, dist_old: np.ndarray, log_std_old: 
     Zero at pi_theta = pi_old; its derivative there along v is F v, which is how ``ppo-np gradcheck``
     checks ``fisher_vector_product`` (central differences of this function). Itself checked against
     central differences of the mean KL by ``ppo-np gradcheck`` (rows ``trpo-kl-*``).
-    Shapes: obs (B, obs_dim), dist_old (B, K or D), log_std_old (D,) or None -> dict like actor.params.
+    Shapes: obs (B, obs_dim), dist_old (B, dist_dim) -> dict like actor.params.
     """
-    out, cache = actor.forward(obs)
-    dkl = np.full(out.shape[0], 1.0 / out.shape[0], dtype=out.dtype)                   # d mean / d KL_t
-    if actor.discrete:
-        return actor.backward(Categorical.kl_backward(dkl, dist_old, out, temperature)[1], cache)
-    _, _, dmean, dlog_std = DiagGaussian.kl_backward(dkl, dist_old, log_std_old, out, actor.params["log_std"],
-                                                     temperature)
-    return actor.backward(dmean, cache, dlog_std)
+    y, cache = actor.forward(obs)
+    dkl = np.full(y.shape[0], 1.0 / y.shape[0], dtype=y.dtype)                          # d mean / d KL_t
+    return actor.backward(actor.head.kl_backward(dkl, dist_old, y, temperature)[1], cache)
 
 
 def value_gradients(critic, mb: Minibatch, vf_clip: Optional[float]) -> tuple[float, Params]:
@@ -353,8 +298,7 @@ def trpo_step(actor, batch: Minibatch, temperature: float, max_kl: float = 0.01,
     Args:
         actor: a ``policy.Actor`` at theta_old (the policy that collected ``batch``).
         batch: the update's samples (``losses.Minibatch``, B >= 1 rows), advantages as they should be
-            used (normalised or not: the caller's choice); ``dist_old`` (and ``log_std_old`` for a
-            Gaussian) required for the KL.
+            used (normalised or not: the caller's choice); ``dist_old`` required for the KL.
         temperature: the tau the rollout acted with.
         max_kl: delta > 0; cg_iters, cg_tol, damping: CG and F + c I; line_search_steps, line_search_decay:
             candidates tried and their shrink factor in (0, 1).
@@ -362,8 +306,8 @@ def trpo_step(actor, batch: Minibatch, temperature: float, max_kl: float = 0.01,
     Checked by ``tests/test_trpo.py::test_accepted_steps_satisfy_the_constraint``,
     ``::test_zero_advantages_leave_the_policy_unchanged`` and ``::test_trpo_learns_cartpole``.
     """
-    if batch.dist_old is None or (not actor.discrete and batch.log_std_old is None):
-        raise ValueError("a TRPO step needs batch.dist_old (and log_std_old for a Gaussian policy) for the KL")
+    if batch.dist_old is None:
+        raise ValueError("a TRPO step needs batch.dist_old (the old policy's distribution parameters) for the KL")
     if not (math.isfinite(max_kl) and max_kl > 0):
         raise ValueError(f"max_kl must be a finite number > 0, got {max_kl!r}")
     if not 0 < line_search_decay < 1:

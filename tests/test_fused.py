@@ -14,9 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ppo_np.fused import INPUT_KERNEL_MAX_FAN_IN, FusedLoss
-from ppo_np.losses import STAT_KEYS, LossCoefs, Minibatch, normalize_advantages, ppo_loss
+from ppo_np.heads import Categorical, DiagGaussian
+from ppo_np.losses import STAT_KEYS, LossCoefs, Minibatch, ppo_loss
 from ppo_np.optim import Adam
 from ppo_np.policy import Actor, Critic
+from ppo_np.surrogate import normalize_advantages
 
 LAWS = settings(deadline=None, max_examples=60)
 
@@ -25,19 +27,20 @@ def _problem(discrete, dtype, activation, hidden, B, seed, old_policy=True, obs_
     """Perturbed networks, and a minibatch whose ratios spread well beyond the clip range."""
     rng = np.random.default_rng(seed)
     n = 4 if discrete else 3
-    actor = Actor(obs_dim, n, discrete, hidden, activation, rng=rng, dtype=dtype, log_std_init=-0.2)
+    actor = Actor(obs_dim, Categorical(n) if discrete else DiagGaussian(n), hidden, activation, rng=rng, dtype=dtype,
+                  log_std_init=-0.2)
     critic = Critic(obs_dim, hidden, activation, rng=rng, dtype=dtype)
     for p in (*actor.params.values(), *critic.params.values()):
         p += (0.3 * rng.standard_normal(p.shape)).astype(dtype)
     cast = lambda x: np.asarray(x, dtype=dtype)  # noqa: E731
     actions = rng.integers(0, n, B) if discrete else cast(rng.standard_normal((B, n)))
     obs = cast(rng.standard_normal((B, obs_dim)))
-    logp_old = actor.log_prob(actor.forward(obs)[0], actions, tau)   # r = exp(noise): e^{+-0.6} is typical
+    y = actor.forward(obs)[0]
+    logp_old = actor.head.log_prob(y, actions, tau)   # r = exp(noise): e^{+-0.6} is typical
     values = critic(obs)
     mb = Minibatch(obs, actions, cast(logp_old + 0.3 * rng.standard_normal(B)), cast(2 * rng.standard_normal(B)),
                    cast(values + rng.standard_normal(B)), cast(values + 0.3 * rng.standard_normal(B)),
-                   cast(rng.standard_normal((B, n))) if old_policy else None,
-                   None if discrete else cast(actor.params["log_std"] + 0.2 * rng.standard_normal(n)))
+                   cast(y + 0.3 * rng.standard_normal(y.shape)) if old_policy else None)
     return actor, critic, mb
 
 
@@ -85,7 +88,7 @@ def test_fused_loss_equals_ppo_loss(discrete, dtype, activation, hidden, B, surr
 
 def _float64_twin(actor, critic, mb, discrete, activation, hidden, obs_dim):
     rng = np.random.default_rng(0)
-    twin_actor = Actor(obs_dim, actor.act_dim, discrete, hidden, activation, rng=rng, dtype="float64")
+    twin_actor = Actor(obs_dim, actor.head, hidden, activation, rng=rng, dtype="float64")
     twin_critic = Critic(obs_dim, hidden, activation, rng=rng, dtype="float64")
     for twin, net in ((twin_actor, actor), (twin_critic, critic)):
         for name, p in net.params.items():
@@ -143,5 +146,5 @@ def test_bad_construction_is_named():
         FusedLoss(actor, critic, max_rows=8)(mb, {"clip_eps": 0.2})
     with pytest.raises(ValueError, match=r"actions must have shape \(8, 3\), got \(8, 2\)"):
         FusedLoss(actor, critic, max_rows=8)(mb._replace(actions=np.zeros((8, 2))), LossCoefs())
-    with pytest.raises(ValueError, match="a Gaussian minibatch needs log_std_old"):
-        FusedLoss(actor, critic, max_rows=8)(mb._replace(log_std_old=None), LossCoefs())
+    with pytest.raises(ValueError, match=r"dist_old must have shape \(8, 6\), got \(8, 3\)"):
+        FusedLoss(actor, critic, max_rows=8)(mb._replace(dist_old=mb.dist_old[:, :3]), LossCoefs())

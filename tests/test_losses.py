@@ -13,16 +13,16 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from ppo_np.distributions import Categorical, DiagGaussian
+from ppo_np.heads import Categorical, DiagGaussian
 from ppo_np.gradcheck import (_check_surrogates, _check_value_losses, check_gradients, check_ppo_loss,
                               surrogate_test_point)
 from ppo_np.kernels import importance_ratios
-from ppo_np.losses import (STAT_KEYS, LossCoefs, Minibatch, clipped_objective, clipped_surrogate,
-                           clipped_value_loss, entropy_bonus, explained_variance, kl_penalty_surrogate, ppo_loss,
-                           value_loss)
+from ppo_np.losses import (STAT_KEYS, LossCoefs, Minibatch, clipped_value_loss, entropy_bonus, explained_variance,
+                           ppo_loss, value_loss)
 from ppo_np.optim import Adam
 from ppo_np.params import assign_flat, flatten
 from ppo_np.policy import Actor, Critic
+from ppo_np.surrogate import clipped_objective, clipped_surrogate, kl_penalty_surrogate
 
 LAWS = settings(deadline=None, max_examples=60)
 
@@ -46,13 +46,17 @@ def _setup(discrete, seed=0, B=16, tau=1.0, dtype="float64"):
     """A small actor and critic, and a minibatch sampled from the actor itself (so r = 1 exactly)."""
     rng = np.random.default_rng(seed)
     obs_dim, n = 4, (3 if discrete else 2)
-    actor = Actor(obs_dim, n, discrete, (8, 8), rng=rng, dtype=dtype, log_std_init=-0.3)
+    actor = Actor(obs_dim, head_of(discrete, n), (8, 8), rng=rng, dtype=dtype, log_std_init=-0.3)
     critic = Critic(obs_dim, (8, 8), rng=rng, dtype=dtype)
     obs = rng.standard_normal((B, obs_dim)).astype(dtype)
     actions, logp, out = actor.act(obs, rng, temperature=tau)
     mb = Minibatch(obs, actions, logp, rng.standard_normal(B).astype(dtype), rng.standard_normal(B).astype(dtype),
-                   critic(obs), out, None if discrete else actor.params["log_std"].copy())
+                   critic(obs), out)
     return actor, critic, mb, rng
+
+
+def head_of(discrete, n):
+    return Categorical(n) if discrete else DiagGaussian(n)
 
 
 # --- gradient checks ---------------------------------------------------------------------------------
@@ -78,42 +82,27 @@ def test_ppo_loss_gradients(discrete, surrogate, vf_clip, fused):
     at tau = 0.6 and tau = 1.8: ``ppo_loss``, and the kernels of ``fused.FusedLoss`` directly (float64)."""
     rng = np.random.default_rng(sum(map(ord, f"{discrete}-{surrogate}-{vf_clip}")))
     for tau in (0.6, 1.8):
-        _assert_ok(check_ppo_loss(rng, discrete, surrogate, temperature=tau, vf_clip=vf_clip, fused=fused))
+        _assert_ok(check_ppo_loss(rng, head_of(discrete, int(rng.integers(2, 4))), surrogate, temperature=tau, vf_clip=vf_clip, fused=fused))
 
 
 @pytest.mark.parametrize("discrete", [True, False], ids=["categorical", "gaussian"])
 def test_penalty_gradient_through_the_distribution(discrete):
-    """L^KLPEN as a function of the new distribution's parameters (logits, or mean and log_std): the
+    """L^KLPEN as a function of the new distribution's parameters y (logits, or mean and log_std): the
     surrogate's (dlogp, dkl) chained through log_prob_backward and kl_backward (q side)."""
     rng = np.random.default_rng(1)
     B, n, tau, beta = 5, 3, 1.4, 0.8
+    head = head_of(discrete, n)
     logp_old, adv = rng.uniform(-3, -0.5, B), rng.standard_normal(B)
-    if discrete:
-        x = {"logits": rng.standard_normal((B, n))}
-        old, a = rng.standard_normal((B, n)), rng.integers(0, n, B)
+    x = {"y": rng.standard_normal((B, head.dist_dim))}
+    old = rng.standard_normal((B, head.dist_dim))
+    a = head.sample(old, head.noise(rng, B), tau)
 
-        def loss():
-            return kl_penalty_surrogate(Categorical.log_prob(x["logits"], a, tau), logp_old, adv,
-                                        Categorical.kl(old, x["logits"], tau), beta)
+    def loss():
+        return kl_penalty_surrogate(head.log_prob(x["y"], a, tau), logp_old, adv, head.kl(old, x["y"], tau), beta)
 
-        def backward(dy):
-            _, (dlogp, dkl), _ = loss()
-            return {"logits": dy * (Categorical.log_prob_backward(dlogp, x["logits"], a, tau)
-                                    + Categorical.kl_backward(dkl, old, x["logits"], tau)[1])}
-    else:
-        x = {"mean": rng.standard_normal((B, n)), "log_std": 0.3 * rng.standard_normal(n)}
-        mean_old, ls_old = rng.standard_normal((B, n)), 0.3 * rng.standard_normal(n)
-        a = mean_old + rng.standard_normal((B, n))
-
-        def loss():
-            return kl_penalty_surrogate(DiagGaussian.log_prob(x["mean"], x["log_std"], a, tau), logp_old, adv,
-                                        DiagGaussian.kl(mean_old, ls_old, x["mean"], x["log_std"], tau), beta)
-
-        def backward(dy):
-            _, (dlogp, dkl), _ = loss()
-            dm1, dl1 = DiagGaussian.log_prob_backward(dlogp, x["mean"], x["log_std"], a, tau)
-            _, _, dm2, dl2 = DiagGaussian.kl_backward(dkl, mean_old, ls_old, x["mean"], x["log_std"], tau)
-            return {"mean": dy * (dm1 + dm2), "log_std": dy * (dl1 + dl2)}
+    def backward(dy):
+        _, (dlogp, dkl), _ = loss()
+        return {"y": dy * (head.log_prob_backward(dlogp, x["y"], a, tau) + head.kl_backward(dkl, old, x["y"], tau)[1])}
 
     _assert_ok(check_gradients("penalty-through-dist", lambda: loss()[0], backward, x, rng))
 
@@ -180,13 +169,8 @@ def test_clipped_gradient_at_r_one(discrete):
     grads = ppo_loss(actor, critic, mb, coefs).actor_grads
     expected = {k: np.zeros_like(v) for k, v in actor.params.items()}
     for b in range(len(mb.obs)):
-        out, cache = actor.forward(mb.obs[b:b + 1])
-        if discrete:
-            dz = Categorical.log_prob_backward(np.ones(1), out, mb.actions[b:b + 1], 1.3)
-            g = actor.backward(dz, cache)
-        else:
-            dm, dl = DiagGaussian.log_prob_backward(np.ones(1), out, actor.params["log_std"], mb.actions[b:b + 1], 1.3)
-            g = actor.backward(dm, cache, dl)
+        y, cache = actor.forward(mb.obs[b:b + 1])
+        g = actor.backward(actor.head.log_prob_backward(np.ones(1), y, mb.actions[b:b + 1], 1.3), cache)
         for k in expected:
             expected[k] -= mb.advantages[b] * g[k] / len(mb.obs)
     for k in expected:
@@ -343,7 +327,7 @@ def test_ppo_loss_results_at_the_start_of_an_update(discrete):
     for grads, params in ((res.actor_grads, actor.params), (res.critic_grads, critic.params)):
         for k in params:
             assert grads[k].shape == params[k].shape and grads[k].dtype == params[k].dtype
-    H = actor.entropy(mb.dist_old, 0.7).mean()
+    H = actor.head.entropy(mb.dist_old, 0.7).mean()
     assert res.stats["entropy"] == pytest.approx(H)
     assert res.loss == pytest.approx(res.stats["policy_loss"] + 0.5 * res.stats["value_loss"] - 0.01 * H)
 
@@ -380,14 +364,14 @@ def test_act(discrete):
     a2, _, _ = actor.act(obs, np.random.default_rng(1), temperature=2.0)
     np.testing.assert_array_equal(a, a2)
     assert logp.shape == (7,)
-    np.testing.assert_allclose(logp, actor.log_prob(out, a, 2.0))
+    np.testing.assert_allclose(logp, actor.head.log_prob(out, a, 2.0))
     if discrete:
         assert a.shape == (7,) and a.dtype == np.int64
     else:
         assert a.shape == (7, 2)
     a_det, logp_det, out_det = actor.act(obs, None, temperature=2.0, deterministic=True)
-    np.testing.assert_array_equal(a_det, Categorical.mode(out) if discrete else out)
-    np.testing.assert_allclose(logp_det, actor.log_prob(out, a_det, 2.0))
+    np.testing.assert_array_equal(a_det, Categorical.mode(out) if discrete else out[:, :2])
+    np.testing.assert_allclose(logp_det, actor.head.log_prob(out, a_det, 2.0))
     a1, logp1, out1 = actor.act(obs[0], None, deterministic=True)
     assert np.shape(logp1) == () and out1.shape == out[0].shape
     np.testing.assert_allclose(a1, a_det[0], rtol=1e-12, atol=1e-15)  # one row vs a batch: BLAS may round differently
@@ -395,23 +379,21 @@ def test_act(discrete):
 
 @pytest.mark.parametrize("discrete", [True, False], ids=["categorical", "gaussian"])
 def test_actor_kl(discrete):
-    """Actor.kl is the tempered distributions' analytic KL(old || new), the current log_std on the new side;
-    0 against itself; ppo_loss's exact_kl is its mean over the minibatch."""
+    """The head's KL(old || new) of the actor's y is the tempered distributions' analytic KL; 0 against
+    itself; ppo_loss's exact_kl is its mean over the minibatch."""
     actor, critic, mb, _ = _setup(discrete, tau=0.8)
-    new = actor.forward(mb.obs)[0]
-    np.testing.assert_allclose(actor.kl(mb.dist_old, mb.log_std_old, new, 0.8), 0.0, atol=1e-15)
-    log_std_old = None if discrete else mb.log_std_old - 0.1
-    expected = (Categorical.kl(mb.dist_old, new + [0.1, 0.0, -0.1], 0.8) if discrete else
-                DiagGaussian.kl(mb.dist_old, log_std_old, new + 0.1, actor.params["log_std"], 0.8))
-    got = actor.kl(mb.dist_old, log_std_old, new + ([0.1, 0.0, -0.1] if discrete else 0.1), 0.8)
-    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    head, new = actor.head, actor.forward(mb.obs)[0]
+    np.testing.assert_allclose(head.kl(mb.dist_old, new, 0.8), 0.0, atol=1e-15)
+    shift = np.array([0.1, 0.0, -0.1] if discrete else [0.1, 0.1, -0.1, -0.1])   # a Gaussian's: means, then l
+    got = head.kl(mb.dist_old, new + shift, 0.8)
     assert np.all(got > 0)
-    shifted = mb._replace(dist_old=mb.dist_old - ([0.1, 0.0, -0.1] if discrete else 0.1), log_std_old=log_std_old)
+    if not discrete:   # against the closed form in (mu, sigma) written out here
+        sp, sq = 0.8 * np.exp(mb.dist_old[:, 2:]), 0.8 * np.exp(new[:, 2:] - 0.1)
+        closed = (np.log(sq / sp) + (sp ** 2 + (mb.dist_old[:, :2] - new[:, :2] - 0.1) ** 2) / (2 * sq ** 2) - 0.5)
+        np.testing.assert_allclose(got, closed.sum(axis=1), rtol=1e-12)
+    shifted = mb._replace(dist_old=mb.dist_old - shift)
     res = ppo_loss(actor, critic, shifted, LossCoefs(temperature=0.8))
-    assert res.stats["exact_kl"] == pytest.approx(np.mean(actor.kl(shifted.dist_old, log_std_old, new, 0.8)))
-    if not discrete:
-        with pytest.raises(ValueError, match="log_std_old"):
-            actor.kl(mb.dist_old, None, new, 0.8)
+    assert res.stats["exact_kl"] == pytest.approx(np.mean(head.kl(shifted.dist_old, new, 0.8)))
 
 
 def test_float32_networks():
@@ -453,9 +435,9 @@ def test_bad_minibatches_are_named():
     with pytest.raises(ValueError, match="temperature"):
         ppo_loss(actor, critic, mb, dataclasses.replace(LossCoefs(), temperature=-1.0))
     g_actor, g_critic, g_mb, _ = _setup(False, B=8)
-    with pytest.raises(ValueError, match="log_std_old"):
-        ppo_loss(g_actor, g_critic, g_mb._replace(log_std_old=None), LossCoefs())
-    with pytest.raises(ValueError, match="n_actions_or_action_dim"):
-        Actor(3, 0, True, rng=np.random.default_rng(0))
-    with pytest.raises(ValueError, match="discrete"):
-        Actor(3, 2, "yes", rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"dist_old must have shape \(8, 4\) \(the old policy's y\), got \(8, 2\)"):
+        ppo_loss(g_actor, g_critic, g_mb._replace(dist_old=g_mb.dist_old[:, :2]), LossCoefs())
+    with pytest.raises(ValueError, match="n_actions must be a positive integer, got 0"):
+        Categorical(0)
+    with pytest.raises(ValueError, match="head must be a policy head"):
+        Actor(3, 2, rng=np.random.default_rng(0))

@@ -41,12 +41,12 @@ def test_same_config_and_seed_give_bit_identical_metrics_and_weights(env_id, cha
 def test_stored_log_probabilities_are_those_of_the_tempered_policy():
     agent = tiny(temperature=2.5)
     agent.learn(32)  # opens the environments
-    fresh = RolloutBuffer.allocate(4, 2, agent.obs_dim, (), agent.action_dim, agent.actor.dtype)
+    fresh = RolloutBuffer.allocate(4, 2, agent.obs_dim, agent.head, agent.actor.dtype)
     agent.collector.collect(agent.actor, agent.critic, fresh, np.random.default_rng(0), 2.5)
     # what the importance ratio's denominator will be: log pi_tau of the policy that acted
-    logp = agent.actor.log_prob(fresh.dist_out.reshape(8, -1), fresh.actions.reshape(8), 2.5)
+    logp = agent.head.log_prob(fresh.dist_out.reshape(8, -1), fresh.actions.reshape(8), 2.5)
     np.testing.assert_allclose(fresh.logp.reshape(8), logp, rtol=1e-6)
-    untempered = agent.actor.log_prob(fresh.dist_out.reshape(8, -1), fresh.actions.reshape(8), 1.0)
+    untempered = agent.head.log_prob(fresh.dist_out.reshape(8, -1), fresh.actions.reshape(8), 1.0)
     assert not np.allclose(fresh.logp.reshape(8), untempered)
 
 
@@ -174,8 +174,9 @@ def test_an_update_step_is_the_loss_gradient_clipped_then_adam(clip_grad, epochs
     the two agree to rounding, the shuffle only reordering the sums.
     """
     from ppo_np import kernels
-    from ppo_np.losses import LossCoefs, Minibatch, normalize_advantages, ppo_loss
+    from ppo_np.losses import LossCoefs, Minibatch, ppo_loss
     from ppo_np.optim import Adam, clip_grad_norm
+    from ppo_np.surrogate import normalize_advantages
 
     agent = tiny(num_envs=1, num_steps=16, minibatch_size=16, update_epochs=epochs, dtype="float64",
                  max_grad_norm=1e-3, clip_grad=clip_grad)
@@ -183,7 +184,7 @@ def test_an_update_step_is_the_loss_gradient_clipped_then_adam(clip_grad, epochs
     B = 16
     mb = Minibatch(obs=rng.standard_normal((B, 4)), actions=rng.integers(0, 2, B), logp_old=-rng.random(B),
                    advantages=rng.standard_normal(B), returns=rng.standard_normal(B),
-                   values_old=rng.standard_normal(B), dist_old=rng.standard_normal((B, 2)), log_std_old=None)
+                   values_old=rng.standard_normal(B), dist_old=rng.standard_normal((B, 2)))
     cfg = agent.config
     coefs = LossCoefs(surrogate=cfg.algo, clip_eps=0.2, beta=agent.beta.beta, vf_coef=cfg.vf_coef,
                       vf_clip=cfg.vf_clip, ent_coef=agent.ent_coef.value, temperature=1.0)
@@ -193,8 +194,7 @@ def test_an_update_step_is_the_loss_gradient_clipped_then_adam(clip_grad, epochs
     norms = []
     for epoch in range(epochs):
         (perm,) = kernels.minibatch_indices(B, B, kernels.epoch_seed(cfg.seed, agent.update_count, epoch))
-        shuffled = Minibatch(*(None if field is None or name == "log_std_old" else field[perm]
-                               for name, field in zip(Minibatch._fields, mb)))
+        shuffled = Minibatch(*(field[perm] for field in mb))
         want = ppo_loss(reference.actor, reference.critic,
                         shuffled._replace(advantages=normalize_advantages(shuffled.advantages)), coefs)
         if clip_grad == "joint":

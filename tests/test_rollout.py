@@ -16,7 +16,10 @@ from hypothesis import strategies as st
 from ppo_np import kernels
 from ppo_np.normalize import ObsNormalizer, RewardScaler
 from ppo_np.policy import Actor, Critic
-from ppo_np.rollout import (Collector, RolloutBuffer, categorical_act_kernel, check_spaces, gaussian_act_kernel,
+from ppo_np.heads import Categorical, DiagGaussian
+from ppo_np.heads.base import ActRows
+from ppo_np.jit import plain
+from ppo_np.rollout import (Collector, RolloutBuffer, check_spaces,
                             make_vector_env, record_step_kernel, record_step_reference)
 
 
@@ -44,7 +47,7 @@ class CountingEnv(gym.Env):
 def fixed_networks():
     """A linear actor that always takes action 0 (logits (0, -1000)) and a linear critic V(s) = 10 s."""
     rng = np.random.default_rng(0)
-    actor = Actor(1, 2, True, (), rng=rng, dtype="float64")
+    actor = Actor(1, Categorical(2), (), rng=rng, dtype="float64")
     actor.params["W0"][...] = 0.0
     actor.params["b0"][...] = [0.0, -1e3]
     critic = Critic(1, (), rng=rng, dtype="float64")
@@ -56,7 +59,7 @@ def collect(length: int, ending: str, T: int, N: int = 2) -> RolloutBuffer:
     envs = gym.vector.SyncVectorEnv([lambda: CountingEnv(length, ending) for _ in range(N)])
     collector = Collector(envs, seed=0, obs_norm=ObsNormalizer((1,), 10.0, False),
                           reward_scaler=RewardScaler(N, 0.99, 10.0, False))
-    buf = RolloutBuffer.allocate(T, N, 1, (), 2, np.float64)
+    buf = RolloutBuffer.allocate(T, N, 1, Categorical(2), np.float64)
     collector.collect(*fixed_networks(), buf, np.random.default_rng(0), 1.0)
     envs.close()
     return buf
@@ -86,7 +89,7 @@ def test_episode_statistics_count_only_real_steps():
     envs = gym.vector.SyncVectorEnv([lambda: CountingEnv(3, "truncated") for _ in range(2)])
     collector = Collector(envs, seed=0, obs_norm=ObsNormalizer((1,), 10.0, False),
                           reward_scaler=RewardScaler(2, 0.99, 10.0, False))
-    buf = RolloutBuffer.allocate(8, 2, 1, (), 2, np.float64)
+    buf = RolloutBuffer.allocate(8, 2, 1, Categorical(2), np.float64)
     collector.collect(*fixed_networks(), buf, np.random.default_rng(0), 1.0)
     envs.close()
     assert collector.drain_episodes() == [(3.0, 3)] * 4
@@ -122,7 +125,7 @@ def test_reward_scaling_statistics_see_only_real_transitions():
     scaler.returns[:] = 5.0  # left over from a previous run: a fresh collector restarts every episode
     collector = Collector(envs, seed=0, obs_norm=ObsNormalizer((1,), 10.0, False), reward_scaler=scaler)
     assert np.all(scaler.returns == 0.0)
-    buf = RolloutBuffer.allocate(8, 2, 1, (), 2, np.float64)
+    buf = RolloutBuffer.allocate(8, 2, 1, Categorical(2), np.float64)
     collector.collect(*fixed_networks(), buf, np.random.default_rng(0), 1.0)
     envs.close()
     # 8 steps of 2 envs, of which 2 per env are reset steps: 12 real transitions entered Var[G]
@@ -139,25 +142,25 @@ def test_act_kernels_match_actor_act_and_critic(discrete, dtype, N, hidden, acti
     """The rollout's compiled act step draws what ``Actor.act`` draws and returns what it returns; a
     Gaussian one also gives the env its actions clipped to the bounds."""
     rng = np.random.default_rng(seed)
-    actor = Actor(3, 4, discrete, hidden, activation, rng=rng, dtype=dtype, log_std_init=-0.5)
+    low, high = np.float32(-0.5) - rng.random(4, np.float32), rng.random(4, np.float32)   # some samples outside
+    head = Categorical(4) if discrete else DiagGaussian(4, low, high)
+    actor = Actor(3, head, hidden, activation, rng=rng, dtype=dtype, log_std_init=-0.5)
     critic = Critic(3, hidden, activation, rng=rng, dtype=dtype)
     obs = rng.standard_normal((N, 3)).astype(dtype)
     want_actions, want_logp, want_out = actor.act(obs, np.random.default_rng(seed), tau)
     want_values = critic(obs)
-    out, logp, values = np.empty((N, 4), dtype), np.empty(N, dtype), np.empty((N, 1), dtype)
-    actions = np.empty(N, np.int64) if discrete else np.empty((N, 4), dtype)
-    draws = np.random.default_rng(seed)
-    networks = (*actor.mlp.inference_args, *critic.mlp.inference_args)
+    rows = ActRows(np.empty((N, head.dist_dim), dtype), np.empty((N, *head.action_shape), head.action_dtype(dtype)),
+                   np.empty(N, dtype), np.empty((N, 1), dtype))
+    env_actions = head.act(plain((actor.mlp.network, critic.mlp.network)), actor.head_params, obs,
+                           np.random.default_rng(seed), tau, plain(rows))
+    out, actions, logp, values = rows
     if discrete:
-        categorical_act_kernel(obs, *networks, draws.random(N), tau, out, actions, logp, values)
         np.testing.assert_array_equal(actions, want_actions)
+        assert env_actions is actions
     else:
-        low, high = np.float32(-0.5) - rng.random(4, np.float32), rng.random(4, np.float32)   # some samples outside
-        env_actions = np.empty((N, 4), np.float32)
-        gaussian_act_kernel(obs, *networks, draws.standard_normal((N, 4)), tau, actor.params["log_std"], low, high,
-                            out, actions, env_actions, logp, values)
         np.testing.assert_allclose(actions, want_actions, rtol=1e-6, atol=1e-6)
         np.testing.assert_array_equal(env_actions, np.clip(actions, low, high).astype(np.float32))
+        assert env_actions.dtype == np.float32
     tol = 1e-12 if dtype == "float64" else 2e-5
     np.testing.assert_allclose(out, want_out, rtol=tol, atol=tol)
     np.testing.assert_allclose(logp, want_logp, rtol=tol, atol=tol * 10)
@@ -175,8 +178,8 @@ def test_record_step_kernel_matches_its_reference(N, steps, seed):
         terminated, truncated = rng.random(N) < 0.2, rng.random(N) < 0.1
         masked, done, finished = np.empty(N), np.empty(N, bool), np.empty((N, 2))
         rows = np.empty(N, bool), np.empty(N, bool), np.empty(N, bool)
-        n = record_step_kernel(rewards, terminated, truncated, *state[0], masked, done, *rows, finished)
-        want = record_step_reference(rewards, terminated, truncated, *state[1])
+        n = record_step_kernel((rewards, terminated, truncated), state[0], (masked, done, *rows), finished)
+        want = record_step_reference((rewards, terminated, truncated), state[1])
         np.testing.assert_array_equal(masked, want[0])
         for got, expected in zip((done, *rows), want[1:5]):
             np.testing.assert_array_equal(got, expected)

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from ppo_np import PPO, PPOConfig, evaluate, tangents, trpo
 from ppo_np.config import preset_for
 from ppo_np.gradcheck import check_directional, trpo_test_point
+from ppo_np.heads import Categorical, DiagGaussian
 from ppo_np.layers import ACTIVATIONS, linear_forward
 from ppo_np.losses import Minibatch
 from ppo_np.mlp import MLP
@@ -46,7 +47,7 @@ def direction(params, rng):
 def point(seed: int, discrete: bool, activation: str = "tanh"):
     """(actor, obs, tau, rng): a float64 actor with O(1) outputs, states, tau away from 1."""
     rng = np.random.default_rng(seed)
-    actor, obs, tau = trpo_test_point(rng, discrete, activation)
+    actor, obs, tau = trpo_test_point(rng, head_of(discrete), activation)
     return actor, obs, tau, rng
 
 
@@ -55,8 +56,11 @@ def rollout_batch(actor, obs, tau, rng, adv=None) -> Minibatch:
     actions, logp, out = actor.act(obs, rng, temperature=tau)
     B = obs.shape[0]
     adv = rng.standard_normal(B) if adv is None else adv
-    return Minibatch(obs, actions, logp, adv, np.zeros(B), np.zeros(B), out,
-                     None if actor.discrete else actor.params["log_std"].copy())
+    return Minibatch(obs, actions, logp, adv, np.zeros(B), np.zeros(B), out)
+
+
+def head_of(discrete: bool, n: int = 2):
+    return Categorical(n) if discrete else DiagGaussian(n)
 
 
 def fvp(actor, obs, tau, damping=0.0):
@@ -107,13 +111,11 @@ def test_mlp_tangent_matches_finite_differences(seed, activation, hidden):
 def test_actor_tangent_matches_finite_differences(seed, discrete, activation):
     actor, obs, _, rng = point(seed, discrete, activation)
     v = direction(actor.params, rng)
-    dout, dlog_std = tangents.actor_tangent(actor, actor.forward(obs)[1], v)
-    check = check_directional("actor", lambda: actor.forward(obs)[0], dout, actor.params, v)
+    dy = tangents.actor_tangent(actor, actor.forward(obs)[1], v)
+    check = check_directional("actor", lambda: actor.forward(obs)[0], dy, actor.params, v)
     assert check.max_rel_error < TOL, check
-    if discrete:
-        assert dlog_std is None
-    else:
-        np.testing.assert_array_equal(dlog_std, v["log_std"])   # log_std is its own parameter
+    if not discrete:   # log_std is its own parameter, the same in every state
+        np.testing.assert_array_equal(dy[:, 2:], np.broadcast_to(v["log_std"], (dy.shape[0], 2)))
 
 
 @LAW
@@ -124,10 +126,8 @@ def test_tangent_is_the_adjoint_of_backward(seed, discrete, activation):
     out, cache = actor.forward(obs)
     v = direction(actor.params, rng)
     dy = rng.standard_normal(out.shape)
-    dl = None if discrete else rng.standard_normal(actor.act_dim)
-    dout, dlog_std = tangents.actor_tangent(actor, cache, v)
-    lhs = float(np.sum(dy * dout)) + (0.0 if discrete else float(dl @ dlog_std))
-    rhs = float(flatten(actor.backward(dy, cache, dl)) @ flatten(v))
+    lhs = float(np.sum(dy * tangents.actor_tangent(actor, cache, v)))
+    rhs = float(flatten(actor.backward(dy, cache)) @ flatten(v))
     assert lhs == pytest.approx(rhs, rel=1e-10, abs=1e-12)
 
 
@@ -153,14 +153,13 @@ def test_fisher_is_the_kl_hessian(seed, discrete, activation):
     """F v = d/dt grad KLbar(theta_old + t v) at t = 0, the Hessian-vector product at pi = pi_old."""
     actor, obs, tau, rng = point(seed, discrete, activation)
     dist_old = actor.forward(obs)[0]
-    log_std_old = None if discrete else actor.params["log_std"].copy()
     theta = flatten(actor.params)
     v = rng.standard_normal(theta.size)
     Fv = fvp(actor, obs, tau)(v)
 
     def grad(t):
         assign_flat(actor.params, theta + t * v)
-        return flatten(trpo.mean_kl_gradient(actor, obs, dist_old, log_std_old, tau))
+        return flatten(trpo.mean_kl_gradient(actor, obs, dist_old, tau))
 
     np.testing.assert_allclose(grad(0.0), 0.0, atol=1e-14)                     # KLbar is at its minimum
     hv = (grad(H) - grad(-H)) / (2 * H)
@@ -172,11 +171,12 @@ def test_gaussian_log_std_block_is_two():
     actor, obs, tau, _ = point(3, discrete=False)
     F = fvp(actor, obs, tau)
     names = list(actor.params)
-    for d in range(actor.act_dim):
+    D = actor.head.net_dim
+    for d in range(D):
         e = {k: np.zeros_like(p) for k, p in actor.params.items()}
         e["log_std"][d] = 1.0
         col = unflatten(F(flatten(e)), actor.params)
-        expected = np.zeros(actor.act_dim)
+        expected = np.zeros(D)
         expected[d] = 2.0
         np.testing.assert_allclose(col["log_std"], expected, atol=1e-14)
         assert all(np.all(col[k] == 0) for k in names if k != "log_std")
@@ -195,7 +195,7 @@ def test_cg_solves_small_systems(seed, discrete, damping):
     rng = np.random.default_rng(seed)
     from ppo_np.policy import Actor
 
-    actor = Actor(2, 2, discrete, (3,), rng=rng)
+    actor = Actor(2, head_of(discrete), (3,), rng=rng)
     for p in actor.params.values():
         p[...] = 0.5 * rng.standard_normal(p.shape)
     obs = rng.standard_normal((6, 2))
@@ -298,7 +298,7 @@ def test_trpo_step_keeps_float32_restores_exact():
     from ppo_np.policy import Actor
 
     rng = np.random.default_rng(5)
-    actor = Actor(4, 2, True, (8,), rng=rng, dtype="float32")
+    actor = Actor(4, Categorical(2), (8,), rng=rng, dtype="float32")
     obs = rng.standard_normal((32, 4)).astype(np.float32)
     batch = rollout_batch(actor, obs, 1.0, rng)
     before = {k: p.copy() for k, p in actor.params.items()}
@@ -324,8 +324,8 @@ def test_bad_arguments_are_named():
         trpo.trpo_step(actor, batch, tau, max_kl=0.0)
     with pytest.raises(ValueError, match="line_search_decay"):
         trpo.trpo_step(actor, batch, tau, line_search_decay=1.0)
-    with pytest.raises(ValueError, match="log_std_old"):
-        trpo.trpo_step(actor, batch._replace(log_std_old=None), tau)
+    with pytest.raises(ValueError, match="dist_old"):
+        trpo.trpo_step(actor, batch._replace(dist_old=None), tau)
     with pytest.raises(ValueError, match="cg iterations"):
         trpo.conjugate_gradient(lambda v: v, np.ones(2), iters=0)
     for name, value in (("trpo_max_kl", 0.0), ("cg_iters", 0), ("cg_tol", -1.0), ("cg_damping", -0.1),
