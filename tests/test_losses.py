@@ -13,15 +13,14 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from ppo_np.heads import Categorical, DiagGaussian
-from ppo_np.gradcheck import (_check_surrogates, _check_value_losses, check_gradients, check_ppo_loss,
-                              surrogate_test_point)
+from support import actor_critic_batch as _setup
+from support import head_of
+
+from ppo_np.gradcheck import _check_surrogates, _check_value_losses, check_gradients, check_ppo_loss
+from ppo_np.heads import Categorical
 from ppo_np.kernels import importance_ratios
-from ppo_np.losses import (STAT_KEYS, LossCoefs, Minibatch, clipped_value_loss, entropy_bonus, explained_variance,
-                           ppo_loss, value_loss)
-from ppo_np.optim import Adam
-from ppo_np.params import assign_flat, flatten
-from ppo_np.policy import Actor, Critic
+from ppo_np.losses import (STAT_KEYS, LossCoefs, clipped_value_loss, entropy_bonus, explained_variance, ppo_loss,
+                           value_loss)
 from ppo_np.surrogate import clipped_objective, clipped_surrogate, kl_penalty_surrogate
 
 LAWS = settings(deadline=None, max_examples=60)
@@ -40,23 +39,6 @@ def paired(n_arrays, lo=-5.0, hi=5.0, n_max=16):
     """``n_arrays`` float64 vectors of one common random length."""
     return st.integers(1, n_max).flatmap(
         lambda n: st.tuples(*[arrays(np.float64, n, elements=st.floats(lo, hi)) for _ in range(n_arrays)]))
-
-
-def _setup(discrete, seed=0, B=16, tau=1.0, dtype="float64"):
-    """A small actor and critic, and a minibatch sampled from the actor itself (so r = 1 exactly)."""
-    rng = np.random.default_rng(seed)
-    obs_dim, n = 4, (3 if discrete else 2)
-    actor = Actor(obs_dim, head_of(discrete, n), (8, 8), rng=rng, dtype=dtype, log_std_init=-0.3)
-    critic = Critic(obs_dim, (8, 8), rng=rng, dtype=dtype)
-    obs = rng.standard_normal((B, obs_dim)).astype(dtype)
-    actions, logp, out = actor.act(obs, rng, temperature=tau)
-    mb = Minibatch(obs, actions, logp, rng.standard_normal(B).astype(dtype), rng.standard_normal(B).astype(dtype),
-                   critic(obs), out)
-    return actor, critic, mb, rng
-
-
-def head_of(discrete, n):
-    return Categorical(n) if discrete else DiagGaussian(n)
 
 
 # --- gradient checks ---------------------------------------------------------------------------------
@@ -332,51 +314,6 @@ def test_ppo_loss_results_at_the_start_of_an_update(discrete):
     assert res.loss == pytest.approx(res.stats["policy_loss"] + 0.5 * res.stats["value_loss"] - 0.01 * H)
 
 
-def test_actor_parameters_are_one_shared_set():
-    """actor.params holds the MLP's own arrays plus log_std; in-place updates (Adam, assign_flat) reach the
-    network, and Adam steps on ppo_loss's gradients lower the loss on a fixed minibatch."""
-    actor, critic, mb, _ = _setup(False, seed=5, B=32)
-    assert list(actor.params) == ["W0", "b0", "W1", "b1", "W2", "b2", "log_std"]
-    for k, v in actor.mlp.params.items():
-        assert actor.params[k] is v
-    theta = flatten(actor.params)
-    assign_flat(actor.params, theta + 0.1)
-    assert np.allclose(actor.params["log_std"], -0.2) and not np.allclose(actor.forward(mb.obs)[0], mb.dist_old)
-    assign_flat(actor.params, theta)
-    coefs = LossCoefs(surrogate="clip", vf_clip=None, ent_coef=0.0)
-    opt_a, opt_c = Adam(actor.params, lr=1e-2), Adam(critic.params, lr=1e-2)
-    first = ppo_loss(actor, critic, mb, coefs).loss
-    for _ in range(20):
-        res = ppo_loss(actor, critic, mb, coefs)
-        opt_a.step(res.actor_grads)
-        opt_c.step(res.critic_grads)
-    assert ppo_loss(actor, critic, mb, coefs).loss < first - 0.05
-    assert not np.allclose(actor.params["log_std"], -0.3)
-
-
-@pytest.mark.parametrize("discrete", [True, False], ids=["categorical", "gaussian"])
-def test_act(discrete):
-    """Shapes and dtypes; logp is log pi_tau of the returned action; deterministic = mode; one observation
-    drops the batch axis; the same seed gives the same actions."""
-    actor, _, _, rng = _setup(discrete)
-    obs = rng.standard_normal((7, 4))
-    a, logp, out = actor.act(obs, np.random.default_rng(1), temperature=2.0)
-    a2, _, _ = actor.act(obs, np.random.default_rng(1), temperature=2.0)
-    np.testing.assert_array_equal(a, a2)
-    assert logp.shape == (7,)
-    np.testing.assert_allclose(logp, actor.head.log_prob(out, a, 2.0))
-    if discrete:
-        assert a.shape == (7,) and a.dtype == np.int64
-    else:
-        assert a.shape == (7, 2)
-    a_det, logp_det, out_det = actor.act(obs, None, temperature=2.0, deterministic=True)
-    np.testing.assert_array_equal(a_det, Categorical.mode(out) if discrete else out[:, :2])
-    np.testing.assert_allclose(logp_det, actor.head.log_prob(out, a_det, 2.0))
-    a1, logp1, out1 = actor.act(obs[0], None, deterministic=True)
-    assert np.shape(logp1) == () and out1.shape == out[0].shape
-    np.testing.assert_allclose(a1, a_det[0], rtol=1e-12, atol=1e-15)  # one row vs a batch: BLAS may round differently
-
-
 @pytest.mark.parametrize("discrete", [True, False], ids=["categorical", "gaussian"])
 def test_actor_kl(discrete):
     """The head's KL(old || new) of the actor's y is the tempered distributions' analytic KL; 0 against
@@ -437,7 +374,4 @@ def test_bad_minibatches_are_named():
     g_actor, g_critic, g_mb, _ = _setup(False, B=8)
     with pytest.raises(ValueError, match=r"dist_old must have shape \(8, 4\) \(the old policy's y\), got \(8, 2\)"):
         ppo_loss(g_actor, g_critic, g_mb._replace(dist_old=g_mb.dist_old[:, :2]), LossCoefs())
-    with pytest.raises(ValueError, match="n_actions must be a positive integer, got 0"):
-        Categorical(0)
-    with pytest.raises(ValueError, match="head must be a policy head"):
-        Actor(3, 2, rng=np.random.default_rng(0))
+
