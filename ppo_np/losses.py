@@ -77,7 +77,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from ppo_np.distributions import Categorical, DiagGaussian, check_temperature
-from ppo_np.kernels import importance_ratios
+from ppo_np.ratios import importance_ratios
 from ppo_np.params import Params
 
 SURROGATES = ("clip", "penalty")

@@ -5,7 +5,7 @@ One iteration ("update") in paper order (Schulman et al. 2017, Algorithm 1):
 1. run pi_old = pi_theta for T steps in each of N environments (``rollout.Collector``), storing
    log pi_old(a_t|s_t) of the tempered policy that acted and the old distribution parameters;
 2. advantages A_t by GAE(gamma, lambda) and value targets (TD(lambda) returns A_t + V(s_t), or
-   rewards-to-go), by the Numba kernels in ``kernels.py``;
+   rewards-to-go), by the Numba kernels in ``advantages.py``;
 3. for each of K epochs, a fresh seeded permutation of the valid samples, cut into minibatches (a
    single minibatch that holds them all is not shuffled: that would only reorder its sums); per
    minibatch: L = L_pi + c_v L_V - c_e H and its gradient (``losses.ppo_loss``, computed by its fused
@@ -40,13 +40,16 @@ import gymnasium as gym
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ppo_np import checkpoint, kernels, trpo
+from ppo_np import checkpoint, trpo
+from ppo_np.advantages import gae, rewards_to_go
 from ppo_np.config import PPOConfig, preset_for
 from ppo_np.fused import FusedLoss
 from ppo_np.losses import LossCoefs, Minibatch, explained_variance, normalize_advantages
+from ppo_np.minibatches import MinibatchGatherer, epoch_seed, minibatch_indices
 from ppo_np.normalize import ObsNormalizer, RewardScaler
 from ppo_np.optim import Adam, clip_coefficient, clip_grad_norm, global_norm
 from ppo_np.policy import Actor, Critic
+from ppo_np.ratios import importance_ratios
 from ppo_np.rollout import Collector, RolloutBuffer, make_vector_env
 from ppo_np.schedules import AdaptiveBeta, EntropyCoefficient, schedule
 
@@ -211,10 +214,10 @@ class PPO:
     def _advantages(self, buf: RolloutBuffer) -> tuple[np.ndarray, np.ndarray]:
         cfg = self.config
         next_values = buf.next_values()
-        adv, returns = kernels.gae(buf.rewards, buf.values, next_values, buf.terminated, buf.truncated,
+        adv, returns = gae(buf.rewards, buf.values, next_values, buf.terminated, buf.truncated,
                                    cfg.gamma, cfg.gae_lambda)
         if cfg.value_target == "rewards_to_go":
-            returns = kernels.rewards_to_go(buf.rewards, next_values, buf.terminated, buf.truncated, cfg.gamma)
+            returns = rewards_to_go(buf.rewards, next_values, buf.terminated, buf.truncated, cfg.gamma)
         return adv, returns
 
     def _update(self, buf: RolloutBuffer, temperature: float, progress: float) -> dict:
@@ -287,8 +290,8 @@ class PPO:
             if stop:
                 break
             epochs_run += 1
-            epoch_rows = [None] if whole_batch is not None else kernels.minibatch_indices(
-                valid.size, cfg.minibatch_size, kernels.epoch_seed(cfg.seed, self.update_count, epoch))
+            epoch_rows = [None] if whole_batch is not None else minibatch_indices(
+                valid.size, cfg.minibatch_size, epoch_seed(cfg.seed, self.update_count, epoch))
             for mb_idx in epoch_rows:
                 t0 = clock()
                 ent_coef = self.ent_coef.value
@@ -349,7 +352,7 @@ class PPO:
                               line_search_decay=cfg.line_search_decay)
         dist_new = self.actor.forward(batch.obs)[0]
         logp_new = self.actor.log_prob(dist_new, batch.actions, temperature)
-        _, _, k1, k3 = kernels.importance_ratios(logp_new, batch.logp_old, max(cfg.clip_coef, 1e-8))
+        _, _, k1, k3 = importance_ratios(logp_new, batch.logp_old, max(cfg.clip_coef, 1e-8))
         row = {"policy_loss": -step.surrogate_new, "entropy": float(np.mean(self.actor.entropy(dist_new, temperature))),
                "approx_kl_k1": k1, "approx_kl_k3": k3, "clip_frac": math.nan, "grad_norm": step.grad_norm,
                "step_size": step.step_norm, "line_search_backtracks": step.backtracks, "cg_residual": step.cg_residual}
@@ -359,8 +362,8 @@ class PPO:
         fwd_bwd = optimizer = 0.0
         gather = _minibatch_gatherer(flat, cfg.minibatch_size)  # its own buffers: `batch` stays intact
         for epoch in range(cfg.update_epochs):
-            for mb_idx in kernels.minibatch_indices(valid.size, cfg.minibatch_size,
-                                                    kernels.epoch_seed(cfg.seed, self.update_count, epoch)):
+            for mb_idx in minibatch_indices(valid.size, cfg.minibatch_size,
+                                                    epoch_seed(cfg.seed, self.update_count, epoch)):
                 t0 = clock()
                 loss, grads = trpo.value_gradients(self.critic, gather(valid[mb_idx]), cfg.vf_clip)
                 t1 = clock()
@@ -509,7 +512,7 @@ def _minibatch_gatherer(flat: Minibatch, max_rows: int):
     until the next call of the same gatherer.
     """
     per_sample = [name for name in Minibatch._fields if name != "log_std_old"]
-    gather = kernels.MinibatchGatherer([getattr(flat, name) for name in per_sample], max_rows)
+    gather = MinibatchGatherer([getattr(flat, name) for name in per_sample], max_rows)
     return lambda idx: Minibatch(*gather(idx), log_std_old=flat.log_std_old)
 
 

@@ -173,7 +173,7 @@ def test_an_update_step_is_the_loss_gradient_clipped_then_adam(clip_grad, epochs
     reference feeds ``ppo_loss`` each epoch's seeded permutation, as it would with smaller minibatches:
     the two agree to rounding, the shuffle only reordering the sums.
     """
-    from ppo_np import kernels
+    from ppo_np.minibatches import epoch_seed, minibatch_indices
     from ppo_np.losses import LossCoefs, Minibatch, normalize_advantages, ppo_loss
     from ppo_np.optim import Adam, clip_grad_norm
 
@@ -192,7 +192,7 @@ def test_an_update_step_is_the_loss_gradient_clipped_then_adam(clip_grad, epochs
                   for net, opt in ((reference.actor, agent.actor_opt), (reference.critic, agent.critic_opt))]
     norms = []
     for epoch in range(epochs):
-        (perm,) = kernels.minibatch_indices(B, B, kernels.epoch_seed(cfg.seed, agent.update_count, epoch))
+        (perm,) = minibatch_indices(B, B, epoch_seed(cfg.seed, agent.update_count, epoch))
         shuffled = Minibatch(*(None if field is None or name == "log_std_old" else field[perm]
                                for name, field in zip(Minibatch._fields, mb)))
         want = ppo_loss(reference.actor, reference.critic,
