@@ -158,9 +158,14 @@ def adam_update_kernel(params, grads, ms, vs, scale, lr, beta1, beta2, eps, bias
             p[i] -= step * m_i / (np.sqrt(v_i) * inv_sqrt_bias2 + eps_)       # theta_t
 
 
-def global_norm(*grad_sets: Params) -> float:
-    """sqrt of the sum of squares of every entry of every gradient in every set."""
-    return float(np.sqrt(sum(float(np.vdot(g, g)) for gs in grad_sets for g in gs.values())))
+def global_norm(*grad_sets: Params | np.ndarray) -> float:
+    """sqrt of the sum of squares of every entry of every gradient in every set.
+
+    A set is a dict of gradient arrays, or one array (a network's flat gradient vector, as
+    ``fused.FusedLoss`` keeps it): both give the same sum, term for term.
+    """
+    return float(np.sqrt(sum(float(np.vdot(g, g)) for gs in grad_sets
+                             for g in (gs.values() if isinstance(gs, dict) else (gs,)))))
 
 
 def clip_grad_norm(*grad_sets: Params, max_norm: float) -> float:

@@ -278,7 +278,7 @@ class PPO:
         if self._fused_loss is None:
             self._fused_loss = FusedLoss(self.actor, self.critic, cfg.minibatch_size)
         fused = self._fused_loss
-        actor_grad, critic_grad = {"theta": fused.actor_flat_grad}, {"phi": fused.critic_flat_grad}  # for the norms
+        actor_grad, critic_grad = fused.actor_flat_grad, fused.critic_flat_grad
         coefs = None
         self.ent_coef.at(progress)           # a schedule's value for this update; the tuner moves it in observe
         # One minibatch per epoch (minibatch_size >= the valid samples): shuffling it would only reorder
