@@ -26,9 +26,6 @@ so the first update runs at the schedules' start values and the last one still l
 """
 from __future__ import annotations
 
-import csv
-import dataclasses
-import io
 import json
 import math
 import os
@@ -40,7 +37,7 @@ import gymnasium as gym
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ppo_np import checkpoint, trpo
+from ppo_np import checkpoint, rundir, trpo
 from ppo_np.advantages import gae, rewards_to_go
 from ppo_np.config import PPOConfig, preset_for
 from ppo_np.fused import FusedLoss
@@ -51,13 +48,9 @@ from ppo_np.optim import Adam, clip_coefficient, clip_grad_norm, global_norm
 from ppo_np.policy import Actor, Critic
 from ppo_np.ratios import importance_ratios
 from ppo_np.rollout import Collector, RolloutBuffer, make_vector_env
+from ppo_np.rundir import CHECKPOINT_NAME, METRIC_FIELDS  # noqa: F401 (both importable from here, as before)
 from ppo_np.schedules import AdaptiveBeta, EntropyCoefficient, schedule
 
-METRIC_FIELDS = ("update", "step", "wall_s", "steps_per_s", "episode_return", "episode_length", "policy_loss",
-                 "value_loss", "entropy", "approx_kl_k1", "approx_kl_k3", "exact_kl", "clip_frac",
-                 "explained_variance", "learning_rate", "clip_range", "ent_coef", "beta", "temperature",
-                 "grad_norm", "epochs_run", "step_size", "line_search_backtracks", "cg_residual")
-CHECKPOINT_NAME = "checkpoint.npz"
 
 
 class NonFiniteError(FloatingPointError):
@@ -414,25 +407,12 @@ class PPO:
     # --- run directory, metrics, checkpoints ------------------------------------------------------
 
     def _prepare_run_dir(self) -> None:
-        if self.run_dir is None:
-            return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        checkpoint.write_text_atomic(self.run_dir / "config.json", json.dumps(
-            {"env_id": self.env_id, "total_steps": self.total_steps, **dataclasses.asdict(self.config)}, indent=2))
-        metrics = self.run_dir / "metrics.csv"
-        rows = _read_metrics(metrics) if metrics.exists() else []
-        kept = [r for r in rows if _update_of(r) <= self.update_count]  # drop rows past the checkpoint
-        text = io.StringIO(newline="")
-        writer = csv.DictWriter(text, fieldnames=METRIC_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(kept)
-        checkpoint.write_text_atomic(metrics, text.getvalue())  # a kill here leaves the old file or the new one
+        if self.run_dir is not None:
+            rundir.start(self.run_dir, self.env_id, self.total_steps, self.config, self.update_count)
 
     def _log(self, row: dict) -> None:
-        if self.run_dir is None:
-            return
-        with open(self.run_dir / "metrics.csv", "a", newline="") as f:
-            csv.DictWriter(f, fieldnames=METRIC_FIELDS).writerow({k: row.get(k, "") for k in METRIC_FIELDS})
+        if self.run_dir is not None:
+            rundir.append_metrics(self.run_dir, row)
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Everything a resumed run needs, as plain arrays (see ``checkpoint``)."""
@@ -514,24 +494,6 @@ def _minibatch_gatherer(flat: Minibatch, max_rows: int):
     per_sample = [name for name in Minibatch._fields if name != "log_std_old"]
     gather = MinibatchGatherer([getattr(flat, name) for name in per_sample], max_rows)
     return lambda idx: Minibatch(*gather(idx), log_std_old=flat.log_std_old)
-
-
-def _read_metrics(path: Path) -> list[dict]:
-    """The rows of a metrics file, without a last line that a kill cut short (no newline) or a malformed row."""
-    with open(path, newline="") as f:
-        text = f.read()
-    if not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
-    return [r for r in csv.DictReader(io.StringIO(text, newline="")) if None not in r and None not in r.values()
-            and _update_of(r) >= 0]
-
-
-def _update_of(row: dict) -> int:
-    """The update number of a metrics row; -1 when it is not a number."""
-    try:
-        return int(float(row["update"]))
-    except (TypeError, ValueError, OverflowError):
-        return -1
 
 
 def _progress_bar(enabled: bool, total: int, initial: int):
