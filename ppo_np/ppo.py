@@ -26,7 +26,6 @@ so the first update runs at the schedules' start values and the last one still l
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -37,7 +36,7 @@ import gymnasium as gym
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ppo_np import checkpoint, rundir, trpo
+from ppo_np import agent_state, checkpoint, rundir, trpo
 from ppo_np.advantages import gae, rewards_to_go
 from ppo_np.config import PPOConfig, preset_for
 from ppo_np.fused import FusedLoss
@@ -232,7 +231,7 @@ class PPO:
         self.actor_opt.lr = self.critic_opt.lr = max(lr, 1e-12)  # Adam needs lr > 0; 1e-12 is "stopped"
         clip_range = schedule(cfg.clip_schedule, cfg.clip_coef, 0.0, progress)
 
-        snapshot = self._learner_state()
+        snapshot = agent_state.learner_state(self)
         try:
             if cfg.algo == "trpo":
                 row, epochs_run = self._trpo_update(flat, valid, temperature)
@@ -242,7 +241,7 @@ class PPO:
             if cfg.algo == "penalty":
                 self.beta.update(row["exact_kl"])
         except BaseException:  # a NaN at minibatch k, Ctrl-C: undo minibatches 1..k-1, never keep half an update
-            self._restore_learner_state(snapshot)
+            agent_state.load_learner_state(self, snapshot)
             raise
         self.update_count += 1
         self.recent_returns = (self.recent_returns + [r for r, _ in episodes])[-100:]  # the update is kept
@@ -379,25 +378,6 @@ class PPO:
         dist_new = self.actor.forward(flat.obs[valid])[0]
         return float(np.mean(self.actor.kl(flat.dist_old[valid], flat.log_std_old, dist_new, temperature)))
 
-    def _learner_state(self) -> dict[str, np.ndarray]:
-        """Copies of everything an update changes: weights, both Adam states, the entropy tuner, beta."""
-        state = {f"actor/{k}": v.copy() for k, v in self.actor.params.items()}
-        state.update({f"critic/{k}": v.copy() for k, v in self.critic.params.items()})
-        state.update({f"adam_actor/{k}": v for k, v in self.actor_opt.state_dict().items()})  # copies
-        state.update({f"adam_critic/{k}": v for k, v in self.critic_opt.state_dict().items()})
-        state.update({k: np.array(v, copy=True) for k, v in self.ent_coef.state_dict().items()})
-        state["beta"] = np.array(self.beta.beta)
-        return state
-
-    def _restore_learner_state(self, state: dict[str, np.ndarray]) -> None:
-        for prefix, params in (("actor", self.actor.params), ("critic", self.critic.params)):
-            for k, p in params.items():
-                p[...] = state[f"{prefix}/{k}"]
-        for prefix, opt in (("adam_actor/", self.actor_opt), ("adam_critic/", self.critic_opt)):
-            opt.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
-        self.ent_coef.load_state_dict({k: v for k, v in state.items() if k.startswith("ent/")})
-        self.beta.beta = float(state["beta"])
-
     def _check_finite(self, **quantities: np.ndarray) -> None:
         for name, value in quantities.items():
             if not np.all(np.isfinite(value)):
@@ -415,22 +395,8 @@ class PPO:
             rundir.append_metrics(self.run_dir, row)
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        """Everything a resumed run needs, as plain arrays (see ``checkpoint``)."""
-        arrays = {"env_id": np.array(self.env_id), "config": np.array(self.config.to_json()),
-                  "counters/global_step": np.array(self.global_step), "counters/update": np.array(self.update_count),
-                  "counters/total_steps": np.array(self.total_steps),
-                  "recent_returns": np.array(self.recent_returns, dtype=np.float64),
-                  "rng/action": np.array(json.dumps(self.action_rng.bit_generator.state)),
-                  "beta": np.array(self.beta.beta)}
-        arrays.update({f"actor/{k}": v for k, v in self.actor.params.items()})
-        arrays.update({f"critic/{k}": v for k, v in self.critic.params.items()})
-        arrays.update({f"adam_actor/{k}": v for k, v in self.actor_opt.state_dict().items()})
-        arrays.update({f"adam_critic/{k}": v for k, v in self.critic_opt.state_dict().items()})
-        arrays.update(self.obs_norm.rms.state_dict("obs_rms"))
-        arrays.update(self.reward_scaler.rms.state_dict("ret_rms"))
-        arrays["ret_rms/returns"] = self.reward_scaler.returns.copy()
-        arrays.update(self.ent_coef.state_dict())
-        return arrays
+        """Everything a resumed run needs, as plain arrays (``agent_state.checkpoint_state``)."""
+        return agent_state.checkpoint_state(self)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write a checkpoint (atomically) that ``PPO.load`` restores exactly."""
@@ -444,39 +410,12 @@ class PPO:
         """
         arrays = checkpoint.load(path)  # damaged, foreign or too new: its errors name the file already
         try:
-            return cls._from_arrays(arrays, run_dir)
+            env_id = str(checkpoint.take(arrays, "env_id", np.array("")))
+            config = PPOConfig.from_json(str(checkpoint.take(arrays, "config", np.array(""))))
+            agent = cls(env_id, config, run_dir=run_dir)  # an unknown env id or unsupported spaces: ValueError
+            agent_state.load_checkpoint_state(agent, arrays)
         except ValueError as exc:  # CheckpointError included: a well-formed file that does not fit
             raise checkpoint.CheckpointError(f"{path}: {exc}") from None
-
-    @classmethod
-    def _from_arrays(cls, arrays: dict[str, np.ndarray], run_dir) -> "PPO":
-        take = checkpoint.take
-        env_id = str(take(arrays, "env_id", np.array("")))
-        config = PPOConfig.from_json(str(take(arrays, "config", np.array(""))))
-        agent = cls(env_id, config, run_dir=run_dir)  # an unknown env id or unsupported spaces: ValueError
-        for prefix, params in (("actor", agent.actor.params), ("critic", agent.critic.params)):
-            for k, p in params.items():
-                p[...] = take(arrays, f"{prefix}/{k}", p)
-        for prefix, opt in (("adam_actor", agent.actor_opt), ("adam_critic", agent.critic_opt)):
-            state = opt.state_dict()
-            opt.load_state_dict({k: take(arrays, f"{prefix}/{k}", v) for k, v in state.items()})
-        agent.obs_norm.rms.load_state_dict(
-            {k: take(arrays, k, v) for k, v in agent.obs_norm.rms.state_dict("obs_rms").items()}, "obs_rms")
-        agent.reward_scaler.rms.load_state_dict(
-            {k: take(arrays, k, v) for k, v in agent.reward_scaler.rms.state_dict("ret_rms").items()}, "ret_rms")
-        agent.reward_scaler.returns = take(arrays, "ret_rms/returns", agent.reward_scaler.returns).copy()
-        agent.ent_coef.load_state_dict({k: take(arrays, k, v) for k, v in agent.ent_coef.state_dict().items()})
-        agent.beta.beta = float(take(arrays, "beta", np.array(1.0)))
-        counters = {name: int(take(arrays, f"counters/{name}", np.array(0))) for name in ("global_step", "update",
-                                                                                          "total_steps")}
-        if min(counters.values()) < 0:
-            raise checkpoint.CheckpointError(f"negative counters {counters}")
-        agent.global_step, agent.update_count, agent.total_steps = counters.values()
-        agent.recent_returns = [float(r) for r in take(arrays, "recent_returns", ndim=1, kinds="f")]
-        try:
-            agent.action_rng.bit_generator.state = json.loads(str(take(arrays, "rng/action", np.array(""))))
-        except (ValueError, TypeError, KeyError) as exc:
-            raise checkpoint.CheckpointError(f"bad RNG state ({exc})") from None
         return agent
 
     def close(self) -> None:
