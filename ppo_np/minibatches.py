@@ -155,6 +155,23 @@ def minibatch_indices(n: int, minibatch_size: int, seed: int) -> list[np.ndarray
     return [perm[s] for s in slices]
 
 
+def epoch_minibatches(rows: np.ndarray, minibatch_size: int, run_seed: int, update: int, epochs: int):
+    """For each epoch e = 0 .. epochs-1 of one update, the list of its minibatches of ``rows``.
+
+    Epoch e shuffles ``rows`` (the indices of the samples to learn from, (n,) with n >= 1) by
+    ``minibatch_indices(n, minibatch_size, epoch_seed(run_seed, update, e))``: each minibatch is an
+    array of entries of ``rows``, and an epoch's minibatches partition them. Each epoch is shuffled
+    when it is reached, so a caller that stops early (PPO's KL stop) draws no more shuffles.
+    """
+    if not (isinstance(rows, np.ndarray) and rows.ndim == 1 and rows.dtype.kind in "iu" and rows.size):
+        raise ValueError(f"rows must be a non-empty 1-D integer numpy array, got "
+                         f"{getattr(rows, 'dtype', type(rows).__name__)} with shape {getattr(rows, 'shape', None)}")
+    _check_int("minibatch_size", minibatch_size, 1)
+    epochs = _check_int("epochs", epochs, 0)
+    return ([rows[idx] for idx in minibatch_indices(rows.size, minibatch_size, epoch_seed(run_seed, update, epoch))]
+            for epoch in range(epochs))
+
+
 
 # --- gathering minibatch rows -----------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ so the first update runs at the schedules' start values and the last one still l
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -41,7 +42,7 @@ from ppo_np.advantages import gae, rewards_to_go
 from ppo_np.config import PPOConfig, preset_for
 from ppo_np.fused import FusedLoss
 from ppo_np.losses import LossCoefs, Minibatch, explained_variance, normalize_advantages
-from ppo_np.minibatches import MinibatchGatherer, epoch_seed, minibatch_indices
+from ppo_np.minibatches import MinibatchGatherer, epoch_minibatches
 from ppo_np.normalize import ObsNormalizer, RewardScaler
 from ppo_np.optim import Adam, clip_coefficient, clip_grad_norm, global_norm
 from ppo_np.policy import Actor, Critic
@@ -49,7 +50,12 @@ from ppo_np.ratios import importance_ratios
 from ppo_np.rollout import Collector, RolloutBuffer, make_vector_env
 from ppo_np.rundir import CHECKPOINT_NAME, METRIC_FIELDS  # noqa: F401 (both importable from here, as before)
 from ppo_np.schedules import AdaptiveBeta, EntropyCoefficient, schedule
+from ppo_np.timing import PhaseTimer
 
+
+
+# TRPO's columns of the metrics, for an update that took no TRPO step
+NO_TRPO_STEP = {"step_size": math.nan, "line_search_backtracks": math.nan, "cg_residual": math.nan}
 
 
 class NonFiniteError(FloatingPointError):
@@ -94,9 +100,11 @@ class PPO:
         self.update_count = 0
         self.total_steps = 0
         self.recent_returns: list[float] = []
-        # wall seconds per phase of learn(), accumulated: env_step, inference, storage (the rollout);
-        # advantages; minibatch_fwd_bwd (gather + loss + gradients), optimizer (clip + Adam)
+        # wall seconds per phase of learn(), accumulated: env_step, inference, storage (the rollout's
+        # Collector); advantages; minibatch_fwd_bwd (gather + loss + gradients), optimizer (clip + Adam);
+        # policy_step (TRPO's actor step)
         self.phase_times: dict[str, float] = {}
+        self.timer = PhaseTimer(self.phase_times)
         self._fused_loss: Optional[FusedLoss] = None  # the minibatch step's buffers, made at the first update
         self.run_dir = Path(run_dir) if run_dir is not None else None
 
@@ -214,11 +222,9 @@ class PPO:
 
     def _update(self, buf: RolloutBuffer, temperature: float, progress: float) -> dict:
         cfg = self.config
-        clock = time.perf_counter
         episodes = self.collector.drain_episodes()
-        t0 = clock()
-        adv, returns = self._advantages(buf)
-        self._add_time("advantages", clock() - t0)
+        with self.timer("advantages"):
+            adv, returns = self._advantages(buf)
         self._check_finite(observations=buf.obs, rewards=buf.rewards, values=buf.values)
 
         B = cfg.batch_size
@@ -255,73 +261,63 @@ class PPO:
 
     def _ppo_update(self, flat: Minibatch, valid: np.ndarray, temperature: float, progress: float,
                     clip_range: float) -> tuple[dict, int]:
-        """Step 3 for PPO: K epochs of shuffled minibatches, L and its gradient, two Adam steps scaled by the clip.
+        """Step 3 for PPO: K epochs of shuffled minibatches; per minibatch L and its gradient, the global-norm
+        clip, one Adam step per network; the epochs stop early once approx KL > target_kl.
 
         Returns the metrics averaged over the minibatches, and the epochs run.
         """
         cfg = self.config
-        clock = time.perf_counter
-        sums: dict[str, float] = {}
-        n_minibatches = 0
-        epochs_run = 0
-        stop = valid.size == 0  # every row a reset step (possible only for T = 1): nothing to learn from
-        fwd_bwd = optimizer = 0.0
-        gather = _minibatch_gatherer(flat, cfg.minibatch_size)
-        if self._fused_loss is None:
-            self._fused_loss = FusedLoss(self.actor, self.critic, cfg.minibatch_size)
-        fused = self._fused_loss
-        actor_grad, critic_grad = fused.actor_flat_grad, fused.critic_flat_grad
-        coefs = None
         self.ent_coef.at(progress)           # a schedule's value for this update; the tuner moves it in observe
-        # One minibatch per epoch (minibatch_size >= the valid samples): shuffling it would only reorder
-        # the sums of its mean, so its rows are gathered once, in order, for every epoch.
-        t0 = clock()
-        whole_batch = gather(valid) if 0 < valid.size <= cfg.minibatch_size else None
-        fwd_bwd += clock() - t0                  # a gather, timed with the others
-        for epoch in range(cfg.update_epochs):
-            if stop:
-                break
+        if valid.size == 0:  # every row a reset step (possible only for T = 1): nothing to learn from
+            return dict(NO_TRPO_STEP), 0
+        if self._fused_loss is None:         # the loss's buffers, made once
+            self._fused_loss = FusedLoss(self.actor, self.critic, cfg.minibatch_size)
+        loss_and_grads = self._fused_loss
+        actor_grad, critic_grad = loss_and_grads.actor_flat_grad, loss_and_grads.critic_flat_grad
+        coefs = LossCoefs(surrogate=cfg.algo, clip_eps=max(clip_range, 1e-8), beta=self.beta.beta,
+                          vf_coef=cfg.vf_coef, vf_clip=cfg.vf_clip, ent_coef=self.ent_coef.value,
+                          temperature=temperature)
+        gather = _minibatch_gatherer(flat, cfg.minibatch_size)
+        with self.timer("minibatch_fwd_bwd"):
+            # One minibatch holding every valid sample: shuffling it would only reorder the sums of its
+            # mean, so it is gathered once, in order, and serves every epoch.
+            whole_batch = gather(valid) if valid.size <= cfg.minibatch_size else None
+        sums: dict[str, float] = {}
+        n_minibatches = epochs_run = 0
+        for minibatches in epoch_minibatches(valid, cfg.minibatch_size, cfg.seed, self.update_count,
+                                             cfg.update_epochs):
             epochs_run += 1
-            epoch_rows = [None] if whole_batch is not None else minibatch_indices(
-                valid.size, cfg.minibatch_size, epoch_seed(cfg.seed, self.update_count, epoch))
-            for mb_idx in epoch_rows:
-                t0 = clock()
-                ent_coef = self.ent_coef.value
-                if coefs is None or coefs.ent_coef != ent_coef:  # validated once, unless the auto tuner moved
-                    coefs = LossCoefs(surrogate=cfg.algo, clip_eps=max(clip_range, 1e-8), beta=self.beta.beta,
-                                      vf_coef=cfg.vf_coef, vf_clip=cfg.vf_clip, ent_coef=ent_coef,
-                                      temperature=temperature)
-                mb = whole_batch if mb_idx is None else gather(valid[mb_idx])
-                loss, stats = fused(mb, coefs, normalize_advantages=cfg.norm_adv)
-                t1 = clock()
-                if cfg.clip_grad == "joint":    # the clip is each Adam pass's scale on the gradient
-                    grad_norm = global_norm(actor_grad, critic_grad)
-                    actor_scale = critic_scale = clip_coefficient(grad_norm, cfg.max_grad_norm)
-                else:
-                    actor_norm, critic_norm = global_norm(actor_grad), global_norm(critic_grad)
-                    grad_norm = math.hypot(actor_norm, critic_norm)
-                    actor_scale = clip_coefficient(actor_norm, cfg.max_grad_norm)
-                    critic_scale = clip_coefficient(critic_norm, cfg.max_grad_norm)
-                if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-                    self._check_finite(loss=np.array(loss), gradient_norm=np.array(grad_norm))
-                self.actor_opt.step_flat(fused.actor_flat_grad, actor_scale)
-                self.critic_opt.step_flat(fused.critic_flat_grad, critic_scale)
+            for rows in minibatches:
+                if coefs.ent_coef != self.ent_coef.value:  # the auto tuner moved it; LossCoefs validates: only then
+                    coefs = dataclasses.replace(coefs, ent_coef=self.ent_coef.value)
+                with self.timer("minibatch_fwd_bwd"):
+                    mb = whole_batch if whole_batch is not None else gather(rows)
+                    loss, stats = loss_and_grads(mb, coefs, normalize_advantages=cfg.norm_adv)
+                with self.timer("optimizer"):
+                    grad_norm, actor_scale, critic_scale = self._clip_scales(actor_grad, critic_grad)
+                    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                        self._check_finite(loss=np.array(loss), gradient_norm=np.array(grad_norm))
+                    self.actor_opt.step_flat(actor_grad, actor_scale)      # the clip is the scale of each Adam pass
+                    self.critic_opt.step_flat(critic_grad, critic_scale)
                 self.ent_coef.observe(stats["entropy"])
-                fwd_bwd += t1 - t0
-                optimizer += clock() - t1
-                for key, value in stats.items():
+                for key, value in (*stats.items(), ("grad_norm", grad_norm)):
                     sums[key] = sums.get(key, 0.0) + value
-                sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm
                 n_minibatches += 1
                 if cfg.target_kl is not None and stats["approx_kl_k3"] > cfg.target_kl:
-                    stop = True
-                    break
-        self._add_time("minibatch_fwd_bwd", fwd_bwd)
-        self._add_time("optimizer", optimizer)
+                    return {**_means(sums, n_minibatches), **NO_TRPO_STEP}, epochs_run
+        return {**_means(sums, n_minibatches), **NO_TRPO_STEP}, epochs_run
 
-        row = {key: value / max(n_minibatches, 1) for key, value in sums.items()}
-        row.update(step_size=math.nan, line_search_backtracks=math.nan, cg_residual=math.nan)  # TRPO's columns
-        return row, epochs_run
+    def _clip_scales(self, actor_grad: np.ndarray, critic_grad: np.ndarray) -> tuple[float, float, float]:
+        """The gradient norm and the factors min(1, max_norm / norm) that clip each network's gradient:
+        one global norm over both networks (``clip_grad="joint"``) or one per network (``"separate"``,
+        reporting the norm of both together)."""
+        max_norm = self.config.max_grad_norm
+        if self.config.clip_grad == "joint":
+            norm = global_norm(actor_grad, critic_grad)
+            return norm, clip_coefficient(norm, max_norm), clip_coefficient(norm, max_norm)
+        actor_norm, critic_norm = global_norm(actor_grad), global_norm(critic_grad)
+        return (math.hypot(actor_norm, critic_norm), clip_coefficient(actor_norm, max_norm),
+                clip_coefficient(critic_norm, max_norm))
 
     def _trpo_update(self, flat: Minibatch, valid: np.ndarray, temperature: float) -> tuple[dict, int]:
         """Step 3 for TRPO: one constrained natural-gradient step of the actor on the whole batch
@@ -331,47 +327,39 @@ class PPO:
         minibatches) and the epochs run.
         """
         cfg = self.config
-        clock = time.perf_counter
         if valid.size == 0:  # every row a reset step (possible only for T = 1): nothing to learn from
-            return {"step_size": math.nan, "line_search_backtracks": math.nan, "cg_residual": math.nan}, 0
-        t0 = clock()
-        batch = _minibatch_gatherer(flat, valid.size)(valid)
-        if cfg.norm_adv:  # over the whole batch: the policy step uses every sample at once
-            batch = batch._replace(advantages=normalize_advantages(batch.advantages))
-        self._check_finite(advantages=batch.advantages)
-        step = trpo.trpo_step(self.actor, batch, temperature, max_kl=cfg.trpo_max_kl, cg_iters=cfg.cg_iters,
-                              cg_tol=cfg.cg_tol, damping=cfg.cg_damping, line_search_steps=cfg.line_search_steps,
-                              line_search_decay=cfg.line_search_decay)
-        dist_new = self.actor.forward(batch.obs)[0]
-        logp_new = self.actor.log_prob(dist_new, batch.actions, temperature)
-        _, _, k1, k3 = importance_ratios(logp_new, batch.logp_old, max(cfg.clip_coef, 1e-8))
-        row = {"policy_loss": -step.surrogate_new, "entropy": float(np.mean(self.actor.entropy(dist_new, temperature))),
-               "approx_kl_k1": k1, "approx_kl_k3": k3, "clip_frac": math.nan, "grad_norm": step.grad_norm,
-               "step_size": step.step_norm, "line_search_backtracks": step.backtracks, "cg_residual": step.cg_residual}
-        self._add_time("policy_step", clock() - t0)
+            return dict(NO_TRPO_STEP), 0
+        with self.timer("policy_step"):
+            batch = _minibatch_gatherer(flat, valid.size)(valid)
+            if cfg.norm_adv:  # over the whole batch: the policy step uses every sample at once
+                batch = batch._replace(advantages=normalize_advantages(batch.advantages))
+            self._check_finite(advantages=batch.advantages)
+            step = trpo.trpo_step(self.actor, batch, temperature, max_kl=cfg.trpo_max_kl, cg_iters=cfg.cg_iters,
+                                  cg_tol=cfg.cg_tol, damping=cfg.cg_damping, line_search_steps=cfg.line_search_steps,
+                                  line_search_decay=cfg.line_search_decay)
+            dist_new = self.actor.forward(batch.obs)[0]
+            logp_new = self.actor.log_prob(dist_new, batch.actions, temperature)
+            _, _, k1, k3 = importance_ratios(logp_new, batch.logp_old, max(cfg.clip_coef, 1e-8))
+            row = {"policy_loss": -step.surrogate_new,
+                   "entropy": float(np.mean(self.actor.entropy(dist_new, temperature))),
+                   "approx_kl_k1": k1, "approx_kl_k3": k3, "clip_frac": math.nan, "grad_norm": step.grad_norm,
+                   "step_size": step.step_norm, "line_search_backtracks": step.backtracks,
+                   "cg_residual": step.cg_residual}
 
         value_losses = []
-        fwd_bwd = optimizer = 0.0
         gather = _minibatch_gatherer(flat, cfg.minibatch_size)  # its own buffers: `batch` stays intact
-        for epoch in range(cfg.update_epochs):
-            for mb_idx in minibatch_indices(valid.size, cfg.minibatch_size,
-                                                    epoch_seed(cfg.seed, self.update_count, epoch)):
-                t0 = clock()
-                loss, grads = trpo.value_gradients(self.critic, gather(valid[mb_idx]), cfg.vf_clip)
-                t1 = clock()
-                grad_norm = clip_grad_norm(grads, max_norm=cfg.max_grad_norm)
-                self._check_finite(value_loss=np.array(loss), gradient_norm=np.array(grad_norm))
-                self.critic_opt.step(grads)
-                fwd_bwd += t1 - t0
-                optimizer += clock() - t1
+        for minibatches in epoch_minibatches(valid, cfg.minibatch_size, cfg.seed, self.update_count,
+                                             cfg.update_epochs):
+            for rows in minibatches:
+                with self.timer("minibatch_fwd_bwd"):
+                    loss, grads = trpo.value_gradients(self.critic, gather(rows), cfg.vf_clip)
+                with self.timer("optimizer"):
+                    grad_norm = clip_grad_norm(grads, max_norm=cfg.max_grad_norm)
+                    self._check_finite(value_loss=np.array(loss), gradient_norm=np.array(grad_norm))
+                    self.critic_opt.step(grads)
                 value_losses.append(loss)
-        self._add_time("minibatch_fwd_bwd", fwd_bwd)
-        self._add_time("optimizer", optimizer)
         row["value_loss"] = float(np.mean(value_losses))
         return row, cfg.update_epochs
-
-    def _add_time(self, phase: str, seconds: float) -> None:
-        self.phase_times[phase] = self.phase_times.get(phase, 0.0) + seconds
 
     def _batch_kl(self, flat: Minibatch, valid: np.ndarray, temperature: float) -> float:
         """Exact mean KL(pi_old(.|s) || pi_new(.|s)) over the rollout's valid states, after the update."""
@@ -422,6 +410,10 @@ class PPO:
         if self.envs is not None:
             self.envs.close()
             self.envs = None
+
+
+def _means(sums: dict[str, float], n: int) -> dict[str, float]:
+    return {key: value / n for key, value in sums.items()}
 
 
 def _minibatch_gatherer(flat: Minibatch, max_rows: int):

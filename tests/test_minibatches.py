@@ -46,6 +46,24 @@ def test_minibatches_partition_a_permutation(n, minibatch_size, seed):
     assert all(np.array_equal(x, y) for x, y in zip(mbs, again))
 
 
+@FAST
+@given(n=st.integers(1, 120), minibatch_size=st.integers(1, 50), run_seed=st.integers(0, 2**64 - 1),
+       update=st.integers(0, 1000), epochs=st.integers(0, 4), offset=st.integers(0, 7))
+def test_epoch_minibatches_are_each_epochs_seeded_cut_of_the_rows(n, minibatch_size, run_seed, update, epochs,
+                                                                    offset):
+    """Epoch e's minibatches are rows[minibatch_indices(n, minibatch_size, epoch_seed(run_seed, update, e))]:
+    every epoch partitions the rows, one list per epoch, epochs shuffled apart."""
+    rows = np.arange(n, dtype=np.int64) * 3 + offset                      # the valid sample indices
+    got = list(MB.epoch_minibatches(rows, minibatch_size, run_seed, update, epochs))
+    assert len(got) == epochs
+    for epoch, minibatches in enumerate(got):
+        want = MB.minibatch_indices(n, minibatch_size, MB.epoch_seed(run_seed, update, epoch))
+        assert len(minibatches) == len(want)
+        for mb, idx in zip(minibatches, want):
+            np.testing.assert_array_equal(mb, rows[idx])
+        np.testing.assert_array_equal(np.sort(np.concatenate(minibatches)), rows)
+
+
 @SOME
 @given(run_seed=st.integers(0, 2**64 - 1), update=st.integers(0, 10**6), epoch=st.integers(0, 100))
 def test_epoch_seeds_are_deterministic_and_distinct(run_seed, update, epoch):
@@ -116,6 +134,10 @@ def test_shuffle_is_reproduced_by_a_fresh_process_with_the_other_jit_mode():
     ("run_seed", lambda: MB.epoch_seed(-1, 0, 0)),
     ("update", lambda: MB.epoch_seed(0, True, 0)),
     ("epoch", lambda: MB.epoch_seed(0, 0, 2**64)),
+    ("rows", lambda: MB.epoch_minibatches(np.zeros(0, np.int64), 4, 0, 0, 1)),
+    ("rows", lambda: MB.epoch_minibatches(np.zeros(3), 4, 0, 0, 1)),
+    ("minibatch_size", lambda: MB.epoch_minibatches(np.arange(3), 0, 0, 0, 1)),
+    ("epochs", lambda: MB.epoch_minibatches(np.arange(3), 2, 0, 0, -1)),
 ])
 def test_bad_input_names_the_value(name, call):
     """Seeds, shuffles and minibatch cuts: a ValueError whose message starts with the bad argument's name."""
