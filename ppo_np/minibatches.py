@@ -50,7 +50,6 @@ def _check_int(name: str, value, low: int) -> int:
     return int(value)
 
 
-
 # --- seeds and minibatch shuffling ------------------------------------------------------------------
 
 def _splitmix64(x: int) -> int:
@@ -170,7 +169,6 @@ def epoch_minibatches(rows: np.ndarray, minibatch_size: int, run_seed: int, upda
     epochs = _check_int("epochs", epochs, 0)
     return ([rows[idx] for idx in minibatch_indices(rows.size, minibatch_size, epoch_seed(run_seed, update, epoch))]
             for epoch in range(epochs))
-
 
 
 # --- gathering minibatch rows -----------------------------------------------------------------------

@@ -52,8 +52,6 @@ from ppo_np.rundir import CHECKPOINT_NAME, METRIC_FIELDS  # noqa: F401 (both imp
 from ppo_np.schedules import AdaptiveBeta, EntropyCoefficient, schedule
 from ppo_np.timing import PhaseTimer
 
-
-
 # TRPO's columns of the metrics, for an update that took no TRPO step
 NO_TRPO_STEP = {"step_size": math.nan, "line_search_backtracks": math.nan, "cg_residual": math.nan}
 
@@ -214,8 +212,8 @@ class PPO:
     def _advantages(self, buf: RolloutBuffer) -> tuple[np.ndarray, np.ndarray]:
         cfg = self.config
         next_values = buf.next_values()
-        adv, returns = gae(buf.rewards, buf.values, next_values, buf.terminated, buf.truncated,
-                                   cfg.gamma, cfg.gae_lambda)
+        adv, returns = gae(buf.rewards, buf.values, next_values, buf.terminated, buf.truncated, cfg.gamma,
+                           cfg.gae_lambda)
         if cfg.value_target == "rewards_to_go":
             returns = rewards_to_go(buf.rewards, next_values, buf.terminated, buf.truncated, cfg.gamma)
         return adv, returns
