@@ -1,4 +1,5 @@
-"""Benchmark every kernel of ``ppo_np.kernels`` against its reference; compile and cache-load times.
+"""Benchmark the rollout kernels (``ppo_np.advantages``, ``minibatches``, ``ratios``) against their references;
+compile and cache-load times.
 
     python benchmarks/bench_kernels.py            # a readable table
     python benchmarks/bench_kernels.py --json     # one JSON object (machine, versions, results)
@@ -10,9 +11,9 @@ For each rollout size (T, N) from (128, 4) to (2048, 64):
     importance_ratios on B = T N samples, wrapper vs ``importance_ratios_reference``;
     permutation    of B, wrapper vs ``permutation_reference`` (the same Fisher-Yates on a NumPy
                    RandomState, in Python) and NumPy's own ``RandomState.permutation`` (C);
-    gather_rows    of all B rows of a (B, 8) float64 array in permutation order, into a
-                   preallocated out, vs ``gather_rows_reference`` (out[...] = src[idx]) and
-                   ``np.take(src, idx, axis=0, out=out)``.
+    gather         all B rows of a (B, 8) float64 array in permutation order, by a
+                   ``MinibatchGatherer`` (buffers allocated once), vs ``gather_minibatch_reference``
+                   (out[:B] = src[idx]) and ``np.take(src, idx, axis=0, out=out)``.
 Each time is the median over ``--repeats`` repeats, after one warm-up call; a repeat runs the call
 enough times to last >= 20 ms (timeit's autorange) and reports the time per call in seconds.
 
@@ -76,44 +77,45 @@ def row(kernel: str, T: int, N: int, dtype, times: dict) -> dict:
 
 def bench_sizes(repeats: int) -> list[dict]:
     """Time every kernel at every size (see the module docstring)."""
-    from ppo_np import kernels as K
+    from ppo_np import advantages as A, minibatches as MB, ratios as R
 
-    py_gae = getattr(K.gae_kernel, "py_func", K.gae_kernel)        # the kernel as plain Python
+    py_gae = getattr(A.gae_kernel, "py_func", A.gae_kernel)                  # the kernel as plain Python
     results = []
     for T, N in SIZES:
         for dt in (np.float32, np.float64):
             ro = rollout(T, N, dt)
-            times = {"kernel": median_time(lambda: K.gae(**ro, gamma=GAMMA, gae_lambda=GAE_LAMBDA), repeats),
-                     "reference": median_time(lambda: K.gae_reference(**ro, gamma=GAMMA, gae_lambda=GAE_LAMBDA), repeats),
+            times = {"kernel": median_time(lambda: A.gae(**ro, gamma=GAMMA, gae_lambda=GAE_LAMBDA), repeats),
+                     "reference": median_time(lambda: A.gae_reference(**ro, gamma=GAMMA, gae_lambda=GAE_LAMBDA), repeats),
                      "python_loop": median_time(lambda: py_gae(*ro.values(), GAMMA, GAE_LAMBDA), max(3, repeats // 3))}
             results.append(row("gae", T, N, dt, times))
 
         ro = rollout(T, N, np.float64)
         rtg = {k: v for k, v in ro.items() if k != "values"}
         results.append(row("rewards_to_go", T, N, np.float64, {
-            "kernel": median_time(lambda: K.rewards_to_go(**rtg, gamma=GAMMA), repeats),
-            "reference": median_time(lambda: K.rewards_to_go_reference(**rtg, gamma=GAMMA), repeats)}))
+            "kernel": median_time(lambda: A.rewards_to_go(**rtg, gamma=GAMMA), repeats),
+            "reference": median_time(lambda: A.rewards_to_go_reference(**rtg, gamma=GAMMA), repeats)}))
 
         B = T * N
         rng = np.random.default_rng(1)
         logp_old = -np.abs(rng.standard_normal(B))
         logp_new = logp_old + 0.1 * rng.standard_normal(B)
         results.append(row("importance_ratios", T, N, np.float64, {
-            "kernel": median_time(lambda: K.importance_ratios(logp_new, logp_old, CLIP_EPS), repeats),
-            "reference": median_time(lambda: K.importance_ratios_reference(logp_new, logp_old, CLIP_EPS), repeats)}))
+            "kernel": median_time(lambda: R.importance_ratios(logp_new, logp_old, CLIP_EPS), repeats),
+            "reference": median_time(lambda: R.importance_ratios_reference(logp_new, logp_old, CLIP_EPS), repeats)}))
 
-        seed = K.epoch_seed(0, 1, 2)
+        seed = MB.epoch_seed(0, 1, 2)
         results.append(row("permutation", T, N, np.int64, {
-            "kernel": median_time(lambda: K.permutation(B, seed), repeats),
-            "reference": median_time(lambda: K.permutation_reference(B, K._seed32(seed)), max(3, repeats // 3)),
-            "numpy": median_time(lambda: np.random.RandomState(K._seed32(seed)).permutation(B), repeats)}))
+            "kernel": median_time(lambda: MB.permutation(B, seed), repeats),
+            "reference": median_time(lambda: MB.permutation_reference(B, MB._seed32(seed)), max(3, repeats // 3)),
+            "numpy": median_time(lambda: np.random.RandomState(MB._seed32(seed)).permutation(B), repeats)}))
 
         src = rng.standard_normal((B, GATHER_WIDTH))
-        idx = K.permutation(B, seed)
+        idx = MB.permutation(B, seed)
         out = np.empty_like(src)
-        results.append(row("gather_rows", T, N, np.float64, {
-            "kernel": median_time(lambda: K.gather_rows(src, idx, out), repeats),
-            "reference": median_time(lambda: K.gather_rows_reference(src, idx, out), repeats),
+        gather = MB.MinibatchGatherer([src], B)
+        results.append(row("gather", T, N, np.float64, {
+            "kernel": median_time(lambda: gather(idx), repeats),
+            "reference": median_time(lambda: MB.gather_minibatch_reference(((src, out),), idx, B), repeats),
             "numpy_take": median_time(lambda: np.take(src, idx, axis=0, out=out), repeats)}))
     return results
 
@@ -123,7 +125,7 @@ _FIRST_CALLS = r"""
 import json, time
 import numpy as np
 t0 = time.perf_counter()
-from ppo_np import kernels as K
+from ppo_np import advantages as A, minibatches as MB, ratios as R
 times = {"import": time.perf_counter() - t0}
 import numba
 t0 = time.perf_counter(); numba.njit(lambda x: x + 1)(1); times["numba_init"] = time.perf_counter() - t0
@@ -134,13 +136,12 @@ def first(name, fn):
     t0 = time.perf_counter(); fn(); times[name] = time.perf_counter() - t0
 for dt in (np.float64, np.float32):
     r = rng.standard_normal((T, N)).astype(dt)
-    first(f"gae[{np.dtype(dt).name}]", lambda: K.gae(r, r, r, flags, flags, 0.99, 0.95))
+    first(f"gae[{np.dtype(dt).name}]", lambda: A.gae(r, r, r, flags, flags, 0.99, 0.95))
 r = rng.standard_normal((T, N))
-first("rewards_to_go[float64]", lambda: K.rewards_to_go(r, r, flags, flags, 0.99))
-first("importance_ratios[float64]", lambda: K.importance_ratios(r[0], r[1], 0.2))
-first("permutation", lambda: K.permutation(10, 1))
-first("gather_rows[1-D float64]", lambda: K.gather_rows(r[0], np.arange(2), np.empty(2)))
-first("gather_rows[2-D float64]", lambda: K.gather_rows(r, np.arange(2), np.empty((2, N))))
+first("rewards_to_go[float64]", lambda: A.rewards_to_go(r, r, flags, flags, 0.99))
+first("importance_ratios[float64]", lambda: R.importance_ratios(r[0], r[1], 0.2))
+first("permutation", lambda: MB.permutation(10, 1))
+first("gather[1-D and 2-D float64]", lambda: MB.MinibatchGatherer([r[:, 0].copy(), r], 2)(np.arange(2)))
 print(json.dumps(times))
 """
 

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from ppo_np import checkpoint
 from ppo_np.config import DEFAULT_TOTAL_STEPS, PRESETS, PPOConfig, field_doc, field_names, parse_value
+from ppo_np.rundir import CHECKPOINT_NAME
 
 
 def _int_at_least(low: int, what: str):
@@ -113,7 +114,7 @@ def _config_options(args: argparse.Namespace) -> list[str]:
 
 def _train_setup(args: argparse.Namespace):
     """The agent, its run directory and the step budget; a ValueError (exit status 2) on bad input."""
-    from ppo_np.ppo import CHECKPOINT_NAME, PPO
+    from ppo_np.ppo import PPO
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -162,8 +163,6 @@ def _train_setup(args: argparse.Namespace):
 
 def _remove_stale_temps(run_dir: Path) -> None:
     """Temporary files of writes killed mid-way (never mistaken for the files themselves): ours to delete."""
-    from ppo_np.ppo import CHECKPOINT_NAME
-
     checkpoint.remove_stale_temps(*(run_dir / name for name in (CHECKPOINT_NAME, "metrics.csv", "config.json")))
 
 
@@ -178,8 +177,6 @@ def _restart_command(run_dir: Path, env_id: str | None) -> str:
 
 def _checkpoint_report(run_dir: Path, label: str = "checkpoint") -> str:
     """What the run directory holds now, read back from disk, and how to continue from it."""
-    from ppo_np.ppo import CHECKPOINT_NAME
-
     path = run_dir / CHECKPOINT_NAME
     if not path.exists():
         return f"no checkpoint was saved in {run_dir} before the run stopped: nothing to resume; start it again"
@@ -296,8 +293,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _checkpoint_path(path: str) -> Path:
-    from ppo_np.ppo import CHECKPOINT_NAME
-
     p = Path(path)
     return p / CHECKPOINT_NAME if p.is_dir() else p
 

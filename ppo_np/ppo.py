@@ -5,7 +5,7 @@ One iteration ("update") in paper order (Schulman et al. 2017, Algorithm 1):
 1. run pi_old = pi_theta for T steps in each of N environments (``rollout.Collector``), storing
    log pi_old(a_t|s_t) of the tempered policy that acted and the old distribution parameters;
 2. advantages A_t by GAE(gamma, lambda) and value targets (TD(lambda) returns A_t + V(s_t), or
-   rewards-to-go), by the Numba kernels in ``kernels.py``;
+   rewards-to-go), by the Numba kernels in ``advantages.py``;
 3. for each of K epochs, a fresh seeded permutation of the valid samples, cut into minibatches (a
    single minibatch that holds them all is not shuffled: that would only reorder its sums); per
    minibatch: L = L_pi + c_v L_V - c_e H and its gradient (``losses.ppo_loss``, computed by its fused
@@ -26,10 +26,7 @@ so the first update runs at the schedules' start values and the last one still l
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
-import json
 import math
 import os
 import time
@@ -39,23 +36,25 @@ from typing import Callable, Optional
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ppo_np import checkpoint, kernels, trpo
+from ppo_np import agent_state, checkpoint, rundir, trpo
+from ppo_np.advantages import gae, rewards_to_go
 from ppo_np.config import PPOConfig, preset_for
 from ppo_np.fused import FusedLoss
 from ppo_np.heads import head_for
 from ppo_np.losses import LossCoefs, Minibatch, explained_variance
+from ppo_np.minibatches import MinibatchGatherer, epoch_minibatches
 from ppo_np.normalize import ObsNormalizer, RewardScaler
 from ppo_np.optim import Adam, clip_coefficient, clip_grad_norm, global_norm
 from ppo_np.policy import Actor, Critic
+from ppo_np.ratios import importance_ratios
 from ppo_np.rollout import Collector, RolloutBuffer, make_vector_env
+from ppo_np.rundir import CHECKPOINT_NAME
 from ppo_np.schedules import AdaptiveBeta, EntropyCoefficient, schedule
 from ppo_np.surrogate import normalize_advantages
+from ppo_np.timing import PhaseTimer
 
-METRIC_FIELDS = ("update", "step", "wall_s", "steps_per_s", "episode_return", "episode_length", "policy_loss",
-                 "value_loss", "entropy", "approx_kl_k1", "approx_kl_k3", "exact_kl", "clip_frac",
-                 "explained_variance", "learning_rate", "clip_range", "ent_coef", "beta", "temperature",
-                 "grad_norm", "epochs_run", "step_size", "line_search_backtracks", "cg_residual")
-CHECKPOINT_NAME = "checkpoint.npz"
+# TRPO's columns of the metrics, for an update that took no TRPO step
+NO_TRPO_STEP = {"step_size": math.nan, "line_search_backtracks": math.nan, "cg_residual": math.nan}
 
 
 class NonFiniteError(FloatingPointError):
@@ -99,9 +98,11 @@ class PPO:
         self.update_count = 0
         self.total_steps = 0
         self.recent_returns: list[float] = []
-        # wall seconds per phase of learn(), accumulated: env_step, inference, storage (the rollout);
-        # advantages; minibatch_fwd_bwd (gather + loss + gradients), optimizer (clip + Adam)
+        # wall seconds per phase of learn(), accumulated: env_step, inference, storage (the rollout's
+        # Collector); advantages; minibatch_fwd_bwd (gather + loss + gradients), optimizer (clip + Adam);
+        # policy_step (TRPO's actor step)
         self.phase_times: dict[str, float] = {}
+        self.timer = PhaseTimer(self.phase_times)
         self._fused_loss: Optional[FusedLoss] = None  # the minibatch step's buffers, made at the first update
         self.run_dir = Path(run_dir) if run_dir is not None else None
 
@@ -209,19 +210,17 @@ class PPO:
     def _advantages(self, buf: RolloutBuffer) -> tuple[np.ndarray, np.ndarray]:
         cfg = self.config
         next_values = buf.next_values()
-        adv, returns = kernels.gae(buf.rewards, buf.values, next_values, buf.terminated, buf.truncated,
-                                   cfg.gamma, cfg.gae_lambda)
+        adv, returns = gae(buf.rewards, buf.values, next_values, buf.terminated, buf.truncated, cfg.gamma,
+                           cfg.gae_lambda)
         if cfg.value_target == "rewards_to_go":
-            returns = kernels.rewards_to_go(buf.rewards, next_values, buf.terminated, buf.truncated, cfg.gamma)
+            returns = rewards_to_go(buf.rewards, next_values, buf.terminated, buf.truncated, cfg.gamma)
         return adv, returns
 
     def _update(self, buf: RolloutBuffer, temperature: float, progress: float) -> dict:
         cfg = self.config
-        clock = time.perf_counter
         episodes = self.collector.drain_episodes()
-        t0 = clock()
-        adv, returns = self._advantages(buf)
-        self._add_time("advantages", clock() - t0)
+        with self.timer("advantages"):
+            adv, returns = self._advantages(buf)
         self._check_finite(observations=buf.obs, rewards=buf.rewards, values=buf.values)
 
         B = cfg.batch_size
@@ -233,7 +232,7 @@ class PPO:
         self.actor_opt.lr = self.critic_opt.lr = max(lr, 1e-12)  # Adam needs lr > 0; 1e-12 is "stopped"
         clip_range = schedule(cfg.clip_schedule, cfg.clip_coef, 0.0, progress)
 
-        snapshot = self._learner_state()
+        snapshot = agent_state.learner_state(self)
         try:
             if cfg.algo == "trpo":
                 row, epochs_run = self._trpo_update(flat, valid, temperature)
@@ -243,7 +242,7 @@ class PPO:
             if cfg.algo == "penalty":
                 self.beta.update(row["exact_kl"])
         except BaseException:  # a NaN at minibatch k, Ctrl-C: undo minibatches 1..k-1, never keep half an update
-            self._restore_learner_state(snapshot)
+            agent_state.load_learner_state(self, snapshot)
             raise
         self.update_count += 1
         self.recent_returns = (self.recent_returns + [r for r, _ in episodes])[-100:]  # the update is kept
@@ -257,73 +256,63 @@ class PPO:
 
     def _ppo_update(self, flat: Minibatch, valid: np.ndarray, temperature: float, progress: float,
                     clip_range: float) -> tuple[dict, int]:
-        """Step 3 for PPO: K epochs of shuffled minibatches, L and its gradient, two Adam steps scaled by the clip.
+        """Step 3 for PPO: K epochs of shuffled minibatches; per minibatch L and its gradient, the global-norm
+        clip, one Adam step per network; the epochs stop early once approx KL > target_kl.
 
         Returns the metrics averaged over the minibatches, and the epochs run.
         """
         cfg = self.config
-        clock = time.perf_counter
-        sums: dict[str, float] = {}
-        n_minibatches = 0
-        epochs_run = 0
-        stop = valid.size == 0  # every row a reset step (possible only for T = 1): nothing to learn from
-        fwd_bwd = optimizer = 0.0
-        gather = _minibatch_gatherer(flat, cfg.minibatch_size)
-        if self._fused_loss is None:
-            self._fused_loss = FusedLoss(self.actor, self.critic, cfg.minibatch_size)
-        fused = self._fused_loss
-        actor_grad, critic_grad = {"theta": fused.actor_flat_grad}, {"phi": fused.critic_flat_grad}  # for the norms
-        coefs = None
         self.ent_coef.at(progress)           # a schedule's value for this update; the tuner moves it in observe
-        # One minibatch per epoch (minibatch_size >= the valid samples): shuffling it would only reorder
-        # the sums of its mean, so its rows are gathered once, in order, for every epoch.
-        t0 = clock()
-        whole_batch = gather(valid) if 0 < valid.size <= cfg.minibatch_size else None
-        fwd_bwd += clock() - t0                  # a gather, timed with the others
-        for epoch in range(cfg.update_epochs):
-            if stop:
-                break
+        if valid.size == 0:  # every row a reset step (possible only for T = 1): nothing to learn from
+            return dict(NO_TRPO_STEP), 0
+        if self._fused_loss is None:         # the loss's buffers, made once
+            self._fused_loss = FusedLoss(self.actor, self.critic, cfg.minibatch_size)
+        loss_and_grads = self._fused_loss
+        actor_grad, critic_grad = loss_and_grads.actor_flat_grad, loss_and_grads.critic_flat_grad
+        coefs = LossCoefs(surrogate=cfg.algo, clip_eps=max(clip_range, 1e-8), beta=self.beta.beta,
+                          vf_coef=cfg.vf_coef, vf_clip=cfg.vf_clip, ent_coef=self.ent_coef.value,
+                          temperature=temperature)
+        gather = _minibatch_gatherer(flat, cfg.minibatch_size)
+        with self.timer("minibatch_fwd_bwd"):
+            # One minibatch holding every valid sample: shuffling it would only reorder the sums of its
+            # mean, so it is gathered once, in order, and serves every epoch.
+            whole_batch = gather(valid) if valid.size <= cfg.minibatch_size else None
+        sums: dict[str, float] = {}
+        n_minibatches = epochs_run = 0
+        for minibatches in epoch_minibatches(valid, cfg.minibatch_size, cfg.seed, self.update_count,
+                                             cfg.update_epochs):
             epochs_run += 1
-            epoch_rows = [None] if whole_batch is not None else kernels.minibatch_indices(
-                valid.size, cfg.minibatch_size, kernels.epoch_seed(cfg.seed, self.update_count, epoch))
-            for mb_idx in epoch_rows:
-                t0 = clock()
-                ent_coef = self.ent_coef.value
-                if coefs is None or coefs.ent_coef != ent_coef:  # validated once, unless the auto tuner moved
-                    coefs = LossCoefs(surrogate=cfg.algo, clip_eps=max(clip_range, 1e-8), beta=self.beta.beta,
-                                      vf_coef=cfg.vf_coef, vf_clip=cfg.vf_clip, ent_coef=ent_coef,
-                                      temperature=temperature)
-                mb = whole_batch if mb_idx is None else gather(valid[mb_idx])
-                loss, stats = fused(mb, coefs, normalize_advantages=cfg.norm_adv)
-                t1 = clock()
-                if cfg.clip_grad == "joint":    # the clip is each Adam pass's scale on the gradient
-                    grad_norm = global_norm(actor_grad, critic_grad)
-                    actor_scale = critic_scale = clip_coefficient(grad_norm, cfg.max_grad_norm)
-                else:
-                    actor_norm, critic_norm = global_norm(actor_grad), global_norm(critic_grad)
-                    grad_norm = math.hypot(actor_norm, critic_norm)
-                    actor_scale = clip_coefficient(actor_norm, cfg.max_grad_norm)
-                    critic_scale = clip_coefficient(critic_norm, cfg.max_grad_norm)
-                if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-                    self._check_finite(loss=np.array(loss), gradient_norm=np.array(grad_norm))
-                self.actor_opt.step_flat(fused.actor_flat_grad, actor_scale)
-                self.critic_opt.step_flat(fused.critic_flat_grad, critic_scale)
+            for rows in minibatches:
+                if coefs.ent_coef != self.ent_coef.value:  # the auto tuner moved it; LossCoefs validates: only then
+                    coefs = dataclasses.replace(coefs, ent_coef=self.ent_coef.value)
+                with self.timer("minibatch_fwd_bwd"):
+                    mb = whole_batch if whole_batch is not None else gather(rows)
+                    loss, stats = loss_and_grads(mb, coefs, normalize_advantages=cfg.norm_adv)
+                with self.timer("optimizer"):
+                    grad_norm, actor_scale, critic_scale = self._clip_scales(actor_grad, critic_grad)
+                    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                        self._check_finite(loss=np.array(loss), gradient_norm=np.array(grad_norm))
+                    self.actor_opt.step_flat(actor_grad, actor_scale)      # the clip is the scale of each Adam pass
+                    self.critic_opt.step_flat(critic_grad, critic_scale)
                 self.ent_coef.observe(stats["entropy"])
-                fwd_bwd += t1 - t0
-                optimizer += clock() - t1
-                for key, value in stats.items():
+                for key, value in (*stats.items(), ("grad_norm", grad_norm)):
                     sums[key] = sums.get(key, 0.0) + value
-                sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm
                 n_minibatches += 1
                 if cfg.target_kl is not None and stats["approx_kl_k3"] > cfg.target_kl:
-                    stop = True
-                    break
-        self._add_time("minibatch_fwd_bwd", fwd_bwd)
-        self._add_time("optimizer", optimizer)
+                    return {**_means(sums, n_minibatches), **NO_TRPO_STEP}, epochs_run
+        return {**_means(sums, n_minibatches), **NO_TRPO_STEP}, epochs_run
 
-        row = {key: value / max(n_minibatches, 1) for key, value in sums.items()}
-        row.update(step_size=math.nan, line_search_backtracks=math.nan, cg_residual=math.nan)  # TRPO's columns
-        return row, epochs_run
+    def _clip_scales(self, actor_grad: np.ndarray, critic_grad: np.ndarray) -> tuple[float, float, float]:
+        """The gradient norm and the factors min(1, max_norm / norm) that clip each network's gradient:
+        one global norm over both networks (``clip_grad="joint"``) or one per network (``"separate"``,
+        reporting the norm of both together)."""
+        max_norm = self.config.max_grad_norm
+        if self.config.clip_grad == "joint":
+            norm = global_norm(actor_grad, critic_grad)
+            return norm, clip_coefficient(norm, max_norm), clip_coefficient(norm, max_norm)
+        actor_norm, critic_norm = global_norm(actor_grad), global_norm(critic_grad)
+        return (math.hypot(actor_norm, critic_norm), clip_coefficient(actor_norm, max_norm),
+                clip_coefficient(critic_norm, max_norm))
 
     def _trpo_update(self, flat: Minibatch, valid: np.ndarray, temperature: float) -> tuple[dict, int]:
         """Step 3 for TRPO: one constrained natural-gradient step of the actor on the whole batch
@@ -333,71 +322,44 @@ class PPO:
         minibatches) and the epochs run.
         """
         cfg = self.config
-        clock = time.perf_counter
         if valid.size == 0:  # every row a reset step (possible only for T = 1): nothing to learn from
-            return {"step_size": math.nan, "line_search_backtracks": math.nan, "cg_residual": math.nan}, 0
-        t0 = clock()
-        batch = _minibatch_gatherer(flat, valid.size)(valid)
-        if cfg.norm_adv:  # over the whole batch: the policy step uses every sample at once
-            batch = batch._replace(advantages=normalize_advantages(batch.advantages))
-        self._check_finite(advantages=batch.advantages)
-        step = trpo.trpo_step(self.actor, batch, temperature, max_kl=cfg.trpo_max_kl, cg_iters=cfg.cg_iters,
-                              cg_tol=cfg.cg_tol, damping=cfg.cg_damping, line_search_steps=cfg.line_search_steps,
-                              line_search_decay=cfg.line_search_decay)
-        dist_new = self.actor.forward(batch.obs)[0]
-        logp_new = self.head.log_prob(dist_new, batch.actions, temperature)
-        _, _, k1, k3 = kernels.importance_ratios(logp_new, batch.logp_old, max(cfg.clip_coef, 1e-8))
-        row = {"policy_loss": -step.surrogate_new, "entropy": float(np.mean(self.head.entropy(dist_new, temperature))),
-               "approx_kl_k1": k1, "approx_kl_k3": k3, "clip_frac": math.nan, "grad_norm": step.grad_norm,
-               "step_size": step.step_norm, "line_search_backtracks": step.backtracks, "cg_residual": step.cg_residual}
-        self._add_time("policy_step", clock() - t0)
+            return dict(NO_TRPO_STEP), 0
+        with self.timer("policy_step"):
+            batch = _minibatch_gatherer(flat, valid.size)(valid)
+            if cfg.norm_adv:  # over the whole batch: the policy step uses every sample at once
+                batch = batch._replace(advantages=normalize_advantages(batch.advantages))
+            self._check_finite(advantages=batch.advantages)
+            step = trpo.trpo_step(self.actor, batch, temperature, max_kl=cfg.trpo_max_kl, cg_iters=cfg.cg_iters,
+                                  cg_tol=cfg.cg_tol, damping=cfg.cg_damping, line_search_steps=cfg.line_search_steps,
+                                  line_search_decay=cfg.line_search_decay)
+            dist_new = self.actor.forward(batch.obs)[0]
+            logp_new = self.head.log_prob(dist_new, batch.actions, temperature)
+            _, _, k1, k3 = importance_ratios(logp_new, batch.logp_old, max(cfg.clip_coef, 1e-8))
+            row = {"policy_loss": -step.surrogate_new,
+                   "entropy": float(np.mean(self.head.entropy(dist_new, temperature))),
+                   "approx_kl_k1": k1, "approx_kl_k3": k3, "clip_frac": math.nan, "grad_norm": step.grad_norm,
+                   "step_size": step.step_norm, "line_search_backtracks": step.backtracks,
+                   "cg_residual": step.cg_residual}
 
         value_losses = []
-        fwd_bwd = optimizer = 0.0
         gather = _minibatch_gatherer(flat, cfg.minibatch_size)  # its own buffers: `batch` stays intact
-        for epoch in range(cfg.update_epochs):
-            for mb_idx in kernels.minibatch_indices(valid.size, cfg.minibatch_size,
-                                                    kernels.epoch_seed(cfg.seed, self.update_count, epoch)):
-                t0 = clock()
-                loss, grads = trpo.value_gradients(self.critic, gather(valid[mb_idx]), cfg.vf_clip)
-                t1 = clock()
-                grad_norm = clip_grad_norm(grads, max_norm=cfg.max_grad_norm)
-                self._check_finite(value_loss=np.array(loss), gradient_norm=np.array(grad_norm))
-                self.critic_opt.step(grads)
-                fwd_bwd += t1 - t0
-                optimizer += clock() - t1
+        for minibatches in epoch_minibatches(valid, cfg.minibatch_size, cfg.seed, self.update_count,
+                                             cfg.update_epochs):
+            for rows in minibatches:
+                with self.timer("minibatch_fwd_bwd"):
+                    loss, grads = trpo.value_gradients(self.critic, gather(rows), cfg.vf_clip)
+                with self.timer("optimizer"):
+                    grad_norm = clip_grad_norm(grads, max_norm=cfg.max_grad_norm)
+                    self._check_finite(value_loss=np.array(loss), gradient_norm=np.array(grad_norm))
+                    self.critic_opt.step(grads)
                 value_losses.append(loss)
-        self._add_time("minibatch_fwd_bwd", fwd_bwd)
-        self._add_time("optimizer", optimizer)
         row["value_loss"] = float(np.mean(value_losses))
         return row, cfg.update_epochs
-
-    def _add_time(self, phase: str, seconds: float) -> None:
-        self.phase_times[phase] = self.phase_times.get(phase, 0.0) + seconds
 
     def _batch_kl(self, flat: Minibatch, valid: np.ndarray, temperature: float) -> float:
         """Exact mean KL(pi_old(.|s) || pi_new(.|s)) over the rollout's valid states, after the update."""
         dist_new = self.actor.forward(flat.obs[valid])[0]
         return float(np.mean(self.head.kl(flat.dist_old[valid], dist_new, temperature)))
-
-    def _learner_state(self) -> dict[str, np.ndarray]:
-        """Copies of everything an update changes: weights, both Adam states, the entropy tuner, beta."""
-        state = {f"actor/{k}": v.copy() for k, v in self.actor.params.items()}
-        state.update({f"critic/{k}": v.copy() for k, v in self.critic.params.items()})
-        state.update({f"adam_actor/{k}": v for k, v in self.actor_opt.state_dict().items()})  # copies
-        state.update({f"adam_critic/{k}": v for k, v in self.critic_opt.state_dict().items()})
-        state.update({k: np.array(v, copy=True) for k, v in self.ent_coef.state_dict().items()})
-        state["beta"] = np.array(self.beta.beta)
-        return state
-
-    def _restore_learner_state(self, state: dict[str, np.ndarray]) -> None:
-        for prefix, params in (("actor", self.actor.params), ("critic", self.critic.params)):
-            for k, p in params.items():
-                p[...] = state[f"{prefix}/{k}"]
-        for prefix, opt in (("adam_actor/", self.actor_opt), ("adam_critic/", self.critic_opt)):
-            opt.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
-        self.ent_coef.load_state_dict({k: v for k, v in state.items() if k.startswith("ent/")})
-        self.beta.beta = float(state["beta"])
 
     def _check_finite(self, **quantities: np.ndarray) -> None:
         for name, value in quantities.items():
@@ -408,43 +370,16 @@ class PPO:
     # --- run directory, metrics, checkpoints ------------------------------------------------------
 
     def _prepare_run_dir(self) -> None:
-        if self.run_dir is None:
-            return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        checkpoint.write_text_atomic(self.run_dir / "config.json", json.dumps(
-            {"env_id": self.env_id, "total_steps": self.total_steps, **dataclasses.asdict(self.config)}, indent=2))
-        metrics = self.run_dir / "metrics.csv"
-        rows = _read_metrics(metrics) if metrics.exists() else []
-        kept = [r for r in rows if _update_of(r) <= self.update_count]  # drop rows past the checkpoint
-        text = io.StringIO(newline="")
-        writer = csv.DictWriter(text, fieldnames=METRIC_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(kept)
-        checkpoint.write_text_atomic(metrics, text.getvalue())  # a kill here leaves the old file or the new one
+        if self.run_dir is not None:
+            rundir.start(self.run_dir, self.env_id, self.total_steps, self.config, self.update_count)
 
     def _log(self, row: dict) -> None:
-        if self.run_dir is None:
-            return
-        with open(self.run_dir / "metrics.csv", "a", newline="") as f:
-            csv.DictWriter(f, fieldnames=METRIC_FIELDS).writerow({k: row.get(k, "") for k in METRIC_FIELDS})
+        if self.run_dir is not None:
+            rundir.append_metrics(self.run_dir, row)
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        """Everything a resumed run needs, as plain arrays (see ``checkpoint``)."""
-        arrays = {"env_id": np.array(self.env_id), "config": np.array(self.config.to_json()),
-                  "counters/global_step": np.array(self.global_step), "counters/update": np.array(self.update_count),
-                  "counters/total_steps": np.array(self.total_steps),
-                  "recent_returns": np.array(self.recent_returns, dtype=np.float64),
-                  "rng/action": np.array(json.dumps(self.action_rng.bit_generator.state)),
-                  "beta": np.array(self.beta.beta)}
-        arrays.update({f"actor/{k}": v for k, v in self.actor.params.items()})
-        arrays.update({f"critic/{k}": v for k, v in self.critic.params.items()})
-        arrays.update({f"adam_actor/{k}": v for k, v in self.actor_opt.state_dict().items()})
-        arrays.update({f"adam_critic/{k}": v for k, v in self.critic_opt.state_dict().items()})
-        arrays.update(self.obs_norm.rms.state_dict("obs_rms"))
-        arrays.update(self.reward_scaler.rms.state_dict("ret_rms"))
-        arrays["ret_rms/returns"] = self.reward_scaler.returns.copy()
-        arrays.update(self.ent_coef.state_dict())
-        return arrays
+        """Everything a resumed run needs, as plain arrays (``agent_state.checkpoint_state``)."""
+        return agent_state.checkpoint_state(self)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write a checkpoint (atomically) that ``PPO.load`` restores exactly."""
@@ -458,39 +393,12 @@ class PPO:
         """
         arrays = checkpoint.load(path)  # damaged, foreign or too new: its errors name the file already
         try:
-            return cls._from_arrays(arrays, run_dir)
+            env_id = str(checkpoint.take(arrays, "env_id", np.array("")))
+            config = PPOConfig.from_json(str(checkpoint.take(arrays, "config", np.array(""))))
+            agent = cls(env_id, config, run_dir=run_dir)  # an unknown env id or unsupported spaces: ValueError
+            agent_state.load_checkpoint_state(agent, arrays)
         except ValueError as exc:  # CheckpointError included: a well-formed file that does not fit
             raise checkpoint.CheckpointError(f"{path}: {exc}") from None
-
-    @classmethod
-    def _from_arrays(cls, arrays: dict[str, np.ndarray], run_dir) -> "PPO":
-        take = checkpoint.take
-        env_id = str(take(arrays, "env_id", np.array("")))
-        config = PPOConfig.from_json(str(take(arrays, "config", np.array(""))))
-        agent = cls(env_id, config, run_dir=run_dir)  # an unknown env id or unsupported spaces: ValueError
-        for prefix, params in (("actor", agent.actor.params), ("critic", agent.critic.params)):
-            for k, p in params.items():
-                p[...] = take(arrays, f"{prefix}/{k}", p)
-        for prefix, opt in (("adam_actor", agent.actor_opt), ("adam_critic", agent.critic_opt)):
-            state = opt.state_dict()
-            opt.load_state_dict({k: take(arrays, f"{prefix}/{k}", v) for k, v in state.items()})
-        agent.obs_norm.rms.load_state_dict(
-            {k: take(arrays, k, v) for k, v in agent.obs_norm.rms.state_dict("obs_rms").items()}, "obs_rms")
-        agent.reward_scaler.rms.load_state_dict(
-            {k: take(arrays, k, v) for k, v in agent.reward_scaler.rms.state_dict("ret_rms").items()}, "ret_rms")
-        agent.reward_scaler.returns = take(arrays, "ret_rms/returns", agent.reward_scaler.returns).copy()
-        agent.ent_coef.load_state_dict({k: take(arrays, k, v) for k, v in agent.ent_coef.state_dict().items()})
-        agent.beta.beta = float(take(arrays, "beta", np.array(1.0)))
-        counters = {name: int(take(arrays, f"counters/{name}", np.array(0))) for name in ("global_step", "update",
-                                                                                          "total_steps")}
-        if min(counters.values()) < 0:
-            raise checkpoint.CheckpointError(f"negative counters {counters}")
-        agent.global_step, agent.update_count, agent.total_steps = counters.values()
-        agent.recent_returns = [float(r) for r in take(arrays, "recent_returns", ndim=1, kinds="f")]
-        try:
-            agent.action_rng.bit_generator.state = json.loads(str(take(arrays, "rng/action", np.array(""))))
-        except (ValueError, TypeError, KeyError) as exc:
-            raise checkpoint.CheckpointError(f"bad RNG state ({exc})") from None
         return agent
 
     def close(self) -> None:
@@ -499,31 +407,17 @@ class PPO:
             self.envs = None
 
 
+def _means(sums: dict[str, float], n: int) -> dict[str, float]:
+    return {key: value / n for key, value in sums.items()}
+
+
 def _minibatch_gatherer(flat: Minibatch, max_rows: int):
     """idx -> the Minibatch of rows ``idx`` of every field, in buffers allocated once.
 
     A returned Minibatch is valid until the next call of the same gatherer.
     """
-    gather = kernels.MinibatchGatherer(list(flat), max_rows)
+    gather = MinibatchGatherer(list(flat), max_rows)
     return lambda idx: Minibatch(*gather(idx))
-
-
-def _read_metrics(path: Path) -> list[dict]:
-    """The rows of a metrics file, without a last line that a kill cut short (no newline) or a malformed row."""
-    with open(path, newline="") as f:
-        text = f.read()
-    if not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
-    return [r for r in csv.DictReader(io.StringIO(text, newline="")) if None not in r and None not in r.values()
-            and _update_of(r) >= 0]
-
-
-def _update_of(row: dict) -> int:
-    """The update number of a metrics row; -1 when it is not a number."""
-    try:
-        return int(float(row["update"]))
-    except (TypeError, ValueError, OverflowError):
-        return -1
 
 
 def _progress_bar(enabled: bool, total: int, initial: int):

@@ -53,7 +53,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ppo_np.jit import jit
-from ppo_np.kernels import importance_ratios
+from ppo_np.ratios import importance_ratios
 
 
 def check_real(name: str, value, positive: bool = False) -> float:

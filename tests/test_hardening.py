@@ -35,7 +35,8 @@ import ppo_np
 from ppo_np import PPO, PPOConfig, checkpoint, cli
 from ppo_np.checkpoint import CheckpointError
 from ppo_np.fused import FusedLoss
-from ppo_np.ppo import CHECKPOINT_NAME, NonFiniteError
+from ppo_np.ppo import NonFiniteError
+from ppo_np.rundir import CHECKPOINT_NAME
 
 TINY = dict(num_envs=2, num_steps=16, minibatch_size=8, update_epochs=2, hidden_sizes=(16, 16), checkpoint_every=1)
 BATCH = TINY["num_envs"] * TINY["num_steps"]

@@ -18,7 +18,7 @@ from support import head_of
 
 from ppo_np.gradcheck import _check_surrogates, _check_value_losses, check_gradients, check_ppo_loss
 from ppo_np.heads import Categorical
-from ppo_np.kernels import importance_ratios
+from ppo_np.ratios import importance_ratios
 from ppo_np.losses import (STAT_KEYS, LossCoefs, clipped_value_loss, entropy_bonus, explained_variance, ppo_loss,
                            value_loss)
 from ppo_np.surrogate import clipped_objective, clipped_surrogate, kl_penalty_surrogate

@@ -289,6 +289,9 @@ def test_global_norm_matches_concatenated_norm(shapes, seed):
     a, b = random_params(rng, shapes), random_params(rng, shapes[::-1], scale=3.0)
     assert global_norm(a, b) == pytest.approx(reference_norm(a, b), rel=1e-12)
     assert global_norm() == 0.0
+    flat_a, flat_b = flatten(a), flatten(b)              # a set given as one flat array: the same sum
+    assert global_norm(flat_a, flat_b) == global_norm({"a": flat_a}, {"b": flat_b})
+    assert global_norm(flat_a) == global_norm({"a": flat_a})
 
 
 @pytest.mark.parametrize("max_norm", [0.0, -1.0, float("nan")])

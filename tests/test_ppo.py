@@ -5,10 +5,15 @@ import json
 import numpy as np
 import pytest
 
-from ppo_np import PPO, PPOConfig, evaluate
+from ppo_np import PPO, PPOConfig, agent_state, evaluate
+from ppo_np.advantages import gae_reference
 from ppo_np.checkpoint import CheckpointError
-from ppo_np.ppo import CHECKPOINT_NAME
+from ppo_np.losses import LossCoefs, Minibatch, ppo_loss
+from ppo_np.minibatches import epoch_seed, minibatch_indices
+from ppo_np.optim import clip_grad_norm
+from ppo_np.rundir import CHECKPOINT_NAME
 from ppo_np.rollout import RolloutBuffer
+from ppo_np.surrogate import normalize_advantages
 
 TINY = dict(num_envs=2, num_steps=16, minibatch_size=8, update_epochs=2, hidden_sizes=(16, 16))
 
@@ -164,6 +169,40 @@ def test_a_checkpoint_that_does_not_fit_names_its_file(tmp_path):
         PPO.load(path)
 
 
+def replay_ppo_update(reference: PPO, cfg: PPOConfig, flat: Minibatch, valid: np.ndarray, coefs: LossCoefs,
+                      update: int) -> list[float]:
+    """Step 3 of PPO as the algorithm reads, on ``reference``'s networks and optimisers: for each epoch,
+    the seeded minibatches of the valid rows; per minibatch ``ppo_loss`` (the pure NumPy loss, with the
+    advantages normalised over the minibatch if ``cfg.norm_adv``), its gradients clipped to one global
+    norm (over both networks, or per network), then ``Adam.step`` for each network.
+
+    Returns each minibatch's gradient norm before the clip.
+    """
+    norms = []
+    for epoch in range(cfg.update_epochs):
+        for idx in minibatch_indices(valid.size, cfg.minibatch_size, epoch_seed(cfg.seed, update, epoch)):
+            rows = valid[idx]
+            mb = Minibatch(*(field[rows] for field in flat))
+            if cfg.norm_adv:
+                mb = mb._replace(advantages=normalize_advantages(mb.advantages))
+            want = ppo_loss(reference.actor, reference.critic, mb, coefs)
+            if cfg.clip_grad == "joint":
+                norm = clip_grad_norm(want.actor_grads, want.critic_grads, max_norm=cfg.max_grad_norm)
+            else:
+                norm = np.hypot(clip_grad_norm(want.actor_grads, max_norm=cfg.max_grad_norm),
+                                clip_grad_norm(want.critic_grads, max_norm=cfg.max_grad_norm))
+            norms.append(norm)
+            reference.actor_opt.step(want.actor_grads)
+            reference.critic_opt.step(want.critic_grads)
+    return norms
+
+
+def assert_same_weights(agent: PPO, reference: PPO) -> None:
+    for net, twin in ((agent.actor, reference.actor), (agent.critic, reference.critic)):
+        for name, value in twin.params.items():
+            np.testing.assert_allclose(net.params[name], value, rtol=1e-9, atol=1e-12, err_msg=name)
+
+
 @pytest.mark.parametrize("clip_grad, epochs", [("joint", 1), ("separate", 1), ("joint", 3)])
 def test_an_update_step_is_the_loss_gradient_clipped_then_adam(clip_grad, epochs):
     """Each minibatch of the update loop = ``ppo_loss``'s gradients, clipped to a global norm that bites
@@ -173,11 +212,6 @@ def test_an_update_step_is_the_loss_gradient_clipped_then_adam(clip_grad, epochs
     reference feeds ``ppo_loss`` each epoch's seeded permutation, as it would with smaller minibatches:
     the two agree to rounding, the shuffle only reordering the sums.
     """
-    from ppo_np import kernels
-    from ppo_np.losses import LossCoefs, Minibatch, ppo_loss
-    from ppo_np.optim import Adam, clip_grad_norm
-    from ppo_np.surrogate import normalize_advantages
-
     agent = tiny(num_envs=1, num_steps=16, minibatch_size=16, update_epochs=epochs, dtype="float64",
                  max_grad_norm=1e-3, clip_grad=clip_grad)
     rng = np.random.default_rng(0)
@@ -189,29 +223,49 @@ def test_an_update_step_is_the_loss_gradient_clipped_then_adam(clip_grad, epochs
     coefs = LossCoefs(surrogate=cfg.algo, clip_eps=0.2, beta=agent.beta.beta, vf_coef=cfg.vf_coef,
                       vf_clip=cfg.vf_clip, ent_coef=agent.ent_coef.value, temperature=1.0)
     reference = tiny(num_envs=1, num_steps=16, minibatch_size=16, dtype="float64")   # the same seed: same weights
-    optimizers = [Adam(net.params, lr=opt.lr, betas=(opt.beta1, opt.beta2), eps=opt.eps)
-                  for net, opt in ((reference.actor, agent.actor_opt), (reference.critic, agent.critic_opt))]
-    norms = []
-    for epoch in range(epochs):
-        (perm,) = kernels.minibatch_indices(B, B, kernels.epoch_seed(cfg.seed, agent.update_count, epoch))
-        shuffled = Minibatch(*(field[perm] for field in mb))
-        want = ppo_loss(reference.actor, reference.critic,
-                        shuffled._replace(advantages=normalize_advantages(shuffled.advantages)), coefs)
-        if clip_grad == "joint":
-            norm = clip_grad_norm(want.actor_grads, want.critic_grads, max_norm=cfg.max_grad_norm)
-        else:
-            norm = np.hypot(clip_grad_norm(want.actor_grads, max_norm=cfg.max_grad_norm),
-                            clip_grad_norm(want.critic_grads, max_norm=cfg.max_grad_norm))
-        assert norm > 10 * cfg.max_grad_norm                                   # the clip bites
-        norms.append(norm)
-        for opt, grads in zip(optimizers, (want.actor_grads, want.critic_grads)):
-            opt.step(grads)
+    norms = replay_ppo_update(reference, cfg, mb, np.arange(B), coefs, agent.update_count)
+    assert all(norm > 10 * cfg.max_grad_norm for norm in norms)                # the clip bites
 
     row, epochs_run = agent._ppo_update(mb, np.arange(B), 1.0, 0.0, 0.2)
     assert epochs_run == epochs
     np.testing.assert_allclose(row["grad_norm"], np.mean(norms), rtol=1e-9)
-    for net, twin in ((agent.actor, reference.actor), (agent.critic, reference.critic)):
-        for name, value in twin.params.items():
-            np.testing.assert_allclose(net.params[name], value, rtol=1e-9, atol=1e-12, err_msg=name)
+    assert_same_weights(agent, reference)
+    agent.close()
+    reference.close()
+
+
+@pytest.mark.parametrize("norm_adv", [True, False])
+@pytest.mark.parametrize("algo", ["clip", "penalty"])
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_a_whole_update_replays_step_for_step_as_the_readable_reference(env_id, algo, norm_adv):
+    """One whole update of the agent (advantages, then epochs of several shuffled minibatches through
+    ``fused.FusedLoss``, the clip and Adam) leaves the weights that ``replay_ppo_update`` leaves, started
+    from the same agent on the same rollout with GAE by ``gae_reference`` (float64, to rounding)."""
+    changes = dict(algo=algo, norm_adv=norm_adv, dtype="float64", max_grad_norm=0.1, ent_coef=0.01)
+    agent, reference = tiny(env_id, **changes), tiny(env_id, **changes)
+    agent.learn(32)                    # one update first: Adam's moments and beta leave their start values
+    cfg = agent.config
+    buf = RolloutBuffer.allocate(cfg.num_steps, cfg.num_envs, agent.obs_dim, agent.head, agent.actor.dtype)
+    agent.collector.collect(agent.actor, agent.critic, buf, agent.action_rng, cfg.temperature)
+    agent_state.load_learner_state(reference, agent_state.learner_state(agent))
+
+    B = cfg.batch_size
+    adv, returns = gae_reference(buf.rewards, buf.values, buf.next_values(), buf.terminated, buf.truncated,
+                                 cfg.gamma, cfg.gae_lambda)
+    flat = Minibatch(obs=buf.obs.reshape(B, -1).copy(), actions=buf.actions.reshape(B, *buf.actions.shape[2:]).copy(),
+                     logp_old=buf.logp.reshape(B).copy(), advantages=adv.reshape(B), returns=returns.reshape(B),
+                     values_old=buf.values.reshape(B).copy(), dist_old=buf.dist_out.reshape(B, -1).copy())
+    valid = np.flatnonzero(buf.valid)
+    assert valid.size > 2 * cfg.minibatch_size                                 # several minibatches per epoch
+    coefs = LossCoefs(surrogate=algo, clip_eps=cfg.clip_coef, beta=reference.beta.beta, vf_coef=cfg.vf_coef,
+                      vf_clip=cfg.vf_clip, ent_coef=cfg.ent_coef, temperature=cfg.temperature)
+    reference.actor_opt.lr = reference.critic_opt.lr = cfg.learning_rate
+    norms = replay_ppo_update(reference, cfg, flat, valid, coefs, agent.update_count)
+    assert any(norm > cfg.max_grad_norm for norm in norms)                     # the clip bites
+
+    row = agent._update(buf, cfg.temperature, 0.0)
+    assert row["epochs_run"] == cfg.update_epochs
+    np.testing.assert_allclose(row["grad_norm"], np.mean(norms), rtol=1e-9)
+    assert_same_weights(agent, reference)
     agent.close()
     reference.close()

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ppo_np import kernels
+from ppo_np.advantages import gae
 from ppo_np.normalize import ObsNormalizer, RewardScaler
 from ppo_np.policy import Actor, Critic
 from ppo_np.heads import Categorical, DiagGaussian
@@ -77,7 +77,7 @@ def test_reset_step_is_masked_and_boundary_bootstraps_only_on_truncation(ending)
     next_values = buf.next_values()
     assert next_values[2, 0] == 30.0  # V(final observation [3]), never V(reset observation [0])
 
-    adv, _ = kernels.gae(buf.rewards, buf.values, next_values, buf.terminated, buf.truncated, gamma, lam)
+    adv, _ = gae(buf.rewards, buf.values, next_values, buf.terminated, buf.truncated, gamma, lam)
     bootstrap = 30.0 if ending == "truncated" else 0.0
     # the last step of the episode: delta = 1 + gamma * bootstrap - V(s=2)
     assert adv[2, 0] == pytest.approx(1.0 + gamma * bootstrap - 20.0)

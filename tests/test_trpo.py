@@ -28,7 +28,7 @@ from ppo_np.config import preset_for
 from ppo_np.heads import Categorical
 from ppo_np.losses import Minibatch
 from ppo_np.params import assign_flat, flatten, unflatten
-from ppo_np.ppo import CHECKPOINT_NAME, METRIC_FIELDS
+from ppo_np.rundir import CHECKPOINT_NAME, METRIC_FIELDS
 
 LAW = settings(deadline=None, max_examples=25)
 TOL = 1e-6

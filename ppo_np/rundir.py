@@ -1,0 +1,66 @@
+"""A run directory: what a training run writes so that it can be read back and resumed.
+
+    config.json      the environment id, the total steps and every hyperparameter of the run
+    metrics.csv      one row per update, the columns ``METRIC_FIELDS`` (a missing value is empty)
+    checkpoint.npz   the agent's state (``PPO.save``), named ``CHECKPOINT_NAME``
+
+A resumed run continues metrics.csv from its checkpoint: rows of updates past the checkpoint's (written
+after it, by the run that was stopped) are dropped, so every update appears once. Whole files are
+rewritten atomically (``checkpoint.write_text_atomic``), so a kill leaves the old file or the new one;
+rows are appended, and a last line that a kill cut short is skipped when the file is read back.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+from pathlib import Path
+
+from ppo_np.checkpoint import write_text_atomic
+
+CHECKPOINT_NAME = "checkpoint.npz"
+METRIC_FIELDS = ("update", "step", "wall_s", "steps_per_s", "episode_return", "episode_length", "policy_loss",
+                 "value_loss", "entropy", "approx_kl_k1", "approx_kl_k3", "exact_kl", "clip_frac",
+                 "explained_variance", "learning_rate", "clip_range", "ent_coef", "beta", "temperature",
+                 "grad_norm", "epochs_run", "step_size", "line_search_backtracks", "cg_residual")
+
+
+def start(run_dir: Path, env_id: str, total_steps: int, config, update: int) -> None:
+    """Create ``run_dir``, write config.json, and rewrite metrics.csv as its header and the rows of
+    updates 1..``update`` (those the agent's state already holds; none for a new run)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_dir / "config.json", json.dumps(
+        {"env_id": env_id, "total_steps": total_steps, **dataclasses.asdict(config)}, indent=2))
+    metrics = run_dir / "metrics.csv"
+    rows = _read_metrics(metrics) if metrics.exists() else []
+    kept = [r for r in rows if _update_of(r) <= update]  # drop rows past the checkpoint
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(kept)
+    write_text_atomic(metrics, text.getvalue())  # a kill here leaves the old file or the new one
+
+
+def append_metrics(run_dir: Path, row: dict) -> None:
+    """Append one update's row to metrics.csv (keys outside ``METRIC_FIELDS`` are not written)."""
+    with open(run_dir / "metrics.csv", "a", newline="") as f:
+        csv.DictWriter(f, fieldnames=METRIC_FIELDS).writerow({k: row.get(k, "") for k in METRIC_FIELDS})
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    """The rows of a metrics file, without a last line that a kill cut short (no newline) or a malformed row."""
+    with open(path, newline="") as f:
+        text = f.read()
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    return [r for r in csv.DictReader(io.StringIO(text, newline="")) if None not in r and None not in r.values()
+            and _update_of(r) >= 0]
+
+
+def _update_of(row: dict) -> int:
+    """The update number of a metrics row; -1 when it is not a number."""
+    try:
+        return int(float(row["update"]))
+    except (TypeError, ValueError, OverflowError):
+        return -1
