@@ -17,6 +17,8 @@ which shrinks the whole step without turning it.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from ppo_np.jit import jit
@@ -88,8 +90,9 @@ class Adam:
                                  f"got {getattr(grad, 'shape', grad)!r}")
             self._grad, self._grad_runs = grad, tuple(grad[s] for s in self._run_slices)
         self.t += 1
-        self._update(self._param_runs, self._grad_runs, self._m_runs, self._v_runs, scale, self.lr, self.beta1,
-                     self.beta2, self.eps, 1.0 - self.beta1 ** self.t, 1.0 - self.beta2 ** self.t)
+        coefs = (scale, self.lr, self.beta1, self.beta2, self.eps, 1.0 - self.beta1 ** self.t,
+                 1.0 - self.beta2 ** self.t)                                  # an AdamCoefs, plain
+        self._update(self._param_runs, self._grad_runs, (self._m_runs, self._v_runs), coefs)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Everything needed to continue bit-identically: m, v (copies) and the step count."""
@@ -118,12 +121,25 @@ def _dtype_of(params: Params):
     return dtypes.pop() if len(dtypes) == 1 else np.float64
 
 
-def adam_update_reference(params, grads, ms, vs, scale, lr, beta1, beta2, eps, bias1, bias2):
-    """The specification of ``adam_update_kernel``: one Adam step with the gradients ``scale * grads``,
-    over tuples of 1-D arrays, in place (``grads`` unchanged).
+class AdamCoefs(NamedTuple):
+    """The scalars of one Adam step t: the gradients' scale (the clip), lr, beta1, beta2, eps, and the
+    bias corrections bias1 = 1 - beta1^t and bias2 = 1 - beta2^t."""
 
-    bias1 = 1 - beta1^t and bias2 = 1 - beta2^t are the bias corrections of step t.
+    scale: float
+    lr: float
+    beta1: float
+    beta2: float
+    eps: float
+    bias1: float
+    bias2: float
+
+
+def adam_update_reference(params, grads, moments, coefs):
+    """The specification of ``adam_update_kernel``: one Adam step with the gradients ``scale * grads``,
+    over tuples of 1-D arrays, in place (``grads`` unchanged); moments = (ms, vs), coefs an ``AdamCoefs``.
     """
+    ms, vs = moments
+    scale, lr, beta1, beta2, eps, bias1, bias2 = coefs
     for p, g, m, v in zip(params, grads, ms, vs):
         g = np.float64(scale) * g                                  # in float64, as the kernel's scalars
         m[:] = beta1 * m + (1.0 - beta1) * g                       # m_t
@@ -132,7 +148,7 @@ def adam_update_reference(params, grads, ms, vs, scale, lr, beta1, beta2, eps, b
 
 
 @jit
-def adam_update_kernel(params, grads, ms, vs, scale, lr, beta1, beta2, eps, bias1, bias2):
+def adam_update_kernel(params, grads, moments, coefs):
     """``adam_update_reference`` fused into one pass per array (one call for a whole network).
 
     The arrays must share one dtype (Numba indexes only uniform tuples at run time). One pass reads and
@@ -142,6 +158,8 @@ def adam_update_kernel(params, grads, ms, vs, scale, lr, beta1, beta2, eps, bias
     float32 as the reference does (Python floats beside float32 arrays would make every entry a float64
     round trip).
     """
+    ms, vs = moments
+    scale, lr, beta1, beta2, eps, bias1, bias2 = coefs
     for k in range(len(params)):
         p, g, m, v = params[k], grads[k], ms[k], vs[k]
         real = m.dtype.type
