@@ -23,6 +23,7 @@ from ppo_np.losses import (STAT_KEYS, LossCoefs, Minibatch, clipped_objective, c
 from ppo_np.optim import Adam
 from ppo_np.params import assign_flat, flatten
 from ppo_np.policy import Actor, Critic
+from ppo_np.losses import normalize_advantages
 
 LAWS = settings(deadline=None, max_examples=60)
 
@@ -459,3 +460,38 @@ def test_bad_minibatches_are_named():
         Actor(3, 0, True, rng=np.random.default_rng(0))
     with pytest.raises(ValueError, match="discrete"):
         Actor(3, 2, "yes", rng=np.random.default_rng(0))
+
+
+# --- pins from a mutation run of the math -------------------------------------------------------------
+
+@LAWS
+@given(vectors(n_min=2, n_max=64, lo=-1e3, hi=1e3), st.sampled_from([np.float64, np.float32]))
+def test_normalized_advantages_have_mean_zero_and_population_std_one(adv, dtype):
+    """(A - mean A) / (std A + 1e-8) over the samples: mean 0 and population std 1, up to the rounding of
+    the mean (relative to the spread) and the 1e-8 guard (which scales the std by s / (s + 1e-8)); the
+    dtype and the shape are kept."""
+    adv = adv.astype(dtype)
+    a64 = adv.astype(np.float64)
+    s = float(np.std(a64))
+    assume(s > 1e-2 and s > 1e-2 * np.max(np.abs(a64)))       # a real spread, not a constant's rounding
+    z = normalize_advantages(adv)
+    assert z.dtype == dtype and z.shape == adv.shape
+    z64 = z.astype(np.float64)
+    tol = 8 * len(adv) * np.finfo(dtype).eps * (1 + np.max(np.abs(a64)) / s)
+    assert abs(z64.mean()) <= tol
+    assert abs(np.std(z64) - 1.0) <= tol + 1e-8 / s
+
+
+@LAWS
+@given(st.floats(-1e3, 1e3), st.integers(1, 64))
+def test_constant_advantages_normalize_to_zeros(c, n):
+    """A constant A has std 0: the 1e-8 guard keeps the result finite and equal to 0, up to the rounding of
+    mean(A) (a few ulps of c) divided by 1e-8; exactly 0 when the mean is exact (a dyadic c), in float32
+    as in float64."""
+    z = normalize_advantages(np.full(n, c))
+    assert z.dtype == np.float64 and np.all(np.isfinite(z)) and np.all(z == z[0])
+    assert abs(z[0]) <= 8 * np.spacing(abs(c)) / 1e-8
+    dyadic = round(c * 8) / 8                                  # k / 8, |k| <= 8000: every partial sum is exact
+    for dtype in (np.float64, np.float32):
+        z = normalize_advantages(np.full(n, dyadic, dtype=dtype))
+        assert z.dtype == dtype and np.all(z == 0.0)
