@@ -495,3 +495,39 @@ def test_constant_advantages_normalize_to_zeros(c, n):
     for dtype in (np.float64, np.float32):
         z = normalize_advantages(np.full(n, dyadic, dtype=dtype))
         assert z.dtype == dtype and np.all(z == 0.0)
+
+
+@settings(deadline=None, max_examples=20)
+@given(seed=st.integers(0, 2**16), discrete=st.booleans(), clipped=st.booleans())
+def test_clip_and_penalty_differ_exactly_by_what_the_clip_removes(seed, discrete, clipped):
+    """With logp_old != logp (r != 1) and beta = 0, inside ``ppo_loss``:
+        L^CLIP - L^KLPEN = mean(r A) - mean(min(r A, clip(r, 1 - eps, 1 + eps) A)),
+    the value and entropy terms being shared. So the two differ (L^CLIP strictly larger) as soon as one
+    sample is on the flat side of the clip, and agree, in value and gradient, when every r is inside."""
+    tau, eps, B = 0.9, 0.2, 8
+    actor, critic, mb, rng = _setup(discrete, seed=seed, B=B, tau=tau)
+    logp = actor.log_prob(actor.forward(mb.obs)[0], mb.actions, tau)     # log pi_theta of the actions
+    A = np.where(rng.random(B) < 0.5, -1.0, 1.0) * rng.uniform(0.1, 2.0, B)
+    log_r = rng.uniform(-0.15, 0.15, B)                                 # r in [0.86, 1.17]: inside
+    if clipped:
+        k = rng.integers(B)
+        log_r[k] = np.sign(A[k]) * rng.uniform(0.3, 1.0)                 # A > 0: r > 1.34; A < 0: r < 0.75
+    mb = mb._replace(logp_old=logp - log_r, advantages=A)
+    r = np.exp(logp - mb.logp_old)
+    objective = np.where(A >= 0, np.minimum(r, 1 + eps), np.maximum(r, 1 - eps)) * A   # case by case
+    common = dict(clip_eps=eps, vf_coef=0.5, ent_coef=0.01, temperature=tau)
+    clip = ppo_loss(actor, critic, mb, LossCoefs(surrogate="clip", **common))
+    pen = ppo_loss(actor, critic, mb, LossCoefs(surrogate="penalty", beta=0.0, **common))
+    assert clip.stats["policy_loss"] == pytest.approx(-objective.mean(), rel=1e-12, abs=1e-14)
+    assert pen.stats["policy_loss"] == pytest.approx(-(r * A).mean(), rel=1e-12, abs=1e-14)
+    assert clip.loss - pen.loss == pytest.approx((r * A).mean() - objective.mean(), rel=1e-9, abs=1e-14)
+    for k in clip.critic_grads:
+        np.testing.assert_array_equal(clip.critic_grads[k], pen.critic_grads[k])
+    if clipped:
+        assert clip.loss > pen.loss + 1e-3
+        assert any(not np.allclose(clip.actor_grads[k], pen.actor_grads[k], rtol=1e-6, atol=1e-9)
+                   for k in clip.actor_grads)
+    else:
+        assert clip.loss == pytest.approx(pen.loss, abs=1e-14)
+        for k in clip.actor_grads:
+            np.testing.assert_allclose(clip.actor_grads[k], pen.actor_grads[k], rtol=1e-12, atol=1e-15)
