@@ -531,3 +531,47 @@ def test_clip_and_penalty_differ_exactly_by_what_the_clip_removes(seed, discrete
         assert clip.loss == pytest.approx(pen.loss, abs=1e-14)
         for k in clip.actor_grads:
             np.testing.assert_allclose(clip.actor_grads[k], pen.actor_grads[k], rtol=1e-12, atol=1e-15)
+
+
+def test_explained_variance_of_all_zero_returns_is_nan():
+    """Var[R] = 0 with R = 0 exactly (the threshold 1e-24 mean(R^2) is 0 too): NaN, whatever V is."""
+    assert math.isnan(explained_variance(np.zeros(6), np.zeros(6)))
+    assert math.isnan(explained_variance(np.random.default_rng(0).standard_normal(6), np.zeros(6)))
+    assert math.isnan(explained_variance(np.zeros(1), np.zeros(1)))
+
+
+@LAWS
+@given(paired(2, lo=-1.0, hi=1.0, n_max=32), st.integers(-100, 100))
+def test_explained_variance_is_scale_invariant(arrs, k):
+    """EV(c V, c R) = EV(V, R) for c = 10^k over 200 orders of magnitude: the NaN test and the ratio are
+    relative, no absolute epsilon hides in them."""
+    V, R = arrs
+    assume(np.std(R) > 1e-3)                                    # non-constant returns
+    c = 10.0 ** k
+    assert explained_variance(c * V, c * R) == pytest.approx(explained_variance(V, R), rel=1e-9, abs=1e-9)
+
+
+@LAWS
+@given(vectors(n_min=2, n_max=32, lo=-1.0, hi=1.0), st.integers(-100, 100))
+def test_explained_variance_is_one_for_perfect_and_zero_for_the_mean_at_every_scale(R, k):
+    """EV(R, R) = 1 exactly and EV(mean(R), R) = 0 to rounding, for non-constant R of any size."""
+    assume(np.std(R) > 1e-3)
+    R = R * 10.0 ** k
+    assert explained_variance(R, R) == 1.0
+    assert explained_variance(np.full_like(R, R.mean()), R) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_explained_variance_far_from_zero_and_at_tiny_scales():
+    """Returns ~1e8 with a unit spread (R^2 ~ 1e16: a one-pass variance E[R^2] - E[R]^2 would lose every
+    digit) give the EV of the same data shifted to 0 (the shift by 1e8 is exact for values in
+    [5e7, 2e8]); returns ~1e-8 give the EV of the data scaled to 1."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(500)
+    v = x + 0.5 * rng.standard_normal(500)
+    expected = 1.0 - np.var(x - v) / np.var(x)
+    assert 0.5 < expected < 0.9
+    for shift in (1e8, -1e8):
+        R, V = shift + x, shift + v
+        assert explained_variance(V - shift, R - shift) == pytest.approx(expected, rel=1e-6)  # R, V rounded to 1e-8
+        assert explained_variance(V, R) == pytest.approx(explained_variance(V - shift, R - shift), rel=1e-9)
+    assert explained_variance(1e-8 * v, 1e-8 * x) == pytest.approx(expected, rel=1e-12)
