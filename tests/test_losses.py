@@ -23,6 +23,7 @@ from ppo_np.losses import (STAT_KEYS, LossCoefs, Minibatch, clipped_objective, c
 from ppo_np.optim import Adam
 from ppo_np.params import assign_flat, flatten
 from ppo_np.policy import Actor, Critic
+from ppo_np.fused import FusedLoss
 from ppo_np.losses import normalize_advantages
 
 LAWS = settings(deadline=None, max_examples=60)
@@ -575,3 +576,60 @@ def test_explained_variance_far_from_zero_and_at_tiny_scales():
         assert explained_variance(V - shift, R - shift) == pytest.approx(expected, rel=1e-6)  # R, V rounded to 1e-8
         assert explained_variance(V, R) == pytest.approx(explained_variance(V - shift, R - shift), rel=1e-9)
     assert explained_variance(1e-8 * v, 1e-8 * x) == pytest.approx(expected, rel=1e-12)
+
+
+# the value clip's boundary |V - V_old| = eps_v: exact values (dyadic) for V, V_old, eps_v and R; on the
+# boundary from both sides, beyond it by 0.125 on the flat side, and beyond it with a tie (V^clip = 0.25
+# and V = 0.75 equally far from R = 0.5)
+_BOUNDARY = dict(values=np.full(5, 0.75), values_old=np.array([0.5, 1.0, 0.375, 1.125, 0.0]),
+                 returns=np.array([2.0, -1.0, 2.0, -1.0, 0.5]), eps_v=0.25)
+# rounding: delta = 0.05 - 0.3 == -0.25 in floating point, but 0.3 + delta != 0.05, and R = 0.0625
+# puts V^clip = 0.3 + delta (one rounding below V) strictly farther from R than V is
+_ROUNDED = dict(values=np.array([0.05]), values_old=np.array([0.3]), returns=np.array([0.0625]), eps_v=0.25)
+
+
+def test_value_clip_boundary_convention():
+    """At |V - V_old| = eps_v exactly, V^clip = V: a tie, taken by the unclipped branch, so dL^V/dV is
+    (V - R)/B (the documented convention). Beyond it by 0.125, on the flat side (R beyond V as seen from
+    V_old), the clipped branch wins and the gradient is exactly 0; beyond it with equal errors, the tie
+    goes to the unclipped branch again. The boundary is decided by
+    |V - V_old| <= eps_v, not by comparing errors: where V_old + (V - V_old) rounds away from V and
+    hands the clipped error a rounding's advantage, the gradient is still the unclipped one."""
+    b = _BOUNDARY
+    V, R, V_old = b["values"], b["returns"], b["values_old"]
+    assert np.array_equal(np.abs(V - V_old), [0.25, 0.25, 0.375, 0.375, 0.75])   # exact, on both sides
+    loss, dv, stats = clipped_value_loss(V, R, V_old, b["eps_v"])
+    np.testing.assert_array_equal(dv, [(0.75 - 2.0) / 5, (0.75 + 1.0) / 5, 0.0, 0.0, (0.75 - 0.5) / 5])
+    assert loss == pytest.approx(0.5 * (1.25**2 + 1.75**2 + 1.375**2 + 1.875**2 + 0.25**2) / 5, rel=1e-15)
+    assert stats["vf_clip_frac"] == pytest.approx(0.4, rel=1e-15)
+    d = _ROUNDED
+    V, R, V_old = d["values"], d["returns"], d["values_old"]
+    delta = V - V_old
+    assert abs(delta[0]) == d["eps_v"] and V_old[0] + delta[0] != V[0]                       # the premise
+    assert (V_old[0] + delta[0] - R[0]) ** 2 > (V[0] - R[0]) ** 2
+    _, dv, stats = clipped_value_loss(V, R, V_old, d["eps_v"])
+    assert dv[0] == V[0] - R[0] != 0.0 and stats["vf_clip_frac"] == 0.0
+
+
+@pytest.mark.parametrize("case", ["boundary", "rounded"])
+def test_fused_value_clip_boundary_matches_ppo_loss(case):
+    """``FusedLoss`` with vf_clip takes the same branch as ``clipped_value_loss`` at the boundary: the same
+    critic gradient as ``ppo_loss``. The critic's output layer is W = 0, b = V so that V is exact in both
+    (then dL/db_L = c_v sum_t dL^V/dV_t and every other critic gradient is 0)."""
+    d = _BOUNDARY if case == "boundary" else _ROUNDED
+    B = len(d["values"])
+    actor, critic, mb, _ = _setup(True, seed=6, B=B)
+    last = len(critic.params) // 2 - 1
+    critic.params[f"W{last}"][...] = 0.0
+    critic.params[f"b{last}"][...] = d["values"][0]
+    mb = mb._replace(returns=d["returns"], values_old=d["values_old"])
+    coefs = LossCoefs(vf_clip=d["eps_v"], vf_coef=0.5)
+    ref = ppo_loss(actor, critic, mb, coefs)
+    fused = FusedLoss(actor, critic, B)
+    _, stats = fused(mb, coefs)
+    dv = clipped_value_loss(d["values"], d["returns"], d["values_old"], d["eps_v"])[1]
+    assert np.any(dv != 0.0)
+    assert ref.critic_grads[f"b{last}"][0] == pytest.approx(0.5 * dv.sum(), rel=1e-15)
+    for k in ref.critic_grads:
+        np.testing.assert_allclose(fused.critic_grads[k], ref.critic_grads[k], rtol=1e-12, atol=1e-15)
+    assert stats["value_loss"] == pytest.approx(ref.stats["value_loss"], rel=1e-12)
