@@ -405,3 +405,43 @@ def test_trpo_learns_cartpole():
     agent.learn(50_000)
     agent.close()
     assert evaluate(agent, episodes=20, seed=123)["mean_return"] >= 400
+
+
+# --- CG's reported residual ----------------------------------------------------------------------------
+
+def krylov_iterate(M, b, k):
+    """The k-th CG iterate in exact arithmetic: the minimiser of the M-norm of the error over the Krylov space
+    K_k = span(b, M b, ..., M^{k-1} b), densely: x_k = Q (Q^T M Q)^{-1} Q^T b, Q an orthonormal basis of K_k
+    (Arnoldi, Gram-Schmidt twice)."""
+    cols = [b / np.linalg.norm(b)]
+    for _ in range(k - 1):
+        v = M @ cols[-1]
+        for _ in range(2):
+            for q in cols:
+                v = v - (q @ v) * q
+        cols.append(v / np.linalg.norm(v))
+    Q = np.column_stack(cols)
+    return Q @ np.linalg.solve(Q.T @ M @ Q, Q.T @ b)
+
+
+def relative_residual(M, b, x):
+    return float(np.linalg.norm(b - M @ x) / np.linalg.norm(b))
+
+
+@LAW
+@given(seed=seeds, n=st.integers(2, 10), data=st.data())
+def test_cg_residual_is_the_true_relative_residual_of_its_iterate(seed, n, data):
+    """After k products (k <= n, truncated or not), ``conjugate_gradient`` returns the k-th CG iterate (the
+    dense Krylov minimiser) and reports residual = ||b - A x|| / ||b|| of that x: the recursion's r agrees
+    with the residual computed directly."""
+    k = data.draw(st.integers(1, n), label="iters")
+    rng = np.random.default_rng(seed)
+    R = rng.standard_normal((n, n))
+    M = R @ R.T + 0.5 * np.eye(n)
+    b = rng.standard_normal(n) * 10.0 ** rng.uniform(-3, 3)              # ||b|| far from 1
+    result = trpo.conjugate_gradient(lambda v: M @ v, b, iters=k, tol=0.0)
+    assert result.iterations == k
+    assert result.residual == pytest.approx(relative_residual(M, b, result.x), rel=1e-6, abs=1e-10)
+    x_k = krylov_iterate(M, b, k)
+    assert np.linalg.norm(result.x - x_k) <= 1e-6 * np.linalg.norm(x_k)
+
