@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis import assume
 
 from ppo_np import PPO, PPOConfig, evaluate, tangents, trpo
 from ppo_np.config import preset_for
@@ -445,3 +446,35 @@ def test_cg_residual_is_the_true_relative_residual_of_its_iterate(seed, n, data)
     x_k = krylov_iterate(M, b, k)
     assert np.linalg.norm(result.x - x_k) <= 1e-6 * np.linalg.norm(x_k)
 
+
+@settings(deadline=None, max_examples=15)
+@given(seed=seeds, discrete=policies, cg_iters=st.integers(1, 4), stop_early=st.booleans())
+def test_trpo_step_reports_the_residual_of_its_own_solve(seed, discrete, cg_iters, stop_early):
+    """``trpo_step``'s cg_residual and cg_iterations are those of its solve of (F + c I) x = g: the k-th CG
+    iterate, k = cg_iters, or fewer when cg_tol stops it (the first k with ||r_k||^2 <= cg_tol); and the
+    step it reports (expected_improvement g^T s, the parameters' move when accepted) is s = beta x."""
+    actor, obs, tau, rng = point(seed, discrete)
+    batch = rollout_batch(actor, obs, tau, rng)
+    damping, max_kl = 0.1, 0.01
+    g = trpo.surrogate_gradient(actor, batch, tau)[1]
+    M = dense(fvp(actor, obs, tau, damping), g.size)
+    residuals = [1.0] + [relative_residual(M, g, krylov_iterate(M, g, k)) for k in (1, 2)]   # ||r_k|| / ||g||
+    if stop_early:
+        cg_tol = 1.01 * (residuals[2] * np.linalg.norm(g)) ** 2            # met at k = 2 at the latest
+        k_stop = next(k for k, r in enumerate(residuals) if (r * np.linalg.norm(g)) ** 2 <= cg_tol)
+        assume(all(abs((r * np.linalg.norm(g)) ** 2 / cg_tol - 1) > 5e-3 for r in residuals))
+        cg_iters = 10
+    else:
+        cg_tol, k_stop = 0.0, cg_iters
+    assume(k_stop >= 1)
+    theta_old = flatten(actor.params)
+    step = trpo.trpo_step(actor, batch, tau, max_kl=max_kl, cg_iters=cg_iters, cg_tol=cg_tol, damping=damping)
+    x = krylov_iterate(M, g, k_stop)
+    assert step.cg_iterations == k_stop
+    assert step.cg_residual == pytest.approx(relative_residual(M, g, x), rel=1e-6, abs=1e-12)
+    beta = math.sqrt(2 * max_kl / (x @ M @ x))
+    assert step.expected_improvement == pytest.approx(beta * (g @ x), rel=1e-6)
+    if step.accepted:
+        s = flatten(actor.params) - theta_old
+        expected = 0.5 ** step.backtracks * beta * x
+        assert np.linalg.norm(s - expected) <= 1e-6 * np.linalg.norm(expected)
