@@ -400,6 +400,7 @@ def test_cli_trains_trpo(tmp_path, capsys):
     assert (config["algo"], config["trpo_max_kl"], config["cg_iters"]) == ("trpo", 0.02, 5)
 
 
+@pytest.mark.slow
 def test_trpo_learns_cartpole():
     """The CartPole-v1 preset with algo="trpo" (the TRPO defaults), seed 1, 50k steps: 500.0 when written."""
     agent = PPO("CartPole-v1", preset_for("CartPole-v1", continuous=False).replace(algo="trpo", seed=1))
