@@ -525,7 +525,7 @@ def test_clip_and_penalty_differ_exactly_by_what_the_clip_removes(seed, discrete
     for k in clip.critic_grads:
         np.testing.assert_array_equal(clip.critic_grads[k], pen.critic_grads[k])
     if clipped:
-        assert clip.loss > pen.loss + 1e-3
+        assert clip.loss - pen.loss > 1e-4          # >= 0.1 * (1 - 0.2 - e^-0.3) / 8 = 7.4e-4 by construction
         assert any(not np.allclose(clip.actor_grads[k], pen.actor_grads[k], rtol=1e-6, atol=1e-9)
                    for k in clip.actor_grads)
     else:
