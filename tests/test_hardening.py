@@ -300,6 +300,7 @@ def damaged(draw, data: bytes):
     return bytes(out)
 
 
+@pytest.mark.slow
 def test_damaged_bytes_load_the_original_exactly_or_raise_checkpoint_error(real_checkpoint, tmp_path):
     data, original, state = real_checkpoint
     path = tmp_path / "damaged.npz"
@@ -502,6 +503,7 @@ def _kill_when_writing(proc: subprocess.Popen, run: Path, after: float) -> bool:
     return True
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_never_loses_the_checkpoint_and_resume_finishes(tmp_path):
     """12 kills, half at a random time, half the moment a checkpoint is being written.
 
@@ -589,6 +591,7 @@ def test_sigkill_at_random_moments_never_loses_the_checkpoint_and_resume_finishe
     assert during_write >= 2  # the deterministic test below covers every stage of a write
 
 
+@pytest.mark.slow
 def test_sigint_or_sigterm_saves_a_checkpoint_exits_130_or_143_and_says_how_to_resume(tmp_path):
     rng = np.random.default_rng(7)
     run = tmp_path / "run"
@@ -686,6 +689,7 @@ checkpoint.save(path, arrays)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["before_write", "mid_write", "before_fsync", "before_rename", "after_rename"])
 def test_sigkill_at_each_stage_of_a_checkpoint_write(tmp_path, stage):
     """Every stage of the write, deterministically: the old checkpoint or the new one, never half of one."""

@@ -4,8 +4,12 @@ Measured when these were written (this machine, 1 BLAS thread): CartPole-v1 pres
 steps: evaluation 500.0 +- 0; the penalty variant, 50k steps: 500.0; Pendulum-v1 preset, 40,960
 steps: evaluation -336 (a random policy scores about -1200).
 """
+import pytest
+
 from ppo_np import PPO, evaluate
 from ppo_np.config import preset_for
+
+pytestmark = pytest.mark.slow
 
 
 def train(env_id: str, steps: int, **changes) -> PPO:

@@ -22,6 +22,8 @@ from ppo_np.ratios import importance_ratios
 from ppo_np.losses import (STAT_KEYS, LossCoefs, clipped_value_loss, entropy_bonus, explained_variance, ppo_loss,
                            value_loss)
 from ppo_np.surrogate import clipped_objective, clipped_surrogate, kl_penalty_surrogate
+from ppo_np.fused import FusedLoss
+from ppo_np.surrogate import normalize_advantages
 
 LAWS = settings(deadline=None, max_examples=60)
 
@@ -375,3 +377,175 @@ def test_bad_minibatches_are_named():
     with pytest.raises(ValueError, match=r"dist_old must have shape \(8, 4\) \(the old policy's y\), got \(8, 2\)"):
         ppo_loss(g_actor, g_critic, g_mb._replace(dist_old=g_mb.dist_old[:, :2]), LossCoefs())
 
+
+
+# --- pins from a mutation run of the math -------------------------------------------------------------
+
+@LAWS
+@given(vectors(n_min=2, n_max=64, lo=-1e3, hi=1e3), st.sampled_from([np.float64, np.float32]))
+def test_normalized_advantages_have_mean_zero_and_population_std_one(adv, dtype):
+    """(A - mean A) / (std A + 1e-8) over the samples: mean 0 and population std 1, up to the rounding of
+    the mean (relative to the spread) and the 1e-8 guard (which scales the std by s / (s + 1e-8)); the
+    dtype and the shape are kept."""
+    adv = adv.astype(dtype)
+    a64 = adv.astype(np.float64)
+    s = float(np.std(a64))
+    assume(s > 1e-2 and s > 1e-2 * np.max(np.abs(a64)))       # a real spread, not a constant's rounding
+    z = normalize_advantages(adv)
+    assert z.dtype == dtype and z.shape == adv.shape
+    z64 = z.astype(np.float64)
+    tol = 8 * len(adv) * np.finfo(dtype).eps * (1 + np.max(np.abs(a64)) / s)
+    assert abs(z64.mean()) <= tol
+    assert abs(np.std(z64) - 1.0) <= tol + 1e-8 / s
+
+
+@LAWS
+@given(st.floats(-1e3, 1e3), st.integers(1, 64))
+def test_constant_advantages_normalize_to_zeros(c, n):
+    """A constant A has std 0: the 1e-8 guard keeps the result finite and equal to 0, up to the rounding of
+    mean(A) (a few ulps of c) divided by 1e-8; exactly 0 when the mean is exact (a dyadic c), in float32
+    as in float64."""
+    z = normalize_advantages(np.full(n, c))
+    assert z.dtype == np.float64 and np.all(np.isfinite(z)) and np.all(z == z[0])
+    assert abs(z[0]) <= 8 * np.spacing(abs(c)) / 1e-8
+    dyadic = round(c * 8) / 8                                  # k / 8, |k| <= 8000: every partial sum is exact
+    for dtype in (np.float64, np.float32):
+        z = normalize_advantages(np.full(n, dyadic, dtype=dtype))
+        assert z.dtype == dtype and np.all(z == 0.0)
+
+
+@settings(deadline=None, max_examples=20)
+@given(seed=st.integers(0, 2**16), discrete=st.booleans(), clipped=st.booleans())
+def test_clip_and_penalty_differ_exactly_by_what_the_clip_removes(seed, discrete, clipped):
+    """With logp_old != logp (r != 1) and beta = 0, inside ``ppo_loss``:
+        L^CLIP - L^KLPEN = mean(r A) - mean(min(r A, clip(r, 1 - eps, 1 + eps) A)),
+    the value and entropy terms being shared. So the two differ (L^CLIP strictly larger) as soon as one
+    sample is on the flat side of the clip, and agree, in value and gradient, when every r is inside."""
+    tau, eps, B = 0.9, 0.2, 8
+    actor, critic, mb, rng = _setup(discrete, seed=seed, B=B, tau=tau)
+    logp = actor.head.log_prob(actor.forward(mb.obs)[0], mb.actions, tau)     # log pi_theta of the actions
+    A = np.where(rng.random(B) < 0.5, -1.0, 1.0) * rng.uniform(0.1, 2.0, B)
+    log_r = rng.uniform(-0.15, 0.15, B)                                 # r in [0.86, 1.17]: inside
+    if clipped:
+        k = rng.integers(B)
+        log_r[k] = np.sign(A[k]) * rng.uniform(0.3, 1.0)                 # A > 0: r > 1.34; A < 0: r < 0.75
+    mb = mb._replace(logp_old=logp - log_r, advantages=A)
+    r = np.exp(logp - mb.logp_old)
+    objective = np.where(A >= 0, np.minimum(r, 1 + eps), np.maximum(r, 1 - eps)) * A   # case by case
+    common = dict(clip_eps=eps, vf_coef=0.5, ent_coef=0.01, temperature=tau)
+    clip = ppo_loss(actor, critic, mb, LossCoefs(surrogate="clip", **common))
+    pen = ppo_loss(actor, critic, mb, LossCoefs(surrogate="penalty", beta=0.0, **common))
+    assert clip.stats["policy_loss"] == pytest.approx(-objective.mean(), rel=1e-12, abs=1e-14)
+    assert pen.stats["policy_loss"] == pytest.approx(-(r * A).mean(), rel=1e-12, abs=1e-14)
+    assert clip.loss - pen.loss == pytest.approx((r * A).mean() - objective.mean(), rel=1e-9, abs=1e-14)
+    for k in clip.critic_grads:
+        np.testing.assert_array_equal(clip.critic_grads[k], pen.critic_grads[k])
+    if clipped:
+        assert clip.loss - pen.loss > 1e-4          # >= 0.1 * (1 - 0.2 - e^-0.3) / 8 = 7.4e-4 by construction
+        assert any(not np.allclose(clip.actor_grads[k], pen.actor_grads[k], rtol=1e-6, atol=1e-9)
+                   for k in clip.actor_grads)
+    else:
+        assert clip.loss == pytest.approx(pen.loss, abs=1e-14)
+        for k in clip.actor_grads:
+            np.testing.assert_allclose(clip.actor_grads[k], pen.actor_grads[k], rtol=1e-12, atol=1e-15)
+
+
+def test_explained_variance_of_all_zero_returns_is_nan():
+    """Var[R] = 0 with R = 0 exactly (the threshold 1e-24 mean(R^2) is 0 too): NaN, whatever V is."""
+    assert math.isnan(explained_variance(np.zeros(6), np.zeros(6)))
+    assert math.isnan(explained_variance(np.random.default_rng(0).standard_normal(6), np.zeros(6)))
+    assert math.isnan(explained_variance(np.zeros(1), np.zeros(1)))
+
+
+@LAWS
+@given(paired(2, lo=-1.0, hi=1.0, n_max=32), st.integers(-100, 100))
+def test_explained_variance_is_scale_invariant(arrs, k):
+    """EV(c V, c R) = EV(V, R) for c = 10^k over 200 orders of magnitude: the NaN test and the ratio are
+    relative, no absolute epsilon hides in them."""
+    V, R = arrs
+    assume(np.std(R) > 1e-3)                                    # non-constant returns
+    c = 10.0 ** k
+    assert explained_variance(c * V, c * R) == pytest.approx(explained_variance(V, R), rel=1e-9, abs=1e-9)
+
+
+@LAWS
+@given(vectors(n_min=2, n_max=32, lo=-1.0, hi=1.0), st.integers(-100, 100))
+def test_explained_variance_is_one_for_perfect_and_zero_for_the_mean_at_every_scale(R, k):
+    """EV(R, R) = 1 exactly and EV(mean(R), R) = 0 to rounding, for non-constant R of any size."""
+    assume(np.std(R) > 1e-3)
+    R = R * 10.0 ** k
+    assert explained_variance(R, R) == 1.0
+    assert explained_variance(np.full_like(R, R.mean()), R) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_explained_variance_far_from_zero_and_at_tiny_scales():
+    """Returns ~1e8 with a unit spread (R^2 ~ 1e16: a one-pass variance E[R^2] - E[R]^2 would lose every
+    digit) give the EV of the same data shifted to 0 (the shift by 1e8 is exact for values in
+    [5e7, 2e8]); returns ~1e-8 give the EV of the data scaled to 1."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(500)
+    v = x + 0.5 * rng.standard_normal(500)
+    expected = 1.0 - np.var(x - v) / np.var(x)
+    assert 0.5 < expected < 0.9
+    for shift in (1e8, -1e8):
+        R, V = shift + x, shift + v
+        assert explained_variance(V - shift, R - shift) == pytest.approx(expected, rel=1e-6)  # R, V rounded to 1e-8
+        assert explained_variance(V, R) == pytest.approx(explained_variance(V - shift, R - shift), rel=1e-9)
+    assert explained_variance(1e-8 * v, 1e-8 * x) == pytest.approx(expected, rel=1e-12)
+
+
+# the value clip's boundary |V - V_old| = eps_v: exact values (dyadic) for V, V_old, eps_v and R; on the
+# boundary from both sides, beyond it by 0.125 on the flat side, and beyond it with a tie (V^clip = 0.25
+# and V = 0.75 equally far from R = 0.5)
+_BOUNDARY = dict(values=np.full(5, 0.75), values_old=np.array([0.5, 1.0, 0.375, 1.125, 0.0]),
+                 returns=np.array([2.0, -1.0, 2.0, -1.0, 0.5]), eps_v=0.25)
+# rounding: delta = 0.05 - 0.3 == -0.25 in floating point, but 0.3 + delta != 0.05, and R = 0.0625
+# puts V^clip = 0.3 + delta (one rounding below V) strictly farther from R than V is
+_ROUNDED = dict(values=np.array([0.05]), values_old=np.array([0.3]), returns=np.array([0.0625]), eps_v=0.25)
+
+
+def test_value_clip_boundary_convention():
+    """At |V - V_old| = eps_v exactly, V^clip = V: a tie, taken by the unclipped branch, so dL^V/dV is
+    (V - R)/B (the documented convention). Beyond it by 0.125, on the flat side (R beyond V as seen from
+    V_old), the clipped branch wins and the gradient is exactly 0; beyond it with equal errors, the tie
+    goes to the unclipped branch again. The boundary is decided by
+    |V - V_old| <= eps_v, not by comparing errors: where V_old + (V - V_old) rounds away from V and
+    hands the clipped error a rounding's advantage, the gradient is still the unclipped one."""
+    b = _BOUNDARY
+    V, R, V_old = b["values"], b["returns"], b["values_old"]
+    assert np.array_equal(np.abs(V - V_old), [0.25, 0.25, 0.375, 0.375, 0.75])   # exact, on both sides
+    loss, dv, stats = clipped_value_loss(V, R, V_old, b["eps_v"])
+    np.testing.assert_array_equal(dv, [(0.75 - 2.0) / 5, (0.75 + 1.0) / 5, 0.0, 0.0, (0.75 - 0.5) / 5])
+    assert loss == pytest.approx(0.5 * (1.25**2 + 1.75**2 + 1.375**2 + 1.875**2 + 0.25**2) / 5, rel=1e-15)
+    assert stats["vf_clip_frac"] == pytest.approx(0.4, rel=1e-15)
+    d = _ROUNDED
+    V, R, V_old = d["values"], d["returns"], d["values_old"]
+    delta = V - V_old
+    assert abs(delta[0]) == d["eps_v"] and V_old[0] + delta[0] != V[0]                       # the premise
+    assert (V_old[0] + delta[0] - R[0]) ** 2 > (V[0] - R[0]) ** 2
+    _, dv, stats = clipped_value_loss(V, R, V_old, d["eps_v"])
+    assert dv[0] == V[0] - R[0] != 0.0 and stats["vf_clip_frac"] == 0.0
+
+
+@pytest.mark.parametrize("case", ["boundary", "rounded"])
+def test_fused_value_clip_boundary_matches_ppo_loss(case):
+    """``FusedLoss`` with vf_clip takes the same branch as ``clipped_value_loss`` at the boundary: the same
+    critic gradient as ``ppo_loss``. The critic's output layer is W = 0, b = V so that V is exact in both
+    (then dL/db_L = c_v sum_t dL^V/dV_t and every other critic gradient is 0)."""
+    d = _BOUNDARY if case == "boundary" else _ROUNDED
+    B = len(d["values"])
+    actor, critic, mb, _ = _setup(True, seed=6, B=B)
+    last = len(critic.params) // 2 - 1
+    critic.params[f"W{last}"][...] = 0.0
+    critic.params[f"b{last}"][...] = d["values"][0]
+    mb = mb._replace(returns=d["returns"], values_old=d["values_old"])
+    coefs = LossCoefs(vf_clip=d["eps_v"], vf_coef=0.5)
+    ref = ppo_loss(actor, critic, mb, coefs)
+    fused = FusedLoss(actor, critic, B)
+    _, stats = fused(mb, coefs)
+    dv = clipped_value_loss(d["values"], d["returns"], d["values_old"], d["eps_v"])[1]
+    assert np.any(dv != 0.0)
+    assert ref.critic_grads[f"b{last}"][0] == pytest.approx(0.5 * dv.sum(), rel=1e-15)
+    for k in ref.critic_grads:
+        np.testing.assert_allclose(fused.critic_grads[k], ref.critic_grads[k], rtol=1e-12, atol=1e-15)
+    assert stats["value_loss"] == pytest.approx(ref.stats["value_loss"], rel=1e-12)

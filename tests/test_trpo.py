@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis import assume
 
 from support import actor_point as point
 from support import head_of
@@ -323,9 +324,83 @@ def test_cli_trains_trpo(tmp_path, capsys):
     assert (config["algo"], config["trpo_max_kl"], config["cg_iters"]) == ("trpo", 0.02, 5)
 
 
+@pytest.mark.slow
 def test_trpo_learns_cartpole():
     """The CartPole-v1 preset with algo="trpo" (the TRPO defaults), seed 1, 50k steps: 500.0 when written."""
     agent = PPO("CartPole-v1", preset_for("CartPole-v1", continuous=False).replace(algo="trpo", seed=1))
     agent.learn(50_000)
     agent.close()
     assert evaluate(agent, episodes=20, seed=123)["mean_return"] >= 400
+
+
+# --- CG's reported residual ----------------------------------------------------------------------------
+
+def krylov_iterate(M, b, k):
+    """The k-th CG iterate in exact arithmetic: the minimiser of the M-norm of the error over the Krylov space
+    K_k = span(b, M b, ..., M^{k-1} b), densely: x_k = Q (Q^T M Q)^{-1} Q^T b, Q an orthonormal basis of K_k
+    (Arnoldi, Gram-Schmidt twice)."""
+    cols = [b / np.linalg.norm(b)]
+    for _ in range(k - 1):
+        v = M @ cols[-1]
+        for _ in range(2):
+            for q in cols:
+                v = v - (q @ v) * q
+        cols.append(v / np.linalg.norm(v))
+    Q = np.column_stack(cols)
+    return Q @ np.linalg.solve(Q.T @ M @ Q, Q.T @ b)
+
+
+def relative_residual(M, b, x):
+    return float(np.linalg.norm(b - M @ x) / np.linalg.norm(b))
+
+
+@LAW
+@given(seed=seeds, n=st.integers(2, 10), data=st.data())
+def test_cg_residual_is_the_true_relative_residual_of_its_iterate(seed, n, data):
+    """After k products (k <= n, truncated or not), ``conjugate_gradient`` returns the k-th CG iterate (the
+    dense Krylov minimiser) and reports residual = ||b - A x|| / ||b|| of that x: the recursion's r agrees
+    with the residual computed directly."""
+    k = data.draw(st.integers(1, n), label="iters")
+    rng = np.random.default_rng(seed)
+    R = rng.standard_normal((n, n))
+    M = R @ R.T + 0.5 * np.eye(n)
+    b = rng.standard_normal(n) * 10.0 ** rng.uniform(-3, 3)              # ||b|| far from 1
+    result = trpo.conjugate_gradient(lambda v: M @ v, b, iters=k, tol=0.0)
+    assert result.iterations == k
+    # at convergence the recursion's r and b - A x differ by rounding (1e-12 against 2e-16 seen)
+    assert result.residual == pytest.approx(relative_residual(M, b, result.x), rel=1e-6, abs=1e-9)
+    x_k = krylov_iterate(M, b, k)
+    assert np.linalg.norm(result.x - x_k) <= 1e-6 * np.linalg.norm(x_k)
+
+
+@settings(deadline=None, max_examples=15)
+@given(seed=seeds, discrete=policies, cg_iters=st.integers(1, 4), stop_early=st.booleans())
+def test_trpo_step_reports_the_residual_of_its_own_solve(seed, discrete, cg_iters, stop_early):
+    """``trpo_step``'s cg_residual and cg_iterations are those of its solve of (F + c I) x = g: the k-th CG
+    iterate, k = cg_iters, or fewer when cg_tol stops it (the first k with ||r_k||^2 <= cg_tol); and the
+    step it reports (expected_improvement g^T s, the parameters' move when accepted) is s = beta x."""
+    actor, obs, tau, rng = point(seed, discrete)
+    batch = rollout_batch(actor, obs, tau, rng)
+    damping, max_kl = 0.1, 0.01
+    g = trpo.surrogate_gradient(actor, batch, tau)[1]
+    M = dense(fvp(actor, obs, tau, damping), g.size)
+    residuals = [1.0] + [relative_residual(M, g, krylov_iterate(M, g, k)) for k in (1, 2)]   # ||r_k|| / ||g||
+    if stop_early:
+        cg_tol = 1.01 * (residuals[2] * np.linalg.norm(g)) ** 2            # met at k = 2 at the latest
+        k_stop = next(k for k, r in enumerate(residuals) if (r * np.linalg.norm(g)) ** 2 <= cg_tol)
+        assume(all(abs((r * np.linalg.norm(g)) ** 2 / cg_tol - 1) > 5e-3 for r in residuals))
+        cg_iters = 10
+    else:
+        cg_tol, k_stop = 0.0, cg_iters
+    assume(k_stop >= 1)
+    theta_old = flatten(actor.params)
+    step = trpo.trpo_step(actor, batch, tau, max_kl=max_kl, cg_iters=cg_iters, cg_tol=cg_tol, damping=damping)
+    x = krylov_iterate(M, g, k_stop)
+    assert step.cg_iterations == k_stop
+    assert step.cg_residual == pytest.approx(relative_residual(M, g, x), rel=1e-6, abs=1e-9)   # see above
+    beta = math.sqrt(2 * max_kl / (x @ M @ x))
+    assert step.expected_improvement == pytest.approx(beta * (g @ x), rel=1e-6)
+    if step.accepted:
+        s = flatten(actor.params) - theta_old
+        expected = 0.5 ** step.backtracks * beta * x
+        assert np.linalg.norm(s - expected) <= 1e-6 * np.linalg.norm(expected)
