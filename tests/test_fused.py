@@ -33,9 +33,17 @@ def _problem(discrete, dtype, activation, hidden, B, seed, old_policy=True, obs_
     for p in (*actor.params.values(), *critic.params.values()):
         p += (0.3 * rng.standard_normal(p.shape)).astype(dtype)
     cast = lambda x: np.asarray(x, dtype=dtype)  # noqa: E731
-    actions = rng.integers(0, n, B) if discrete else cast(rng.standard_normal((B, n)))
     obs = cast(rng.standard_normal((B, obs_dim)))
     y = actor.forward(obs)[0]
+    if discrete:
+        actions = rng.integers(0, n, B)
+    elif dtype == "float64":
+        actions = cast(rng.standard_normal((B, n)))          # far from the means too: |log pi| in the thousands
+    else:
+        # float32: drawn from the policy, as a rollout stores them. Far from the means |log pi| reaches the
+        # thousands, and its float32 rounding (|log pi| 2^-24, in both this loss and NumPy's) alone moves
+        # the ratio, and with it every gradient, by more than the float32 tolerance of the checks below.
+        actions = actor.head.sample(y, actor.head.noise(rng, B), tau)
     logp_old = actor.head.log_prob(y, actions, tau)   # r = exp(noise): e^{+-0.6} is typical
     values = critic(obs)
     mb = Minibatch(obs, actions, cast(logp_old + 0.3 * rng.standard_normal(B)), cast(2 * rng.standard_normal(B)),
