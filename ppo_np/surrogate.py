@@ -141,12 +141,17 @@ def kl_penalty_surrogate(logp: np.ndarray, logp_old: np.ndarray, adv: np.ndarray
 
 
 def normalize_advantages(adv: np.ndarray) -> np.ndarray:
-    """(A - mean(A)) / (std(A) + 1e-8) over the given samples (population std), in their dtype.
+    """(A - mean(A)) / (std(A) + 1e-8) over the given samples (population std), in their (float) dtype.
 
     Per minibatch, as cleanrl and stable-baselines3 do; the 1e-8 keeps a constant A finite (all zeros).
+    Computed in float64, as ``advantage_scale``: in float32 the mean of a constant (0.1, say) is off by
+    an ulp of 0.1, which the 1e-8 would turn into -0.43 for every sample.
+    Checked by ``tests/test_losses.py::test_constant_advantages_normalize_to_zeros``.
     """
     adv = np.asarray(adv)
-    return (adv - adv.mean()) / (adv.std() + 1e-8)
+    a = adv.astype(np.float64)
+    z = (a - a.mean()) / (a.std() + 1e-8)
+    return z.astype(adv.dtype, copy=False) if adv.dtype.kind == "f" else z
 
 
 @jit

@@ -405,9 +405,10 @@ def test_constant_advantages_normalize_to_zeros(c, n):
     """A constant A has std 0: the 1e-8 guard keeps the result finite and equal to 0, up to the rounding of
     mean(A) (a few ulps of c) divided by 1e-8; exactly 0 when the mean is exact (a dyadic c), in float32
     as in float64."""
-    z = normalize_advantages(np.full(n, c))
-    assert z.dtype == np.float64 and np.all(np.isfinite(z)) and np.all(z == z[0])
-    assert abs(z[0]) <= 8 * np.spacing(abs(c)) / 1e-8
+    for dtype in (np.float64, np.float32):   # float32 too: its mean taken in float32 was off by an ulp of c
+        z = normalize_advantages(np.full(n, c, dtype=dtype))
+        assert z.dtype == dtype and np.all(np.isfinite(z)) and np.all(z == z[0])
+        assert abs(z[0]) <= 8 * np.spacing(abs(c)) / 1e-8
     dyadic = round(c * 8) / 8                                  # k / 8, |k| <= 8000: every partial sum is exact
     for dtype in (np.float64, np.float32):
         z = normalize_advantages(np.full(n, dyadic, dtype=dtype))
