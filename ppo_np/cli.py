@@ -323,7 +323,8 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _cmd_gradcheck(args: argparse.Namespace) -> int:
-    from ppo_np.gradcheck import DEFAULT_TOL, run_suite
+    from ppo_np.gradcheck import DEFAULT_TOL
+    from ppo_np.gradcheck_suite import run_suite
 
     checks = run_suite(seed=args.seed, trials=args.trials)
     ok = all(c.ok for c in checks)

@@ -1,7 +1,7 @@
 """Small agents and test points that several test files share (not a test file itself)."""
 import numpy as np
 
-from ppo_np.gradcheck import trpo_test_point
+from ppo_np.gradcheck_suite import trpo_test_point
 from ppo_np.heads import Categorical, DiagGaussian
 from ppo_np.losses import Minibatch
 from ppo_np.policy import Actor, Critic

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ppo_np import cli, gradcheck, layers
-from ppo_np.gradcheck import (DEFAULT_TOL, Check, check_gradients, numerical_gradient, relative_error,
-                              run_suite)
+from ppo_np import cli, gradcheck, gradcheck_suite, layers
+from ppo_np.gradcheck import DEFAULT_TOL, Check, check_gradients, numerical_gradient, relative_error
+from ppo_np.gradcheck_suite import run_suite
 
 FAST = settings(deadline=None, max_examples=40)
 
@@ -239,7 +239,7 @@ def test_cli_exits_1_when_a_check_fails(capsys, monkeypatch):
     def broken(rng):
         return [Check("broken", "x", 0.5, False)]
 
-    monkeypatch.setattr(gradcheck, "SUITE", [gradcheck._check_linear, broken])
+    monkeypatch.setattr(gradcheck_suite, "SUITE", [gradcheck_suite._check_linear, broken])
     assert cli.main(["gradcheck", "--json", "--trials", "1"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] is False

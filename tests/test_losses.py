@@ -16,7 +16,8 @@ from hypothesis.extra.numpy import arrays
 from support import actor_critic_batch as _setup
 from support import head_of
 
-from ppo_np.gradcheck import _check_surrogates, _check_value_losses, check_gradients, check_ppo_loss
+from ppo_np.gradcheck import check_gradients
+from ppo_np.gradcheck_suite import _check_surrogates, _check_value_losses, check_ppo_loss
 from ppo_np.heads import Categorical
 from ppo_np.ratios import importance_ratios
 from ppo_np.losses import (STAT_KEYS, LossCoefs, clipped_value_loss, entropy_bonus, explained_variance, ppo_loss,

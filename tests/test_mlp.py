@@ -11,7 +11,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from ppo_np import layers
-from ppo_np.gradcheck import DEFAULT_TOL, away_from_zero, check_mlp, randomize_biases, relative_error
+from ppo_np.gradcheck import DEFAULT_TOL, away_from_zero, randomize_biases, relative_error
+from ppo_np.gradcheck_suite import check_mlp
 from ppo_np.mlp import INFER_KERNEL_MAX_ROWS, MLP
 from ppo_np.params import flatten
 
