@@ -5,12 +5,16 @@ __all__ = ["PPO", "PPOConfig", "evaluate"]
 
 
 def __getattr__(name):
-    # The agent pulls in gymnasium and Numba; import it only when asked for, so that the math
-    # modules (and `ppo-np gradcheck`) load without them.
-    if name in ("PPO", "evaluate"):
-        from ppo_np import ppo
+    # The agent pulls in gymnasium and Numba: import it only when asked for, so that `import ppo_np`
+    # (and the CLI's parsing of its arguments) stays quick.
+    if name == "PPO":
+        from ppo_np.ppo import PPO
 
-        return getattr(ppo, name)
+        return PPO
+    if name == "evaluate":
+        from ppo_np.evaluation import evaluate
+
+        return evaluate
     if name == "PPOConfig":
         from ppo_np.config import PPOConfig
 

@@ -248,7 +248,8 @@ def _interrupted(agent, run_dir: Path, phase: str, status: int = 130) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ppo_np.ppo import NonFiniteError, evaluate
+    from ppo_np.evaluation import evaluate
+    from ppo_np.ppo import NonFiniteError
 
     agent, run_dir, total = _train_setup(args)  # bad input raises ValueError here: exit status 2
     start = time.perf_counter()
@@ -298,7 +299,8 @@ def _checkpoint_path(path: str) -> Path:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from ppo_np.ppo import PPO, evaluate
+    from ppo_np.evaluation import evaluate
+    from ppo_np.ppo import PPO
 
     agent = PPO.load(_checkpoint_path(args.path))  # a bad file raises CheckpointError: exit status 2
     try:

@@ -426,26 +426,3 @@ def _progress_bar(enabled: bool, total: int, initial: int):
     from tqdm import tqdm
 
     return tqdm(total=total, initial=initial, unit="step", unit_scale=True, dynamic_ncols=True)
-
-
-def evaluate(agent: PPO, env_id: Optional[str] = None, episodes: int = 20, seed: int = 0,
-             deterministic: bool = True) -> dict:
-    """Mean and std of the undiscounted return over ``episodes`` full episodes (frozen normaliser).
-
-    Episodes run in parallel, one per sub-environment of a sync vector env, each seeded seed + i.
-    """
-    if not (isinstance(episodes, (int, np.integer)) and episodes >= 1):
-        raise ValueError(f"episodes must be an integer >= 1, got {episodes!r}")
-    envs = make_vector_env(env_id or agent.env_id, episodes, "sync")
-    try:
-        obs, _ = envs.reset(seed=seed)
-        returns = np.zeros(episodes)
-        running = np.ones(episodes, bool)
-        while running.any():
-            actions = agent.head.env_actions(agent.predict(obs, deterministic=deterministic))
-            obs, rewards, terminated, truncated, _ = envs.step(actions)
-            returns += rewards * running
-            running &= ~(terminated | truncated)
-    finally:
-        envs.close()
-    return {"mean_return": float(returns.mean()), "std_return": float(returns.std()), "episodes": int(episodes)}
