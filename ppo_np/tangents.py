@@ -31,7 +31,7 @@ quotient, so J v has no step size and no truncation error. ``ppo-np gradcheck`` 
 differences (f(theta + h v) - f(theta - h v)) / 2h along a random direction (rows ``tangent-*``).
 
 Duality with backward: for any dy, <dy, J v> = <J^T dy, v>, i.e. sum(dy * tangent) equals the dot
-product of the backward's gradients with the direction; ``tests/test_trpo.py::test_tangent_is_the_adjoint_of_backward``
+product of the backward's gradients with the direction; ``tests/test_tangents.py::test_tangent_is_the_adjoint_of_backward``
 states it as a law.
 
 Reference: Griewank and Walther (2008), "Evaluating Derivatives", ch. 3 (the tangent mode).
@@ -57,7 +57,7 @@ def linear_tangent(dx: Optional[np.ndarray], cache: LinearCache, dW: np.ndarray,
     ``dx`` None means the input does not move (it is data). ``cache`` is the forward's (x, W).
     Shapes: dx (B, n) or None, x (B, n), W and dW (n, m), db (m,) -> dy (B, m).
     Checked by ``ppo-np gradcheck`` (row ``tangent-linear``) and
-    ``tests/test_trpo.py::test_layer_tangents_match_finite_differences``.
+    ``tests/test_tangents.py::test_layer_tangents_match_finite_differences``.
     """
     x, W = cache
     dy = x @ dW + db                                   # (B, m)  x dW + db
@@ -70,7 +70,7 @@ def tanh_tangent(dx: np.ndarray, cache: TanhCache) -> np.ndarray:
     r"""dy = (1 - y^2) * dx, since d tanh(x) = (1 - tanh(x)^2) dx. Shapes: dx as y.
 
     Checked by ``ppo-np gradcheck`` (row ``tangent-tanh``) and
-    ``tests/test_trpo.py::test_layer_tangents_match_finite_differences``.
+    ``tests/test_tangents.py::test_layer_tangents_match_finite_differences``.
     """
     return (1.0 - cache.y * cache.y) * dx
 
@@ -79,7 +79,7 @@ def relu_tangent(dx: np.ndarray, cache: ReluCache) -> np.ndarray:
     r"""dy = 1[x > 0] * dx (0 at the kink, as in ``relu_backward``). Shapes: dx as y.
 
     Checked by ``ppo-np gradcheck`` (row ``tangent-relu``) and
-    ``tests/test_trpo.py::test_layer_tangents_match_finite_differences``.
+    ``tests/test_tangents.py::test_layer_tangents_match_finite_differences``.
     """
     return dx * cache.mask
 
@@ -107,7 +107,7 @@ def mlp_tangent(mlp: MLP, cache: MLPCache, dparams: Params, dx: Optional[np.ndar
     dW0, db0, ... by the parameter names (W0, b0, ...); extra keys (an actor's log_std) are ignored.
     Shapes: dparams like ``mlp.params``, dx (B, n_in) or None -> dy (B, n_out).
     Checked by ``ppo-np gradcheck`` (rows ``tangent-mlp-*``) and
-    ``tests/test_trpo.py::test_mlp_tangent_matches_finite_differences``.
+    ``tests/test_tangents.py::test_mlp_tangent_matches_finite_differences``.
     """
     act_tangent = ACTIVATION_TANGENTS[mlp.activation_name]
     dh = None if dx is None else np.asarray(dx, dtype=mlp.dtype)
@@ -125,7 +125,7 @@ def actor_tangent(actor, cache, dparams: Params) -> np.ndarray:
     log_std enters y directly and is the same in every state: dl = dparams["log_std"] in every row).
     ``cache`` is the ``ActorCache`` of ``actor.forward`` at the point of differentiation.
     Checked by ``ppo-np gradcheck`` (rows ``tangent-actor-*``) and
-    ``tests/test_trpo.py::test_actor_tangent_matches_finite_differences``.
+    ``tests/test_tangents.py::test_actor_tangent_matches_finite_differences``.
     """
     dout = mlp_tangent(actor.mlp, cache.mlp, dparams)
     return actor.head.dist_params_tangent(dout, dparams)
