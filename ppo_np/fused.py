@@ -42,8 +42,8 @@ from ppo_np.mlp import MLP
 from ppo_np.params import aligned_empty, aligned_zeros, num_params, views_of
 
 #: a first layer with at most this many inputs runs in ``input_layer_kernel`` / ``input_backward_kernel``
-#: (measured at fan-in 4, B = 64, 64 units: ~1 us of arithmetic against ~4 us per BLAS call); wider
-#: ones go through BLAS like every other layer
+#: (a BLAS call of so few inputs costs several times its arithmetic); wider ones go through BLAS like
+#: every other layer
 INPUT_KERNEL_MAX_FAN_IN = 16
 
 

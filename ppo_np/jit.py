@@ -23,7 +23,8 @@ Options, and why:
 Arguments: a kernel takes at most about eight parameters, related arrays grouped in tuples whose layout a
 NamedTuple documents (``mlp.Network``, ``heads.base.ActRows``, ``fused.OutputLayer``, ...); the kernel
 unpacks them by position on its first lines. Callers on the hot paths pass them through ``plain``:
-Numba types a plain tuple's elements in C, a NamedTuple's in Python, at about 2 us a call.
+Numba types a plain tuple's elements in C, a NamedTuple's in Python, which costs more than some of
+the kernels' arithmetic.
 
 Running without compilation: ``NUMBA_DISABLE_JIT=1`` makes ``jit`` return the plain Python
 function, so every kernel runs as (slow) Python: breakpoints and coverage work, and the test suite

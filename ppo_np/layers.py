@@ -110,8 +110,8 @@ def tanh_rational(v, k):
 def tanh_float32_kernel(x, out, k):
     """out = tanh_rational(x) elementwise; np.tanh is its reference.
 
-    A loop LLVM vectorises (strict IEEE, no fastmath): measured 10 us against np.tanh's 85 us on a
-    (256, 64) float32 array, whose tanh NumPy does not vectorise here.
+    A loop LLVM vectorises (strict IEEE, no fastmath), where NumPy's float32 tanh runs one entry at a
+    time.
     Checked by ``tests/test_layers.py::test_tanh_float32_kernel_matches_numpy``.
     """
     n = x.size

@@ -112,9 +112,8 @@ class MLP:
         """The output alone, for inference: ``infer_kernel`` for a few rows, BLAS for many.
 
         Acting in a vector env calls the networks once per step with only N rows; there the ~15
-        NumPy calls of ``forward`` cost more than the arithmetic, and one compiled loop nest is
-        4x faster (measured at N = 1: 5 us against 21 us). From ``INFER_KERNEL_MAX_ROWS`` rows
-        on, BLAS wins.
+        NumPy calls of ``forward`` cost more than the arithmetic, which one compiled loop nest does
+        without them. From ``INFER_KERNEL_MAX_ROWS`` rows on, BLAS wins.
         """
         h = np.asarray(x, dtype=self.dtype)
         if h.ndim != 2 or h.shape[0] > INFER_KERNEL_MAX_ROWS or not h.flags.c_contiguous:

@@ -25,9 +25,8 @@ def aligned_empty(shape, dtype, alignment: int = CACHE_LINE) -> np.ndarray:
 
     NumPy's allocator only promises 16 bytes. A compiled loop along rows of 64 float32 reads and
     writes them as whole 64-byte registers, and when the rows straddle cache lines each access costs
-    two: measured on an AVX-512 machine, the fan-in-4 first-layer product of a 256-row minibatch took
-    12.4 us at 16 or 48 bytes past a line against 5-6 us on one, and the whole ``FusedLoss`` step
-    284 us against 255 us (64 rows: 87 against 81 us). The array is a view of a slightly longer one
+    two (on an AVX-512 machine the first-layer product ran twice as long, and the whole ``FusedLoss``
+    step about a tenth longer). The array is a view of a slightly longer one
     of the same dtype, 1-D, so ``contiguous_runs`` sees the views of a packed buffer as one run.
     """
     dtype = np.dtype(dtype)

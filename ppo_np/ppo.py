@@ -162,8 +162,8 @@ class PPO:
         self._prepare_run_dir()
         bar = _progress_bar(progress_bar, self.total_steps, self.global_step)
         start, start_step = time.perf_counter(), self.global_step
-        # One BLAS thread: at these matrix sizes threads cost more than they give (measured 13x slower
-        # on 2 busy cores), and a fixed summation order keeps runs bit-reproducible.
+        # One BLAS thread: at these matrix sizes threads cost more than they give (on busy cores many
+        # times more), and a fixed summation order keeps runs bit-reproducible.
         blas = threadpool_limits(limits=1, user_api="blas")
         try:
             while self.global_step < self.total_steps:
