@@ -311,7 +311,7 @@ def test_fused_adam_kernel_equals_its_reference(seed, sizes, steps, lr, scale):
     rng = np.random.default_rng(seed)
     params = [tuple(rng.standard_normal(n) for n in sizes) for _ in range(2)]
     params[1] = tuple(p.copy() for p in params[0])
-    moments = [[tuple(np.zeros(n) for n in sizes) for _ in range(2)] for _ in range(2)]
+    moments = [tuple(tuple(np.zeros(n) for n in sizes) for _ in range(2)) for _ in range(2)]   # (ms, vs) each
     for t in range(1, steps + 1):
         grads = tuple(rng.standard_normal(n) for n in sizes)
         bias = (1 - 0.9**t, 1 - 0.999**t)
@@ -332,7 +332,7 @@ def test_fused_adam_kernel_in_float32_stays_within_rounding_of_its_reference(see
     rng = np.random.default_rng(seed)
     start = tuple(rng.standard_normal(n).astype(np.float32) for n in sizes)
     params = [tuple(p.copy() for p in start) for _ in range(2)]
-    moments = [[tuple(np.zeros(n, np.float32) for n in sizes) for _ in range(2)] for _ in range(2)]
+    moments = [tuple(tuple(np.zeros(n, np.float32) for n in sizes) for _ in range(2)) for _ in range(2)]
     for t in range(1, steps + 1):
         grads = tuple(rng.standard_normal(n).astype(np.float32) for n in sizes)
         bias = (1 - 0.9**t, 1 - 0.999**t)
