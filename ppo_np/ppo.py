@@ -65,7 +65,8 @@ class PPO:
     """Proximal Policy Optimization on a gymnasium environment.
 
     Args:
-        env_id: a registered gymnasium id with a 1-D Box observation space and Discrete or 1-D Box actions.
+        env_id: a registered gymnasium id with a 1-D Box observation space and actions a policy head serves
+            (``heads.HEADS``: Discrete, a 1-D Box, MultiBinary).
         config: hyperparameters; ``None`` takes the preset for ``env_id`` (``config.preset_for``).
         run_dir: where ``config.json``, ``metrics.csv`` and ``checkpoint.npz`` go; ``None`` writes nothing.
     """

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ppo_np.fused import INPUT_KERNEL_MAX_FAN_IN, FusedLoss
-from ppo_np.heads import Categorical, DiagGaussian
+from ppo_np.heads import Bernoulli, Categorical, DiagGaussian
 from ppo_np.losses import STAT_KEYS, LossCoefs, Minibatch, ppo_loss
 from ppo_np.optim import Adam
 from ppo_np.policy import Actor, Critic
@@ -156,3 +156,30 @@ def test_bad_construction_is_named():
         FusedLoss(actor, critic, max_rows=8)(mb._replace(actions=np.zeros((8, 2))), LossCoefs())
     with pytest.raises(ValueError, match=r"dist_old must have shape \(8, 6\), got \(8, 3\)"):
         FusedLoss(actor, critic, max_rows=8)(mb._replace(dist_old=mb.dist_old[:, :3]), LossCoefs())
+
+
+@settings(deadline=None, max_examples=30)
+@given(n=st.integers(1, 5), hidden=st.sampled_from([(), (8,), (16, 16)]), B=st.integers(1, 40),
+       surrogate=st.sampled_from(["clip", "penalty"]), tau=st.floats(0.3, 3.0), ent_coef=st.sampled_from([0.0, 0.3]),
+       normalize=st.booleans(), seed=st.integers(0, 2**16))
+def test_fused_loss_equals_ppo_loss_for_the_bernoulli_head(n, hidden, B, surrogate, tau, ent_coef, normalize, seed):
+    """A head added after the fused step was written (MultiBinary actions): the same loss, gradients and
+    statistics as ``ppo_loss``, float64, with no change outside its own file."""
+    rng = np.random.default_rng(seed)
+    actor = Actor(5, Bernoulli(n), hidden, rng=rng, dtype="float64")
+    critic = Critic(5, hidden, rng=rng, dtype="float64")
+    for p in (*actor.params.values(), *critic.params.values()):
+        p += 0.5 * rng.standard_normal(p.shape)
+    obs = rng.standard_normal((B, 5))
+    actions, logp, y = actor.act(obs, rng, tau)
+    values = critic(obs)
+    mb = Minibatch(obs, actions, logp + 0.3 * rng.standard_normal(B), 2 * rng.standard_normal(B),
+                   values + rng.standard_normal(B), values + 0.3 * rng.standard_normal(B),
+                   y + 0.3 * rng.standard_normal(y.shape))
+    coefs = LossCoefs(surrogate=surrogate, clip_eps=0.2, beta=0.7, vf_coef=0.5, vf_clip=0.5, ent_coef=ent_coef,
+                      temperature=tau)
+    fused = FusedLoss(actor, critic, max_rows=40)
+    loss, stats = fused(mb, coefs, normalize_advantages=normalize)
+    ref = ppo_loss(actor, critic, mb._replace(advantages=normalize_advantages(mb.advantages)) if normalize else mb,
+                   coefs)
+    _assert_matches(fused, loss, stats, ref, 1e-9, B)

@@ -1,7 +1,7 @@
-"""Laws of the policy heads (``ppo_np/heads/``): the tempered categorical and diagonal Gaussian, on y.
+"""Laws of the policy heads (``ppo_np/heads/``): the tempered categorical, diagonal Gaussian and Bernoulli, on y.
 
 Every function of a head takes y (B, dist_dim), the distribution's parameters per state: the logits z
-for ``Categorical``; (mu, l) for ``DiagGaussian(D)``, l = log_std repeated in every row. Gradient checks
+for ``Categorical`` and ``Bernoulli``; (mu, l) for ``DiagGaussian(D)``, l = log_std repeated in every row. Gradient checks
 in float64 (central differences contracted with a random upstream gradient, relative error < 1e-6),
 hypothesis properties, closed forms, and seeded sampling tests with stated tolerances.
 """
@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from ppo_np.gradcheck import check_gradients
-from ppo_np.heads import Categorical, DiagGaussian, check_temperature
+from ppo_np.heads import Bernoulli, Categorical, DiagGaussian, check_temperature
+from ppo_np.heads.bernoulli import log_bernoulli_row
 from ppo_np.heads.categorical import log_softmax_row, sample_row
 from ppo_np.heads.gaussian import log_density_row
 
@@ -44,6 +45,7 @@ head_and_y = st.one_of(
     logits_strategy().map(lambda z: (Categorical(z.shape[1]), z)),
     st.tuples(st.integers(1, 5), st.integers(1, 4)).flatmap(
         lambda s: gaussian_y(*s).map(lambda y: (DiagGaussian(s[1]), y))),
+    logits_strategy().map(lambda z: (Bernoulli(z.shape[1]), z)),
 )
 
 temperature_strategy = st.floats(0.05, 20.0)
@@ -158,7 +160,7 @@ def test_log_prob_gradient_sums_to_zero(logits, tau, data):
 # --- the distribution's parameters -------------------------------------------------------------------
 
 @pytest.mark.parametrize("seed", range(3))
-@pytest.mark.parametrize("head", [Categorical(5), DiagGaussian(3)], ids=repr)
+@pytest.mark.parametrize("head", [Categorical(5), DiagGaussian(3), Bernoulli(4)], ids=repr)
 def test_dist_params_backward_is_the_adjoint_of_the_tangent(head, seed):
     """<dy, tangent(dz, dp)> = <dz_bar, dz> + sum_k <dp_bar[k], dp[k]> with (dz_bar, dp_bar) = backward(dy):
     the reverse chain from y to (network output, head parameters) is the transpose of the forward one."""
@@ -223,7 +225,7 @@ def test_fisher_metric_is_symmetric_psd(hy, tau, data):
 
 @pytest.mark.parametrize("tau", TEMPERATURES)
 @pytest.mark.parametrize("seed", range(3))
-@pytest.mark.parametrize("head", [Categorical(5), DiagGaussian(3)], ids=repr)
+@pytest.mark.parametrize("head", [Categorical(5), DiagGaussian(3), Bernoulli(4)], ids=repr)
 def test_fisher_metric_is_the_hessian_of_kl(head, seed, tau):
     """M dy = the derivative of dKL(p || q)/dy_q in y_q along dy at q = p: central differences of
     ``kl_backward``'s q side, column by column, in float64."""
@@ -329,6 +331,9 @@ def test_kl_laws(logits, tau):
     y = gaussian_rows(gauss, mu, ls)
     np.testing.assert_allclose(gauss.kl(y, y, tau), 0.0, atol=1e-15)
     assert np.all(gauss.kl(y, gaussian_rows(gauss, np.roll(mu, 1, axis=1), ls[::-1]), tau) >= -1e-12)
+    bern = Bernoulli(logits.shape[1])
+    np.testing.assert_array_equal(bern.kl(logits, logits, tau), 0.0)
+    assert np.all(bern.kl(logits, q, tau) >= -1e-12 * (1.0 + np.abs(logits / tau).sum(axis=1)))
 
 
 @LAWS
@@ -567,3 +572,74 @@ def test_bad_shapes_are_named():
             Categorical(bad)
         with pytest.raises(ValueError, match="action_dim"):
             DiagGaussian(bad)
+
+
+# --- the Bernoulli head (MultiBinary actions) ----------------------------------------------------------
+
+@pytest.mark.parametrize("tau", TEMPERATURES)
+@pytest.mark.parametrize("seed", range(3))
+def test_bernoulli_gradients(tau, seed):
+    """log_prob, entropy and KL (both sides) of independent Bernoullis w.r.t. their logits."""
+    rng = np.random.default_rng(seed)
+    B, n = 4, 3
+    head = Bernoulli(n)
+    x = {"y": 2.0 * rng.standard_normal((B, n))}
+    a = rng.integers(0, 2, size=(B, n))
+    pq = {"y_p": 2.0 * rng.standard_normal((B, n)), "y_q": 2.0 * rng.standard_normal((B, n))}
+    _check_y_gradients(head, x, a, pq, tau, rng)
+
+
+def test_bernoulli_log_prob_closed_form():
+    """log pi = sum_d log p_d or log(1 - p_d), p = 1 / (1 + e^{-z / tau}), by hand; finite at |z / tau| = 1e3."""
+    z, a, tau = np.array([[0.3, -1.2, 2.0]]), np.array([[1, 0, 0]]), 0.8
+    p = 1.0 / (1.0 + np.exp(-z[0] / tau))
+    want = math.log(p[0]) + math.log(1.0 - p[1]) + math.log(1.0 - p[2])
+    assert Bernoulli(3).log_prob(z, a, tau)[0] == pytest.approx(want, rel=1e-14)
+    big = Bernoulli(2).log_prob(np.array([[1.0, -1.0]]), np.array([[0, 1]]), 1e-3)[0]
+    assert big == pytest.approx(-2e3, rel=1e-12)
+
+
+@LAWS
+@given(logits_strategy(), temperature_strategy)
+def test_bernoulli_entropy_bounds(logits, tau):
+    """0 <= H <= n log 2 for every row, and H = n log 2 exactly at z = 0."""
+    head = Bernoulli(logits.shape[1])
+    H = head.entropy(logits, tau)
+    assert np.all(H >= -1e-12) and np.all(H <= logits.shape[1] * math.log(2.0) + 1e-12)
+    assert Bernoulli(5).entropy(np.zeros((2, 5)), tau) == pytest.approx(5 * math.log(2.0), rel=1e-15)
+
+
+def test_bernoulli_sampling_frequencies():
+    """200k draws: each dimension is 1 with frequency p_d within 5 binomial standard deviations; a
+    dimension of probability 0 (logit -1e3) is never 1; the mode is 1[z > 0]."""
+    rng = np.random.default_rng(5)
+    N, tau = 200_000, 1.3
+    head = Bernoulli(4)
+    z = np.array([[0.5, -1.0, 2.0, -1e3]])
+    p = head.probs(z, tau)[0]
+    a = head.sample(np.repeat(z, N, axis=0), head.noise(rng, N), tau)
+    assert a.dtype == np.int64 and a.shape == (N, 4)
+    freq = a.mean(axis=0)
+    assert np.all(np.abs(freq - p) <= 5 * np.sqrt(p * (1 - p) / N) + 1e-12), (freq, p)
+    assert freq[-1] == 0.0
+    np.testing.assert_array_equal(head.mode(z), [[1, 0, 1, 0]])
+    assert head.env_actions(a[:2]).dtype == np.int8
+
+
+@settings(deadline=None, max_examples=60)
+@given(u=st.floats(-700.0, 700.0))
+def test_log_bernoulli_row_matches_the_reference(u):
+    """The compiled row helper gives the reference's p, log p and log(1 - p) of one logit (float64)."""
+    head = Bernoulli(1)
+    p, log_p, log_1mp = log_bernoulli_row(u)
+    y = np.array([[u]])
+    assert log_p == pytest.approx(head.log_prob(y, np.array([[1]]), 1.0)[0], rel=1e-12, abs=1e-300)
+    assert log_1mp == pytest.approx(head.log_prob(y, np.array([[0]]), 1.0)[0], rel=1e-12, abs=1e-300)
+    assert p == pytest.approx(head.probs(y)[0, 0], rel=1e-12, abs=1e-300)
+
+
+def test_bernoulli_refuses_non_binary_actions():
+    with pytest.raises(ValueError, match="binary actions must be 0 or 1"):
+        Bernoulli(2).log_prob(np.zeros((1, 2)), np.array([[0, 2]]))
+    with pytest.raises(ValueError, match="n must be a positive integer, got 0"):
+        Bernoulli(0)

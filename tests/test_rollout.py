@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from ppo_np.advantages import gae
 from ppo_np.normalize import ObsNormalizer, RewardScaler
 from ppo_np.policy import Actor, Critic
-from ppo_np.heads import Categorical, DiagGaussian
+from ppo_np.heads import Bernoulli, Categorical, DiagGaussian
 from ppo_np.heads.base import ActRows
 from ppo_np.jit import plain
 from ppo_np.rollout import (Collector, RolloutBuffer, check_spaces,
@@ -276,3 +276,29 @@ def _assert_same_step(lean, reference):
             assert type(ours) is type(theirs)
             np.testing.assert_array_equal(ours, theirs)
             assert np.asarray(ours).dtype == np.asarray(theirs).dtype
+
+
+@settings(deadline=None, max_examples=30)
+@given(dtype=st.sampled_from(["float32", "float64"]), N=st.integers(1, 20), n=st.integers(1, 5),
+       tau=st.floats(0.2, 5.0), seed=st.integers(0, 2**16))
+def test_bernoulli_act_kernel_matches_actor_act_and_critic(dtype, N, n, tau, seed):
+    """The Bernoulli head's compiled act step draws what ``Actor.act`` draws and returns what it returns;
+    the env gets the actions as int8."""
+    rng = np.random.default_rng(seed)
+    head = Bernoulli(n)
+    actor = Actor(3, head, (8,), rng=rng, dtype=dtype)
+    for p in actor.params.values():
+        p += (rng.standard_normal(p.shape)).astype(dtype)         # logits of O(1), not the init's ~0
+    critic = Critic(3, (8,), rng=rng, dtype=dtype)
+    obs = rng.standard_normal((N, 3)).astype(dtype)
+    want_actions, want_logp, want_out = actor.act(obs, np.random.default_rng(seed), tau)
+    rows = ActRows(np.empty((N, n), dtype), np.empty((N, n), np.int64), np.empty(N, dtype), np.empty((N, 1), dtype))
+    env_actions = head.act(plain((actor.mlp.network, critic.mlp.network)), actor.head_params, obs,
+                           np.random.default_rng(seed), tau, plain(rows))
+    out, actions, logp, values = rows
+    tol = 1e-12 if dtype == "float64" else 2e-5
+    np.testing.assert_allclose(out, want_out, rtol=tol, atol=tol)
+    np.testing.assert_array_equal(actions, want_actions)
+    np.testing.assert_allclose(logp, want_logp, rtol=tol, atol=tol * 10)
+    np.testing.assert_allclose(values[:, 0], critic(obs), rtol=tol, atol=tol)
+    assert env_actions.dtype == np.int8 and np.array_equal(env_actions, actions)

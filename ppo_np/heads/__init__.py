@@ -1,18 +1,20 @@
 """Policy heads: one file per action distribution, each owning everything that depends on its space.
 
-``base.py`` states the interface; ``categorical.py`` (Discrete actions) and ``gaussian.py`` (1-D Box
-actions) implement it. A new head is a new file and one line in ``HEADS``.
+``base.py`` states the interface; ``categorical.py`` (Discrete actions), ``gaussian.py`` (1-D Box
+actions) and ``bernoulli.py`` (MultiBinary actions) implement it. A new head is a new file and one line
+in ``HEADS``.
 """
 from __future__ import annotations
 
 from ppo_np.heads.base import PolicyHead, check_temperature
+from ppo_np.heads.bernoulli import Bernoulli
 from ppo_np.heads.categorical import Categorical
 from ppo_np.heads.gaussian import DiagGaussian
 
 #: every head, asked in this order which one serves an action space (``for_space``)
-HEADS = (Categorical, DiagGaussian)
+HEADS = (Categorical, DiagGaussian, Bernoulli)
 
-__all__ = ["HEADS", "Categorical", "DiagGaussian", "PolicyHead", "check_temperature", "head_for"]
+__all__ = ["HEADS", "Bernoulli", "Categorical", "DiagGaussian", "PolicyHead", "check_temperature", "head_for"]
 
 
 def head_for(action_space) -> PolicyHead:

@@ -102,7 +102,12 @@ class PolicySamples(NamedTuple):
 
 
 class PolicyHead:
-    """The interface of a policy head (see the module docstring); each head file implements it."""
+    """The interface of a policy head (see the module docstring); each head file implements it.
+
+    The defaults here are those of a head whose distribution parameters are the network's outputs
+    themselves (y = z: logits), with no parameters of its own; a head with its own (the Gaussian's
+    log_std) overrides all four.
+    """
 
     name: str
     space_name: str       # the gymnasium action space it serves, for messages
@@ -113,3 +118,19 @@ class PolicyHead:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.net_dim})"
+
+    def init_params(self, dtype, log_std_init: float) -> dict:
+        """The head's own parameters: none."""
+        return {}
+
+    def dist_params(self, net_out: np.ndarray, params: dict) -> np.ndarray:
+        """y = z, the network's outputs. Shapes: (B, net_dim) -> (B, dist_dim = net_dim)."""
+        return net_out
+
+    def dist_params_backward(self, dy: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
+        """dz = dy, and no parameter gradients."""
+        return dy, {}
+
+    def dist_params_tangent(self, dnet_out: np.ndarray, dparams: dict) -> np.ndarray:
+        """dy = dz."""
+        return dnet_out

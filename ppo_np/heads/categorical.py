@@ -74,24 +74,6 @@ class Categorical(PolicyHead):
         """The head for a gymnasium action space, or None if it is not a Discrete one."""
         return cls(int(space.n)) if isinstance(space, gym.spaces.Discrete) else None
 
-    # --- the distribution's parameters ---------------------------------------------------------------
-
-    def init_params(self, dtype, log_std_init: float) -> dict:
-        """No parameters of its own: the logits are the network's output."""
-        return {}
-
-    def dist_params(self, net_out: np.ndarray, params: dict) -> np.ndarray:
-        """y = z. Shapes: (B, K) -> (B, K)."""
-        return net_out
-
-    def dist_params_backward(self, dy: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
-        """dz = dy, and no parameter gradients."""
-        return dy, {}
-
-    def dist_params_tangent(self, dnet_out: np.ndarray, dparams: dict) -> np.ndarray:
-        """dy = dz."""
-        return dnet_out
-
     # --- sampling ------------------------------------------------------------------------------------
 
     @staticmethod
