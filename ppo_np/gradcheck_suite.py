@@ -17,7 +17,7 @@ from ppo_np import layers, losses, surrogate, tangents, trpo
 from ppo_np.fused import FusedLoss
 from ppo_np.gradcheck import (DEFAULT_STEP, DEFAULT_TOL, Check, away_from, away_from_zero, check_directional,
                               check_gradients, randomize_biases, relative_error)
-from ppo_np.heads import Bernoulli, Categorical, DiagGaussian, PolicyHead
+from ppo_np.heads import Bernoulli, Categorical, DiagGaussian, MultiCategorical, PolicyHead
 from ppo_np.losses import LossCoefs, Minibatch, ppo_loss
 from ppo_np.mlp import MLP
 from ppo_np.params import Params, flatten, unflatten
@@ -76,7 +76,8 @@ def _check_heads(rng: np.random.Generator) -> list[Check]:
     """Every policy head's log_prob, entropy and KL backwards, in its distribution parameters y."""
     checks = []
     for head in (Categorical(int(rng.integers(2, 6))), DiagGaussian(int(rng.integers(1, 4))),
-                 Bernoulli(int(rng.integers(1, 5)))):
+                 Bernoulli(int(rng.integers(1, 5))),
+                 MultiCategorical(rng.integers(1, 4, size=int(rng.integers(1, 4))))):
         B = int(rng.integers(1, 6))
         tau = _temperature(rng)
         x = {"y": rng.standard_normal((B, head.dist_dim))}
@@ -211,7 +212,7 @@ def _check_ppo_losses(rng: np.random.Generator) -> list[Check]:
 def one_of_each_head(rng: np.random.Generator) -> tuple[PolicyHead, ...]:
     """One head of every kind in ``heads.HEADS``, with a small random number of actions (2 or 3)."""
     return (Categorical(int(rng.integers(2, 4))), DiagGaussian(int(rng.integers(2, 4))),
-            Bernoulli(int(rng.integers(2, 4))))
+            Bernoulli(int(rng.integers(2, 4))), MultiCategorical(rng.integers(2, 4, size=2)))
 
 
 def _random_direction(params: Params, rng: np.random.Generator) -> Params:

@@ -66,7 +66,7 @@ class PPO:
 
     Args:
         env_id: a registered gymnasium id with a 1-D Box observation space and actions a policy head serves
-            (``heads.HEADS``: Discrete, a 1-D Box, MultiBinary).
+            (``heads.HEADS``: Discrete, a 1-D Box, MultiBinary, MultiDiscrete).
         config: hyperparameters; ``None`` takes the preset for ``env_id`` (``config.preset_for``).
         run_dir: where ``config.json``, ``metrics.csv`` and ``checkpoint.npz`` go; ``None`` writes nothing.
     """

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ppo_np.fused import INPUT_KERNEL_MAX_FAN_IN, FusedLoss
-from ppo_np.heads import Bernoulli, Categorical, DiagGaussian
+from ppo_np.heads import Bernoulli, Categorical, DiagGaussian, MultiCategorical
 from ppo_np.losses import STAT_KEYS, LossCoefs, Minibatch, ppo_loss
 from ppo_np.optim import Adam
 from ppo_np.policy import Actor, Critic
@@ -162,11 +162,14 @@ def test_bad_construction_is_named():
 @given(n=st.integers(1, 5), hidden=st.sampled_from([(), (8,), (16, 16)]), B=st.integers(1, 40),
        surrogate=st.sampled_from(["clip", "penalty"]), tau=st.floats(0.3, 3.0), ent_coef=st.sampled_from([0.0, 0.3]),
        normalize=st.booleans(), seed=st.integers(0, 2**16))
-def test_fused_loss_equals_ppo_loss_for_the_bernoulli_head(n, hidden, B, surrogate, tau, ent_coef, normalize, seed):
-    """A head added after the fused step was written (MultiBinary actions): the same loss, gradients and
-    statistics as ``ppo_loss``, float64, with no change outside its own file."""
+@pytest.mark.parametrize("multi", [False, True], ids=["bernoulli", "multicategorical"])
+def test_fused_loss_equals_ppo_loss_for_the_later_heads(multi, n, hidden, B, surrogate, tau, ent_coef, normalize,
+                                                        seed):
+    """Heads added after the fused step was written (MultiBinary, MultiDiscrete actions): the same loss,
+    gradients and statistics as ``ppo_loss``, float64, with no change outside their own files."""
     rng = np.random.default_rng(seed)
-    actor = Actor(5, Bernoulli(n), hidden, rng=rng, dtype="float64")
+    head = MultiCategorical([n, 1, n + 1]) if multi else Bernoulli(n)
+    actor = Actor(5, head, hidden, rng=rng, dtype="float64")
     critic = Critic(5, hidden, rng=rng, dtype="float64")
     for p in (*actor.params.values(), *critic.params.values()):
         p += 0.5 * rng.standard_normal(p.shape)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from ppo_np.gradcheck import check_gradients
-from ppo_np.heads import Bernoulli, Categorical, DiagGaussian, check_temperature
+from ppo_np.heads import Bernoulli, Categorical, DiagGaussian, MultiCategorical, check_temperature
 from ppo_np.heads.bernoulli import log_bernoulli_row
 from ppo_np.heads.categorical import log_softmax_row, sample_row
 from ppo_np.heads.gaussian import log_density_row
@@ -46,6 +46,7 @@ head_and_y = st.one_of(
     st.tuples(st.integers(1, 5), st.integers(1, 4)).flatmap(
         lambda s: gaussian_y(*s).map(lambda y: (DiagGaussian(s[1]), y))),
     logits_strategy().map(lambda z: (Bernoulli(z.shape[1]), z)),
+    logits_strategy(max_k=7).map(lambda z: (MultiCategorical([2, z.shape[1] - 2] if z.shape[1] > 3 else [z.shape[1]]), z)),
 )
 
 temperature_strategy = st.floats(0.05, 20.0)
@@ -160,7 +161,7 @@ def test_log_prob_gradient_sums_to_zero(logits, tau, data):
 # --- the distribution's parameters -------------------------------------------------------------------
 
 @pytest.mark.parametrize("seed", range(3))
-@pytest.mark.parametrize("head", [Categorical(5), DiagGaussian(3), Bernoulli(4)], ids=repr)
+@pytest.mark.parametrize("head", [Categorical(5), DiagGaussian(3), Bernoulli(4), MultiCategorical([3, 1, 2])], ids=repr)
 def test_dist_params_backward_is_the_adjoint_of_the_tangent(head, seed):
     """<dy, tangent(dz, dp)> = <dz_bar, dz> + sum_k <dp_bar[k], dp[k]> with (dz_bar, dp_bar) = backward(dy):
     the reverse chain from y to (network output, head parameters) is the transpose of the forward one."""
@@ -217,6 +218,10 @@ def test_fisher_metric_is_symmetric_psd(hy, tau, data):
     norm_M = np.abs(full_metric(head, y, tau)).sum(axis=1).max(axis=1)                     # (B,)
     if isinstance(head, Categorical):
         norm_M = np.maximum(norm_M, head.probs(y, tau).max(axis=1) / tau ** 2)
+    if isinstance(head, MultiCategorical):      # the same terms, block by block
+        blocks = zip(head.offsets[:-1], head.offsets[1:])
+        p_max = np.max([Categorical.probs(y[:, lo:hi], tau).max(axis=1) for lo, hi in blocks], axis=0)   # (B,)
+        norm_M = np.maximum(norm_M, p_max / tau ** 2)
     u1, v1 = np.abs(u).sum(axis=1), np.abs(v).sum(axis=1)      # L1 norms: no underflow of squares
     scale = y.shape[1] * (norm_M * u1) * v1
     assert np.all(np.abs((u * Mv).sum(axis=1) - (v * Mu).sum(axis=1)) <= 1e-12 * scale)
@@ -225,7 +230,7 @@ def test_fisher_metric_is_symmetric_psd(hy, tau, data):
 
 @pytest.mark.parametrize("tau", TEMPERATURES)
 @pytest.mark.parametrize("seed", range(3))
-@pytest.mark.parametrize("head", [Categorical(5), DiagGaussian(3), Bernoulli(4)], ids=repr)
+@pytest.mark.parametrize("head", [Categorical(5), DiagGaussian(3), Bernoulli(4), MultiCategorical([3, 1, 2])], ids=repr)
 def test_fisher_metric_is_the_hessian_of_kl(head, seed, tau):
     """M dy = the derivative of dKL(p || q)/dy_q in y_q along dy at q = p: central differences of
     ``kl_backward``'s q side, column by column, in float64."""
@@ -643,3 +648,60 @@ def test_bernoulli_refuses_non_binary_actions():
         Bernoulli(2).log_prob(np.zeros((1, 2)), np.array([[0, 2]]))
     with pytest.raises(ValueError, match="n must be a positive integer, got 0"):
         Bernoulli(0)
+
+
+# --- the multi-categorical head (MultiDiscrete actions) -------------------------------------------------
+
+@pytest.mark.parametrize("tau", TEMPERATURES)
+@pytest.mark.parametrize("seed", range(3))
+def test_multicategorical_gradients(tau, seed):
+    """log_prob, entropy and KL (both sides) of independent categoricals w.r.t. their blocks of logits."""
+    rng = np.random.default_rng(seed)
+    B, head = 4, MultiCategorical([3, 1, 4])
+    x = {"y": 2.0 * rng.standard_normal((B, head.dist_dim))}
+    a = np.stack([rng.integers(0, k, size=B) for k in head.nvec], axis=1)
+    pq = {"y_p": 2.0 * rng.standard_normal((B, head.dist_dim)), "y_q": 2.0 * rng.standard_normal((B, head.dist_dim))}
+    _check_y_gradients(head, x, a, pq, tau, rng)
+
+
+@LAWS
+@given(st.integers(0, 2**16), temperature_strategy)
+def test_multicategorical_is_a_sum_of_categoricals(seed, tau):
+    """Independence: log pi, H and KL are the sums of the blocks' categorical ones; KL(p || p) = 0,
+    KL >= 0; 0 <= H <= sum_g log K_g; a block of one value adds nothing."""
+    rng = np.random.default_rng(seed)
+    head = MultiCategorical([2, 1, 3])
+    y, y_q = 3.0 * rng.standard_normal((5, 6)), 3.0 * rng.standard_normal((5, 6))
+    a = head.sample(y, head.noise(rng, 5), tau)
+    blocks = [(0, 2), (2, 3), (3, 6)]
+    want_logp = sum(Categorical.log_prob(y[:, lo:hi], a[:, g], tau) for g, (lo, hi) in enumerate(blocks))
+    np.testing.assert_allclose(head.log_prob(y, a, tau), want_logp, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(a[:, 1], 0)
+    H = head.entropy(y, tau)
+    assert np.all(H >= -1e-12) and np.all(H <= math.log(2) + math.log(3) + 1e-12)
+    want_H = Categorical.entropy(y[:, 0:2], tau) + Categorical.entropy(y[:, 3:6], tau)   # the 1-value block: 0
+    np.testing.assert_allclose(H, want_H, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(head.kl(y, y, tau), 0.0)
+    assert np.all(head.kl(y, y_q, tau) >= -1e-12)
+
+
+def test_multicategorical_sampling_frequencies():
+    """Each dimension's values match its block's probabilities within 5 binomial standard deviations."""
+    rng = np.random.default_rng(3)
+    N, tau = 100_000, 0.9
+    head = MultiCategorical([3, 2])
+    y = np.array([[0.5, -1.0, 2.0, 0.3, -0.3]])
+    a = head.sample(np.repeat(y, N, axis=0), head.noise(rng, N), tau)
+    assert a.dtype == np.int64 and a.shape == (N, 2)
+    for g, (lo, hi) in enumerate([(0, 3), (3, 5)]):
+        p = Categorical.probs(y[:, lo:hi], tau)[0]
+        freq = np.bincount(a[:, g], minlength=hi - lo) / N
+        assert np.all(np.abs(freq - p) <= 5 * np.sqrt(p * (1 - p) / N)), (g, freq, p)
+    np.testing.assert_array_equal(head.mode(y), [[2, 0]])
+
+
+def test_multicategorical_refuses_what_it_cannot_take():
+    with pytest.raises(ValueError, match=r"action g must lie in \[0, nvec\[g\]\)"):
+        MultiCategorical([2, 3]).log_prob(np.zeros((1, 5)), np.array([[0, 3]]))
+    with pytest.raises(ValueError, match="nvec must be a 1-D sequence of integers >= 1"):
+        MultiCategorical([2, 0])

@@ -10,7 +10,7 @@ import pytest
 
 from ppo_np import PPO, PPOConfig, evaluate
 from ppo_np.config import preset_for
-from ppo_np.heads import Bernoulli
+from ppo_np.heads import Bernoulli, MultiCategorical
 
 pytestmark = pytest.mark.slow
 
@@ -70,3 +70,39 @@ def test_the_bernoulli_head_learns_a_multibinary_optimum():
         assert evaluate(agent, episodes=10, seed=123)["mean_return"] >= 23
     finally:
         gym.registry.pop("MatchBits-v0")
+
+
+class PickValues(gym.Env):
+    """MultiDiscrete actions with a known optimum: the observation is 2 signs in {-1, 1}, and the best
+    value of dimension g (of 3) is 2 where sign g is positive and 0 where it is negative; 1 is never
+    best. Reward per step: the number of dimensions picked right; 8 steps an episode, so the optimum is
+    16 and a random policy scores 16 / 3."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = gym.spaces.MultiDiscrete([3, 3])
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        self.obs = self.np_random.choice([-1.0, 1.0], size=2).astype(np.float32)
+        return self.obs, {}
+
+    def step(self, action):
+        reward = float(np.sum(np.asarray(action) == np.where(self.obs > 0, 2, 0)))
+        self.t += 1
+        self.obs = self.np_random.choice([-1.0, 1.0], size=2).astype(np.float32)
+        return self.obs, reward, False, self.t >= 8, {}
+
+
+def test_the_multicategorical_head_learns_a_multidiscrete_optimum():
+    """15k steps reach the optimum 16 on every seed measured (0, 1, 2: 16.0 +- 0 over 10 episodes);
+    the threshold leaves one wrong pick per episode."""
+    gym.register(id="PickValues-v0", entry_point=PickValues)
+    try:
+        agent = PPO("PickValues-v0", PPOConfig(seed=0, num_envs=4, num_steps=64, minibatch_size=64, update_epochs=4,
+                                               learning_rate=3e-3, ent_coef=0.0))
+        agent.learn(15_000)
+        assert isinstance(agent.head, MultiCategorical)
+        assert evaluate(agent, episodes=10, seed=123)["mean_return"] >= 15
+    finally:
+        gym.registry.pop("PickValues-v0")

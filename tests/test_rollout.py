@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from ppo_np.advantages import gae
 from ppo_np.normalize import ObsNormalizer, RewardScaler
 from ppo_np.policy import Actor, Critic
-from ppo_np.heads import Bernoulli, Categorical, DiagGaussian
+from ppo_np.heads import Bernoulli, Categorical, DiagGaussian, MultiCategorical
 from ppo_np.heads.base import ActRows
 from ppo_np.jit import plain
 from ppo_np.rollout import (Collector, RolloutBuffer, check_spaces,
@@ -101,8 +101,10 @@ def test_unknown_env_and_unsupported_spaces_are_named():
         make_vector_env("NoSuchEnv-v0", 1)
     with pytest.raises(ValueError, match="observation space"):
         check_spaces("X", gym.spaces.Discrete(3), gym.spaces.Discrete(2))
-    with pytest.raises(ValueError, match="action space"):
-        check_spaces("X", gym.spaces.Box(-1, 1, (2,)), gym.spaces.MultiDiscrete([2, 2]))
+    with pytest.raises(ValueError, match=r"action space .* is not supported; ppo-np's policy heads take Discrete"):
+        check_spaces("X", gym.spaces.Box(-1, 1, (2,)), gym.spaces.MultiDiscrete([2, 2], start=[1, 1]))
+    for space in (gym.spaces.MultiDiscrete([2, 2]), gym.spaces.MultiBinary(3)):   # served by the later heads
+        check_spaces("X", gym.spaces.Box(-1, 1, (2,)), space)
 
 
 def test_auto_vectorization_takes_native_from_eight_envs_on():
@@ -279,20 +281,22 @@ def _assert_same_step(lean, reference):
 
 
 @settings(deadline=None, max_examples=30)
-@given(dtype=st.sampled_from(["float32", "float64"]), N=st.integers(1, 20), n=st.integers(1, 5),
+@given(dtype=st.sampled_from(["float32", "float64"]), N=st.integers(1, 20),
+       head=st.one_of(st.integers(1, 5).map(Bernoulli),
+                      st.lists(st.integers(1, 4), min_size=1, max_size=3).map(MultiCategorical)),
        tau=st.floats(0.2, 5.0), seed=st.integers(0, 2**16))
-def test_bernoulli_act_kernel_matches_actor_act_and_critic(dtype, N, n, tau, seed):
-    """The Bernoulli head's compiled act step draws what ``Actor.act`` draws and returns what it returns;
-    the env gets the actions as int8."""
+def test_later_heads_act_kernels_match_actor_act_and_critic(dtype, N, head, tau, seed):
+    """The compiled act steps of the heads added later (MultiBinary, MultiDiscrete) draw what ``Actor.act``
+    draws and return what it returns; the env gets the head's ``env_actions`` of them."""
     rng = np.random.default_rng(seed)
-    head = Bernoulli(n)
     actor = Actor(3, head, (8,), rng=rng, dtype=dtype)
     for p in actor.params.values():
         p += (rng.standard_normal(p.shape)).astype(dtype)         # logits of O(1), not the init's ~0
     critic = Critic(3, (8,), rng=rng, dtype=dtype)
     obs = rng.standard_normal((N, 3)).astype(dtype)
     want_actions, want_logp, want_out = actor.act(obs, np.random.default_rng(seed), tau)
-    rows = ActRows(np.empty((N, n), dtype), np.empty((N, n), np.int64), np.empty(N, dtype), np.empty((N, 1), dtype))
+    rows = ActRows(np.empty((N, head.dist_dim), dtype), np.empty((N, *head.action_shape), np.int64),
+                   np.empty(N, dtype), np.empty((N, 1), dtype))
     env_actions = head.act(plain((actor.mlp.network, critic.mlp.network)), actor.head_params, obs,
                            np.random.default_rng(seed), tau, plain(rows))
     out, actions, logp, values = rows
@@ -301,4 +305,5 @@ def test_bernoulli_act_kernel_matches_actor_act_and_critic(dtype, N, n, tau, see
     np.testing.assert_array_equal(actions, want_actions)
     np.testing.assert_allclose(logp, want_logp, rtol=tol, atol=tol * 10)
     np.testing.assert_allclose(values[:, 0], critic(obs), rtol=tol, atol=tol)
-    assert env_actions.dtype == np.int8 and np.array_equal(env_actions, actions)
+    np.testing.assert_array_equal(env_actions, head.env_actions(actions))
+    assert env_actions.dtype == head.env_actions(actions).dtype

@@ -1,8 +1,8 @@
 """Policy heads: one file per action distribution, each owning everything that depends on its space.
 
 ``base.py`` states the interface; ``categorical.py`` (Discrete actions), ``gaussian.py`` (1-D Box
-actions) and ``bernoulli.py`` (MultiBinary actions) implement it. A new head is a new file and one line
-in ``HEADS``.
+actions), ``bernoulli.py`` (MultiBinary actions) and ``multicategorical.py`` (MultiDiscrete actions)
+implement it. A new head is a new file and one line in ``HEADS``.
 """
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from ppo_np.heads.base import PolicyHead, check_temperature
 from ppo_np.heads.bernoulli import Bernoulli
 from ppo_np.heads.categorical import Categorical
 from ppo_np.heads.gaussian import DiagGaussian
+from ppo_np.heads.multicategorical import MultiCategorical
 
 #: every head, asked in this order which one serves an action space (``for_space``)
-HEADS = (Categorical, DiagGaussian, Bernoulli)
+HEADS = (Categorical, DiagGaussian, Bernoulli, MultiCategorical)
 
-__all__ = ["HEADS", "Bernoulli", "Categorical", "DiagGaussian", "PolicyHead", "check_temperature", "head_for"]
+__all__ = ["HEADS", "Bernoulli", "Categorical", "DiagGaussian", "MultiCategorical", "PolicyHead", "check_temperature",
+           "head_for"]
 
 
 def head_for(action_space) -> PolicyHead:

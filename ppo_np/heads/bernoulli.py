@@ -218,7 +218,7 @@ def act_kernel(obs, networks, noise, tau, rows):
     ``rows`` (an ``ActRows`` of N rows).
 
     Checked against ``Actor.act`` and ``Critic.__call__`` by
-    ``tests/test_rollout.py::test_bernoulli_act_kernel_matches_actor_act_and_critic``.
+    ``tests/test_rollout.py::test_later_heads_act_kernels_match_actor_act_and_critic``.
     """
     actor_network, critic_network = networks
     logits, actions, logp, values = rows
