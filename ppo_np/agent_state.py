@@ -6,9 +6,9 @@ Two layers, the first inside the second:
                     tuner, PPO-penalty's beta. The update copies it before its first step and writes
                     it back if anything stops it half-way (a NaN at minibatch k, Ctrl-C), so an update
                     is kept whole or not at all.
-    checkpoint      the learner state and what else a resumed run needs: the environment id, the
-                    config, the counters, the recent returns, the action RNG, and the observation and
-                    reward normalisers.
+    checkpoint      the learner state and what else a resumed run needs: the environment (its name,
+                    its recipe when names rebuild it, its spaces), the config, the counters, the recent
+                    returns, the action RNG, and the observation and reward normalisers.
 
 Keys are ``group/name`` (``actor/W0``, ``adam_actor/m/W0``, ``ent/value``, ``obs_rms/mean``, ...), the
 layout ``checkpoint`` stores. Writing back checks every entry against what it replaces
@@ -48,7 +48,11 @@ def load_learner_state(agent, arrays: dict[str, np.ndarray]) -> None:
 
 def checkpoint_state(agent) -> dict[str, np.ndarray]:
     """Everything a resumed run needs, as plain arrays (see ``checkpoint``)."""
-    arrays = {"env_id": np.array(agent.env_id), "config": np.array(agent.config.to_json()),
+    source = agent.env_source
+    arrays = {"env_id": np.array(agent.env_id), "env/recipe": np.array(source.recipe_json()),
+              "env/observation_space": np.array(repr(source.observation_space)),
+              "env/action_space": np.array(repr(source.action_space)),
+              "config": np.array(agent.config.to_json()),
               "counters/global_step": np.array(agent.global_step), "counters/update": np.array(agent.update_count),
               "counters/total_steps": np.array(agent.total_steps),
               "recent_returns": np.array(agent.recent_returns, dtype=np.float64),
@@ -66,6 +70,13 @@ def load_checkpoint_state(agent, arrays: dict[str, np.ndarray]) -> None:
     Raises ``checkpoint.CheckpointError`` (or a ValueError) naming the entry that does not fit.
     """
     take = checkpoint.take
+    for name in ("observation_space", "action_space"):
+        if f"env/{name}" not in arrays:  # a checkpoint of an older version: the weights' shapes check
+            continue
+        built, saved = repr(getattr(agent.env_source, name)), str(take(arrays, f"env/{name}", np.array("")))
+        if saved != built:
+            raise checkpoint.CheckpointError(f"the environment's {name.replace('_', ' ')} is {built}, but the run "
+                                             f"was trained with {saved}")
     load_learner_state(agent, arrays)
     agent.obs_norm.rms.load_state_dict(
         {k: take(arrays, k, v) for k, v in agent.obs_norm.rms.state_dict("obs_rms").items()}, "obs_rms")

@@ -1,10 +1,16 @@
 """The ``ppo-np`` command line.
 
-    ppo-np train ENV_ID [--preset NAME] [--total-steps N] [--run-dir DIR] [--resume DIR] [--json]
+    ppo-np train ENV_ID [--env-kwargs key=value ...] [--wrapper module:Name ...] [--preset NAME]
+                        [--total-steps N] [--run-dir DIR] [--resume DIR] [--json]
                         [--set key=value ...] [--<any config field> VALUE ...]
-    ppo-np eval PATH [--episodes N] [--seed S] [--json]
+    ppo-np eval PATH [--episodes N] [--seed S] [--stochastic] [--max-episode-steps N] [--json]
     ppo-np plot RUN_DIR [--out PNG]
     ppo-np gradcheck [--json] [--seed S] [--trials K]
+
+ENV_ID is a registered gymnasium id, or ``module:EnvId`` to import ``module`` first (it registers the
+id), as ``gymnasium.make`` does. ``--env-kwargs`` values are read as JSON where they parse (numbers,
+true/false, null, lists, quoted strings), else as plain strings. The environment's recipe (id, kwargs,
+wrapper names) is saved with the run, so ``--resume`` and ``eval`` rebuild it.
 
 Every field of ``PPOConfig`` is an option of ``train`` (``--gae-lambda 0.9``), with the field's
 documentation as its help; ``--set gae_lambda=0.9`` does the same. Later settings win: preset, then
@@ -73,40 +79,35 @@ def _key_value(text: str) -> tuple[str, str]:
 # the error's type, message and origin, the checkpoint on disk and the command that resumes it.
 
 
-def _train_config(args: argparse.Namespace, continuous: bool) -> PPOConfig:
-    from ppo_np.config import preset_for
+def _env_value(text: str):
+    """An ``--env-kwargs`` value: JSON where it parses (5, 9.81, true, null, [1, 2], "x"), else the text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        lowered = text.strip().lower()
+        return {"none": None, "true": True, "false": False}.get(lowered, text)
 
-    base = PPOConfig(**PRESETS[args.preset]) if args.preset else preset_for(args.env_id, continuous)
+
+def _env_source(args: argparse.Namespace):
+    """The environment the arguments name (``envs.EnvSource``), built once; a ValueError on bad input."""
+    from ppo_np.envs import EnvSource, import_name
+
+    kwargs = {key: _env_value(text) for key, text in args.env_kwargs} or None
+    return EnvSource.of(args.env_id, kwargs, [import_name(name) for name in args.wrapper])
+
+
+def _train_config(args: argparse.Namespace, source) -> PPOConfig:
+    base = PPOConfig(**PRESETS[args.preset]) if args.preset else PPOConfig.for_env(source)
     changes = {key: parse_value(key, text) for key, text in args.set}
     changes.update({name: parse_value(name, getattr(args, f"cfg_{name}"))
                     for name in field_names() if getattr(args, f"cfg_{name}") is not None})
     return base.replace(**changes)
 
 
-def _probe_env(env_id: str, vectorization: str = "sync") -> bool:
-    """Build (and close) one copy of the environment; True when its policy head has continuous actions.
-
-    Whatever the environment's constructor raises (a missing dependency, a broken registration)
-    becomes a ValueError naming the id: at this point it is the input that is wrong.
-    """
-    from ppo_np.heads import head_for
-    from ppo_np.rollout import make_vector_env
-
-    try:
-        probe = make_vector_env(env_id, 1, vectorization)
-    except ValueError:
-        raise
-    except Exception as exc:
-        raise ValueError(f"cannot build environment {env_id!r}: {type(exc).__name__}: {exc}") from None
-    try:
-        return head_for(probe.single_action_space).continuous
-    finally:
-        probe.close()
-
-
 def _config_options(args: argparse.Namespace) -> list[str]:
     """The config-changing options given on the command line, as the user wrote them."""
     given = [f"--preset {args.preset}"] if args.preset else []
+    given += [f"--env-kwargs {key}=..." for key, _ in args.env_kwargs] + [f"--wrapper {w}" for w in args.wrapper]
     given += [f"--set {key}=..." for key, _ in args.set]
     given += [f"--{name.replace('_', '-')}" for name in field_names() if getattr(args, f"cfg_{name}") is not None]
     return given
@@ -142,11 +143,13 @@ def _train_setup(args: argparse.Namespace):
 
     if not args.env_id:
         raise ValueError("train needs an ENV_ID (or --resume RUN_DIR)")
-    continuous = _probe_env(args.env_id)
-    config = _train_config(args, continuous)
-    if config.vectorization == "native":
-        _probe_env(args.env_id, "native")
-    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"{args.env_id}_{time.strftime('%Y%m%d-%H%M%S')}"
+    source = _env_source(args)
+    config = _train_config(args, source)
+    if config.vectorization == "native" and not source.has_native_vector_env:
+        raise ValueError(f"{source.name} has no native vectorised implementation (or it has kwargs or wrappers, "
+                         "which the native one does not take); use --vectorization sync or async")
+    default_name = f"{args.env_id.replace(':', '_').replace('/', '_')}_{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / default_name
     if (run_dir / CHECKPOINT_NAME).exists():
         raise ValueError(f"run directory {run_dir} already holds a run; use --resume {run_dir} "
                          "or choose another --run-dir")
@@ -157,7 +160,7 @@ def _train_setup(args: argparse.Namespace):
     if not os.access(run_dir, os.W_OK | os.X_OK):
         raise ValueError(f"run directory {run_dir} is not writable")
     _remove_stale_temps(run_dir)
-    agent = PPO(args.env_id, config, run_dir=run_dir)
+    agent = PPO(source, config, run_dir=run_dir)
     return agent, run_dir, args.total_steps or DEFAULT_TOTAL_STEPS.get(args.env_id, 1_000_000)
 
 
@@ -167,12 +170,19 @@ def _remove_stale_temps(run_dir: Path) -> None:
 
 
 def _restart_command(run_dir: Path, env_id: str | None) -> str:
+    recipe = {"id": env_id or "ENV_ID"}
     if env_id is None:  # the run's config.json names its environment, if it got that far
         try:
-            env_id = json.loads((run_dir / "config.json").read_text())["env_id"]
-        except (OSError, ValueError, KeyError, TypeError):
-            env_id = "ENV_ID"
-    return f"ppo-np train {shlex.quote(str(env_id))} --run-dir {shlex.quote(str(run_dir))} ..."
+            saved = json.loads((run_dir / "config.json").read_text())
+            recipe = saved.get("env_recipe") or {"id": saved["env_id"]}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass
+    words = [str(recipe.get("id"))]
+    if recipe.get("kwargs"):
+        words += ["--env-kwargs", *(f"{k}={json.dumps(v)}" for k, v in recipe["kwargs"].items())]
+    for wrapper in recipe.get("wrappers") or []:
+        words += ["--wrapper", str(wrapper)]
+    return f"ppo-np train {shlex.join(words)} --run-dir {shlex.quote(str(run_dir))} ..."
 
 
 def _checkpoint_report(run_dir: Path, label: str = "checkpoint") -> str:
@@ -304,15 +314,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     agent = PPO.load(_checkpoint_path(args.path))  # a bad file raises CheckpointError: exit status 2
     try:
-        result = evaluate(agent, episodes=args.episodes, seed=args.seed)
+        result = evaluate(agent, episodes=args.episodes, seed=args.seed, deterministic=not args.stochastic,
+                          max_episode_steps=args.max_episode_steps)
     except Exception as exc:  # the environment's fault, not the input's
         print(f"ppo-np eval: evaluation stopped by {_describe(exc)}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(result))
     else:
+        capped = (f"; {result['capped_episodes']} cut at the step cap of {result['max_episode_steps']}"
+                  if result["capped_episodes"] else "")
         print(f"{agent.env_id}: mean return {result['mean_return']:.2f} +- {result['std_return']:.2f} "
-              f"over {result['episodes']} episodes")
+              f"over {result['episodes']} episodes ({'stochastic' if args.stochastic else 'deterministic'} "
+              f"actions){capped}")
     return 0
 
 
@@ -347,7 +361,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train an agent on a gymnasium environment",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    train.add_argument("env_id", nargs="?", help="gymnasium environment id, e.g. CartPole-v1")
+    train.add_argument("env_id", nargs="?", help="gymnasium environment id, e.g. CartPole-v1, or module:EnvId to "
+                       "import the module that registers it")
+    train.add_argument("--env-kwargs", nargs="+", action="extend", default=[], type=_key_value, metavar="KEY=VALUE",
+                       help="keyword arguments of the environment, e.g. --env-kwargs g=9.81 (values read as JSON "
+                       "where they parse, else as strings)")
+    train.add_argument("--wrapper", action="append", default=[], metavar="MODULE:NAME",
+                       help="wrap every environment in this importable wrapper, e.g. "
+                       "gymnasium.wrappers:ClipReward (repeatable, applied in order)")
     train.add_argument("--preset", choices=sorted(PRESETS), help="start from this preset instead of the env's own")
     train.add_argument("--total-steps", type=_positive_int, help="environment steps in total (default: the env's "
                        f"preset budget, {DEFAULT_TOTAL_STEPS}, else 1e6)")
@@ -370,7 +391,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("path", help="a checkpoint .npz or a run directory")
     ev.add_argument("--episodes", type=_positive_int, default=20, help="number of episodes")
     ev.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the evaluation episodes")
-    ev.add_argument("--json", action="store_true", help='print {"mean_return", "std_return", "episodes"}')
+    ev.add_argument("--stochastic", action="store_true", help="sample actions from the policy instead of its mode")
+    ev.add_argument("--max-episode-steps", type=_positive_int, help="cut an episode after this many steps "
+                    "(default: the environment's time limit, else 10000)")
+    ev.add_argument("--json", action="store_true", help='print {"mean_return", "std_return", "episodes", "mean_length", "capped_episodes", '
+                    '"max_episode_steps"}')
     ev.set_defaults(func=_cmd_eval)
 
     plot = sub.add_parser("plot", help="learning curves and diagnostics of a run to PNG (needs matplotlib)")
@@ -391,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for dest, value in vars(args).items():
         # Python 3.11's argparse drops a value that is exactly '--' (``--gamma=--``) and stores [] in its place
-        if isinstance(value, list) and ((value == [] and dest != "set") or [] in value):
+        if isinstance(value, list) and ((value == [] and dest not in ("set", "env_kwargs", "wrapper"))
+                                        or [] in value):
             name = dest[len("cfg_"):] if dest.startswith("cfg_") else dest
             parser.exit(2, f"ppo-np {args.command}: error: argument --{name.replace('_', '-')}"
                            f"{f' (config field {name})' if dest.startswith('cfg_') else ''}: '--' is not a value\n")

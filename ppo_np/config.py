@@ -6,7 +6,8 @@ and the command line is generated from it (each field's ``doc`` is its ``--help`
 ``ValueError`` naming the field, the value and what is allowed.
 
 Presets hold the tuned values for CartPole-v1, Acrobot-v1 and Pendulum-v1 (after RL Baselines3 Zoo);
-``preset_for(env_id, continuous)`` falls back to generic discrete or continuous defaults.
+``preset_for(env_id, continuous)`` falls back to generic discrete or continuous defaults, and
+``PPOConfig.for_env(env, **overrides)`` gives what ``ppo-np train ENV`` starts from, for any env.
 """
 from __future__ import annotations
 
@@ -123,6 +124,8 @@ class PPOConfig:
                 errors.append(f"{name} must be {rule}; got {value!r}")
         if errors:
             raise ValueError("invalid PPOConfig: " + "; ".join(errors))
+        if isinstance(self.hidden_sizes, list):  # JSON and users write lists; the config keeps a tuple
+            object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
 
     def _rules(self):
         """(field, value, ok, rule) for every numeric constraint."""
@@ -156,8 +159,8 @@ class PPOConfig:
             yield ("minibatch_size", self.minibatch_size, self.minibatch_size <= self.batch_size,
                    f"<= the batch num_envs * num_steps = {self.batch_size} (the last minibatch may be smaller)")
         sizes = self.hidden_sizes
-        yield ("hidden_sizes", sizes, isinstance(sizes, tuple) and len(sizes) >= 1
-               and all(integer(s) and s >= 1 for s in sizes), "a non-empty tuple of integers >= 1")
+        yield ("hidden_sizes", sizes, isinstance(sizes, (list, tuple)) and len(sizes) >= 1
+               and all(integer(s) and s >= 1 for s in sizes), "a non-empty list or tuple of integers >= 1")
         yield "gamma", self.gamma, finite(self.gamma) and 0 < self.gamma <= 1, "in (0, 1]"
         yield "gae_lambda", self.gae_lambda, finite(self.gae_lambda) and 0 <= self.gae_lambda <= 1, "in [0, 1]"
         for name in ("learning_rate", "adam_eps", "max_grad_norm", "clip_coef", "kl_target", "beta_init",
@@ -199,6 +202,29 @@ class PPOConfig:
         kl_min = self.kl_min if self.kl_min is not None else self.kl_target / 1.5
         return kl_max, kl_min
 
+    @classmethod
+    def for_env(cls, env, **overrides) -> "PPOConfig":
+        """The configuration ``ppo-np train ENV`` starts from, with ``overrides`` applied (and validated).
+
+        ``env`` is anything ``PPO`` takes. An id with a preset (``PRESETS``) takes it; any other
+        environment the generic discrete or continuous defaults, by its action space. A vector env
+        fixes ``num_envs`` (and caps ``minibatch_size`` at the batch) unless ``overrides`` set them.
+        ``PPOConfig(seed=1)`` is the bare defaults; ``PPOConfig.for_env("CartPole-v1", seed=1)`` is the
+        preset with seed 1, as ``ppo-np train CartPole-v1 --seed 1``.
+        """
+        from ppo_np.envs import EnvSource  # gymnasium: imported only when an environment is involved
+        from ppo_np.heads import head_for
+
+        if isinstance(env, str) and env in PRESETS and env not in ("discrete", "continuous"):
+            return cls(**PRESETS[env]).replace(**overrides)
+        source = EnvSource.of(env)
+        base = preset_for(source.recipe["id"] if source.recipe else "", head_for(source.action_space).continuous)
+        if source.num_envs is not None:
+            batch = source.num_envs * overrides.get("num_steps", base.num_steps)
+            fixed = {"num_envs": source.num_envs, "minibatch_size": min(base.minibatch_size, batch)}
+            base = base.replace(**{k: v for k, v in fixed.items() if k not in overrides})
+        return base.replace(**overrides)
+
     def replace(self, **changes) -> "PPOConfig":
         """A copy with ``changes`` applied (and validated)."""
         unknown = sorted(set(changes) - set(field_names()))
@@ -211,15 +237,13 @@ class PPOConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "PPOConfig":
-        """The config stored by ``to_json``; unknown keys are an error, lists become tuples."""
+        """The config stored by ``to_json``; unknown keys are an error."""
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(f"config is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise ValueError(f"config JSON must be an object, got {type(data).__name__}")
-        if isinstance(data.get("hidden_sizes"), list):
-            data["hidden_sizes"] = tuple(data["hidden_sizes"])
         return cls().replace(**data)
 
 

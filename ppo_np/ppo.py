@@ -27,27 +27,31 @@ so the first update runs at the schedules' start values and the last one still l
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import time
+import warnings
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ppo_np import agent_state, checkpoint, rundir, trpo
 from ppo_np.advantages import gae, rewards_to_go
-from ppo_np.config import PPOConfig, preset_for
+from ppo_np.config import PPOConfig
+from ppo_np.envs import EnvSource
 from ppo_np.fused import FusedLoss
 from ppo_np.heads import head_for
 from ppo_np.losses import LossCoefs, Minibatch, explained_variance
 from ppo_np.minibatches import MinibatchGatherer, epoch_minibatches
 from ppo_np.normalize import ObsNormalizer, RewardScaler
+from ppo_np.observations import flat_dim, flatten_observations
 from ppo_np.optim import Adam, clip_coefficient, clip_grad_norm, global_norm
 from ppo_np.policy import Actor, Critic
 from ppo_np.ratios import importance_ratios
-from ppo_np.rollout import Collector, RolloutBuffer, make_vector_env
+from ppo_np.rollout import Collector, RolloutBuffer
 from ppo_np.rundir import CHECKPOINT_NAME
 from ppo_np.schedules import AdaptiveBeta, EntropyCoefficient, schedule
 from ppo_np.surrogate import normalize_advantages
@@ -62,25 +66,29 @@ class NonFiniteError(FloatingPointError):
 
 
 class PPO:
-    """Proximal Policy Optimization on a gymnasium environment.
+    """Proximal Policy Optimization on gymnasium environments.
 
     Args:
-        env_id: a registered gymnasium id with a 1-D Box observation space and actions a policy head serves
+        env: a registered gymnasium id (or ``"module:EnvId"``), a zero-argument factory, a
+            ``gymnasium.Env`` or a ``gymnasium.vector.VectorEnv`` (``envs.EnvSource``); observations of
+            any space ``observations.py`` flattens, actions of any space a policy head serves
             (``heads.HEADS``: Discrete, a 1-D Box, MultiBinary, MultiDiscrete).
-        config: hyperparameters; ``None`` takes the preset for ``env_id`` (``config.preset_for``).
+        config: hyperparameters; ``None`` takes ``PPOConfig.for_env(env)``, the preset of its id or the
+            generic defaults.
         run_dir: where ``config.json``, ``metrics.csv`` and ``checkpoint.npz`` go; ``None`` writes nothing.
+        env_kwargs: keyword arguments of the environment, with an id.
+        wrappers: callables ``env -> env`` applied in order to every environment.
     """
 
-    def __init__(self, env_id: str, config: Optional[PPOConfig] = None, run_dir: str | os.PathLike | None = None):
-        self.env_id = env_id
+    def __init__(self, env, config: Optional[PPOConfig] = None, run_dir: str | os.PathLike | None = None, *,
+                 env_kwargs: Optional[dict] = None, wrappers: Sequence[Callable] = ()):
+        self.env_source = EnvSource.of(env, env_kwargs, wrappers)  # validates the env and its spaces, once
+        self.env_id = self.env_source.name
         self.envs = None
-        probe = make_vector_env(env_id, 1, "sync")  # spaces only; validates the id and the spaces
-        obs_space, action_space = probe.single_observation_space, probe.single_action_space
-        probe.close()
-        self.head = head_for(action_space)
-        self.config = config if config is not None else preset_for(env_id, continuous=self.head.continuous)
+        self.head = head_for(self.env_source.action_space)
+        self.config = config if config is not None else PPOConfig.for_env(self.env_source)
         cfg = self.config
-        self.obs_dim = int(obs_space.shape[0])
+        self.obs_dim = flat_dim(self.env_source.observation_space)
 
         rng = np.random.default_rng(cfg.seed)
         self.actor = Actor(self.obs_dim, self.head, cfg.hidden_sizes, cfg.activation,
@@ -115,20 +123,28 @@ class PPO:
 
     # --- acting ---------------------------------------------------------------------------------
 
-    def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
-        """Actions for a batch of raw observations (N, obs_dim), or for one observation (obs_dim,).
+    def predict(self, obs, deterministic: bool = True) -> np.ndarray:
+        """Actions for one raw observation of the environment's observation space, or for a batch of them.
 
-        Observation statistics are used frozen. Continuous actions are returned unclipped.
+        One observation has the space's own form (a Box's shape, an integer for Discrete, a dict for a
+        Dict); a batch adds a leading axis N to every part, and gets N actions back. Observation
+        statistics are used frozen. Continuous actions are returned unclipped. A ValueError for
+        observations of the wrong form, or holding NaN or inf.
         """
-        obs = np.asarray(obs)
-        single = obs.ndim == 1
-        if obs.shape[-1:] != (self.obs_dim,) or obs.ndim > 2:
-            raise ValueError(f"predict expects observations of shape ({self.obs_dim},) or (N, {self.obs_dim}), "
-                             f"got {obs.shape}")
-        batch = self.obs_norm(np.atleast_2d(obs), update=False)
-        actions = self.actor.act(batch, self.action_rng, temperature=self._temperature(self._progress()),
-                                 deterministic=deterministic)[0]
+        batch, single = flatten_observations(self.env_source.observation_space, obs)
+        actions = self.act(batch, deterministic, self.action_rng)
         return actions[0] if single else actions
+
+    def act(self, flat_obs: np.ndarray, deterministic: bool, rng: np.random.Generator) -> np.ndarray:
+        """Actions (as the head stores them) for a batch of flattened raw observations (N, obs_dim)."""
+        if flat_obs.ndim != 2 or flat_obs.shape[1] != self.obs_dim:
+            raise ValueError(f"expected flattened observations of shape (N, {self.obs_dim}), got {flat_obs.shape}")
+        if not np.all(np.isfinite(flat_obs)):
+            rows = np.flatnonzero(~np.isfinite(flat_obs).all(axis=1))
+            raise ValueError(f"observations must be finite; row(s) {rows[:5].tolist()} hold NaN or inf")
+        batch = self.obs_norm(flat_obs, update=False)
+        return self.actor.act(batch, rng, temperature=self._temperature(self._progress()),
+                              deterministic=deterministic)[0]
 
     def _progress(self) -> float:
         return self.global_step / self.total_steps if self.total_steps else 0.0
@@ -152,10 +168,15 @@ class PPO:
         """
         if not (isinstance(total_steps, (int, np.integer)) and total_steps >= 1):
             raise ValueError(f"total_steps must be an integer >= 1, got {total_steps!r}")
+        if total_steps <= self.global_step:
+            warnings.warn(f"learn({total_steps}) trains nothing: the agent has taken {self.global_step} steps "
+                          f"already, and total_steps counts every step, those of earlier calls included; "
+                          f"to train N more, call learn(agent.global_step + N)", stacklevel=2)
+            return self
         cfg = self.config
         self.total_steps = int(total_steps)
         if self.envs is None:
-            self.envs = make_vector_env(self.env_id, cfg.num_envs, cfg.vectorization)
+            self.envs = self.env_source.make_vector(cfg.num_envs, cfg.vectorization)
             # a fresh episode seed per (seed, update): a resumed run restarts its episodes reproducibly
             env_seed = int(np.random.SeedSequence([cfg.seed, self.update_count]).generate_state(1)[0])
             self.collector = Collector(self.envs, env_seed, self.obs_norm, self.reward_scaler, self.phase_times)
@@ -372,7 +393,8 @@ class PPO:
 
     def _prepare_run_dir(self) -> None:
         if self.run_dir is not None:
-            rundir.start(self.run_dir, self.env_id, self.total_steps, self.config, self.update_count)
+            rundir.start(self.run_dir, self.env_id, self.env_source.recipe, self.total_steps, self.config,
+                         self.update_count)
 
     def _log(self, row: dict) -> None:
         if self.run_dir is not None:
@@ -387,17 +409,25 @@ class PPO:
         return checkpoint.save(path, self.state_arrays())
 
     @classmethod
-    def load(cls, path: str | os.PathLike, run_dir: str | os.PathLike | None = None) -> "PPO":
+    def load(cls, path: str | os.PathLike, run_dir: str | os.PathLike | None = None, *, env=None,
+             env_kwargs: Optional[dict] = None, wrappers: Sequence[Callable] = ()) -> "PPO":
         """An agent restored from a checkpoint: weights, optimisers, normalisers, controllers, counters, RNG.
 
-        Every refusal is a ``CheckpointError`` that names the file and what in it is wrong.
+        The environment is rebuilt from the checkpoint's recipe (an id, its kwargs, wrappers by name);
+        an environment that names cannot rebuild (an instance, a factory, a vector env, a lambda wrapper)
+        is passed again as ``env`` (with ``env_kwargs`` and ``wrappers``, as to ``PPO``), and must have
+        the saved spaces. Every refusal is a ``CheckpointError`` that names the file and what is wrong.
         """
         arrays = checkpoint.load(path)  # damaged, foreign or too new: its errors name the file already
         try:
             env_id = str(checkpoint.take(arrays, "env_id", np.array("")))
             config = PPOConfig.from_json(str(checkpoint.take(arrays, "config", np.array(""))))
-            agent = cls(env_id, config, run_dir=run_dir)  # an unknown env id or unsupported spaces: ValueError
-            agent_state.load_checkpoint_state(agent, arrays)
+            if env is None and (env_kwargs is not None or wrappers):
+                raise ValueError("env_kwargs and wrappers describe the env passed as env=...; without it the "
+                                 "checkpoint's own recipe rebuilds the environment")
+            source = EnvSource.of(env, env_kwargs, wrappers) if env is not None else _saved_source(arrays, env_id)
+            agent = cls(source, config, run_dir=run_dir)
+            agent_state.load_checkpoint_state(agent, arrays)  # the spaces too: a different env is refused
         except ValueError as exc:  # CheckpointError included: a well-formed file that does not fit
             raise checkpoint.CheckpointError(f"{path}: {exc}") from None
         return agent
@@ -406,6 +436,19 @@ class PPO:
         if self.envs is not None:
             self.envs.close()
             self.envs = None
+
+
+def _saved_source(arrays: dict, env_id: str) -> EnvSource:
+    """The environment a checkpoint's recipe rebuilds (a checkpoint of an older version names only its id)."""
+    recipe = (str(checkpoint.take(arrays, "env/recipe", np.array(""))) if "env/recipe" in arrays
+              else json.dumps({"id": env_id}))
+    if not recipe:
+        raise ValueError(f"the run was trained on {env_id}, which the checkpoint cannot rebuild from names; pass "
+                         "the environment again: PPO.load(path, env=...)")
+    try:
+        return EnvSource.from_recipe(json.loads(recipe))
+    except json.JSONDecodeError as exc:
+        raise checkpoint.CheckpointError(f"env/recipe is not valid JSON ({exc})") from None
 
 
 def _means(sums: dict[str, float], n: int) -> dict[str, float]:

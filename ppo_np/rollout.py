@@ -19,7 +19,6 @@ no Python loop over environments.
 """
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -27,100 +26,9 @@ from typing import NamedTuple
 import gymnasium as gym
 import numpy as np
 
-from ppo_np.heads import PolicyHead, head_for
+from ppo_np.heads import PolicyHead
 from ppo_np.jit import jit, plain
 from ppo_np.normalize import ObsNormalizer, RewardScaler
-
-VECTORIZE_MODES = ("native", "sync", "async")
-# A native vector env pays a fixed cost per step that a sync one pays per env; on CartPole-v1 the two
-# cross near 8 envs, and "auto" takes the native one from this many envs on.
-NATIVE_MIN_ENVS = 8
-
-
-def make_vector_env(env_id: str, num_envs: int, vectorization: str = "auto") -> gym.vector.VectorEnv:
-    """N copies of ``gym.make(env_id)`` stepped together: "sync" in a ``LeanSyncVectorEnv``, "native" or
-    "async" by ``gymnasium.make_vec``; "auto" takes the native vectorised env where one exists and N >= 8.
-
-    Raises a ValueError naming the env id (unknown id) or the space (unsupported spaces).
-    """
-    try:
-        spec = gym.spec(env_id)
-    except gym.error.Error as exc:
-        raise ValueError(f"unknown environment id {env_id!r}: {exc}") from None
-    if vectorization == "auto":
-        native = spec.vector_entry_point is not None and num_envs >= NATIVE_MIN_ENVS
-        vectorization = "native" if native else "sync"
-    if vectorization not in VECTORIZE_MODES:
-        raise ValueError(f"vectorization must be auto, native, sync or async; got {vectorization!r}")
-    if vectorization == "native" and spec.vector_entry_point is None:
-        raise ValueError(f"{env_id} has no native vectorised implementation; use sync or async")
-    if vectorization == "sync":
-        envs = LeanSyncVectorEnv([functools.partial(gym.make, env_id)] * num_envs)
-    else:
-        mode = "vector_entry_point" if vectorization == "native" else vectorization
-        envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode)
-    try:
-        check_spaces(env_id, envs.single_observation_space, envs.single_action_space)
-        mode = envs.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
-        if mode != gym.vector.AutoresetMode.NEXT_STEP:  # the masking and bootstrapping below assume it
-            raise ValueError(f"{env_id}: autoreset mode {mode} is not supported; ppo-np needs next-step autoreset")
-    except ValueError:
-        envs.close()
-        raise
-    return envs
-
-
-def check_spaces(env_id: str, obs_space: gym.Space, action_space: gym.Space) -> None:
-    """Allowed: a 1-D Box of observations, and an action space that a policy head serves (``heads.head_for``)."""
-    if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
-        raise ValueError(f"{env_id}: observation space {obs_space} is not supported; ppo-np needs a 1-D Box "
-                         "(flatten images or dicts with a gymnasium wrapper first)")
-    try:
-        head_for(action_space)
-    except ValueError as exc:
-        raise ValueError(f"{env_id}: {exc}") from None
-
-
-class LeanSyncVectorEnv(gym.vector.SyncVectorEnv):
-    """gymnasium's ``SyncVectorEnv`` (next-step autoreset, copied outputs) with a leaner ``step``.
-
-    The same environments are stepped in the same order with the same actions; the step returns
-    the same arrays. For a Box observation space it skips the per-step machinery that such a space
-    and info-less environments do not need: ``iterate`` over the batched action space, ``_add_info``
-    for empty infos, ``concatenate`` of a list of observations, ``deepcopy`` of the batch, which
-    together cost about as much as small environments' own steps.
-    ``reset`` (a ``reset_mask`` included) is gymnasium's. Always copies, always next-step autoreset.
-    Checked step for step against ``SyncVectorEnv`` by
-    ``tests/test_rollout.py::test_lean_sync_vector_env_steps_like_gymnasiums``.
-    """
-
-    def __init__(self, env_fns):
-        super().__init__(env_fns)
-        self._box_observations = isinstance(self.single_observation_space, gym.spaces.Box)
-
-    def step(self, actions):
-        if not self._box_observations:        # dicts, tuples, ...: gymnasium's general path
-            return super().step(actions)
-        if len(actions) != self.num_envs:
-            raise ValueError(f"{len(actions)} actions for {self.num_envs} environments")
-        obs, env_obs, rewards = self._observations, self._env_obs, self._rewards
-        terminations, truncations, autoreset = self._terminations, self._truncations, self._autoreset_envs
-        shape = obs.shape[1:]
-        infos = {}
-        for i, env in enumerate(self.envs):
-            if autoreset[i]:
-                observation, info = env.reset()
-                rewards[i], terminations[i], truncations[i] = 0.0, False, False
-            else:
-                observation, rewards[i], terminations[i], truncations[i], info = env.step(actions[i])
-            if getattr(observation, "shape", shape) != shape:   # where gymnasium's np.stack would raise
-                raise ValueError(f"environment {i} returned an observation of shape {observation.shape}, "
-                                 f"expected {shape}")
-            obs[i] = env_obs[i] = observation            # env_obs: what a masked reset rebuilds the batch from
-            if info:
-                infos = self._add_info(infos, info, i)
-        np.logical_or(terminations, truncations, out=autoreset)
-        return obs.copy(), rewards.copy(), terminations.copy(), truncations.copy(), infos
 
 
 @dataclass

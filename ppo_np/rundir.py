@@ -1,6 +1,7 @@
 """A run directory: what a training run writes so that it can be read back and resumed.
 
-    config.json      the environment id, the total steps and every hyperparameter of the run
+    config.json      the environment (``env_id``, and ``env_recipe``: the id, kwargs and wrapper names that
+                     rebuild it, null when names cannot), the total steps and every hyperparameter
     metrics.csv      one row per update, the columns ``METRIC_FIELDS`` (a missing value is empty)
     checkpoint.npz   the agent's state (``PPO.save``), named ``CHECKPOINT_NAME``
 
@@ -26,12 +27,13 @@ METRIC_FIELDS = ("update", "step", "wall_s", "steps_per_s", "episode_return", "e
                  "grad_norm", "epochs_run", "step_size", "line_search_backtracks", "cg_residual")
 
 
-def start(run_dir: Path, env_id: str, total_steps: int, config, update: int) -> None:
+def start(run_dir: Path, env_id: str, env_recipe: dict | None, total_steps: int, config, update: int) -> None:
     """Create ``run_dir``, write config.json, and rewrite metrics.csv as its header and the rows of
     updates 1..``update`` (those the agent's state already holds; none for a new run)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config.json", json.dumps(
-        {"env_id": env_id, "total_steps": total_steps, **dataclasses.asdict(config)}, indent=2))
+        {"env_id": env_id, "env_recipe": env_recipe, "total_steps": total_steps, **dataclasses.asdict(config)},
+        indent=2))
     metrics = run_dir / "metrics.csv"
     rows = _read_metrics(metrics) if metrics.exists() else []
     kept = [r for r in rows if _update_of(r) <= update]  # drop rows past the checkpoint

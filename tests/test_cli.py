@@ -20,10 +20,57 @@ def test_train_json_then_eval_json(tmp_path, capsys):
 
     assert main(["eval", str(run), "--episodes", "3", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert set(result) == {"mean_return", "std_return", "episodes"} and result["episodes"] == 3
+    assert set(result) == {"mean_return", "std_return", "episodes", "mean_length", "capped_episodes",
+                           "max_episode_steps"} and result["episodes"] == 3
 
     assert main(["train", "--resume", str(run), "--total-steps", "96", "--json", "--eval-episodes", "1"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["total_steps"] == 96
+
+
+def test_a_custom_env_from_a_user_module_trains_resumes_and_evaluates(tmp_path, capsys):
+    """``module:EnvId`` imports the module that registers the env; its kwargs are saved with the run."""
+    run = tmp_path / "run"
+    assert main(["train", "custom_envs:Line-v0", "--env-kwargs", "length=3", "discrete_obs=true",
+                 "--total-steps", "64", "--run-dir", str(run), "--json", *SMALL]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["env_id"] == "custom_envs:Line-v0"
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["env_recipe"] == {"id": "custom_envs:Line-v0", "kwargs": {"length": 3, "discrete_obs": True},
+                                   "wrappers": []}
+    assert main(["train", "--resume", str(run), "--total-steps", "96", "--json", "--eval-episodes", "1"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["total_steps"] == 96
+    for flags in ([], ["--stochastic"]):
+        assert main(["eval", str(run), "--episodes", "2", "--seed", "1", *flags]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("custom_envs:Line-v0: mean return ") and ("stochastic" if flags else "deterministic") in out
+
+
+def test_the_restart_command_of_a_run_without_checkpoint_rebuilds_its_env(tmp_path, capsys):
+    from ppo_np.cli import _restart_command
+
+    run = tmp_path / "run"
+    assert main(["train", "custom_envs:Line-v0", "--env-kwargs", "length=3", "--wrapper",
+                 "gymnasium.wrappers:RecordEpisodeStatistics", "--total-steps", "32", "--run-dir", str(run),
+                 "--json", *SMALL]) == 0
+    (run / "checkpoint.npz").unlink()  # as if the run had stopped before its first checkpoint
+    assert _restart_command(run, None) == (
+        f"ppo-np train custom_envs:Line-v0 --env-kwargs length=3 --wrapper "
+        f"gymnasium.wrappers.common:RecordEpisodeStatistics --run-dir {run} ...")
+    with pytest.raises(SystemExit):
+        main(["train", "--resume", str(run)])
+    assert _restart_command(run, None) in capsys.readouterr().err
+
+
+def test_eval_reports_the_episodes_cut_by_the_step_cap(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "custom_envs:Endless-v0", "--wrapper", "gymnasium.wrappers:RecordEpisodeStatistics",
+                 "--total-steps", "32", "--run-dir", str(run), "--json", *SMALL]) == 0
+    assert json.loads((run / "config.json").read_text())["env_recipe"]["wrappers"] == [
+        "gymnasium.wrappers.common:RecordEpisodeStatistics"]
+    capsys.readouterr()
+    assert main(["eval", str(run), "--episodes", "2", "--max-episode-steps", "7"]) == 0
+    assert capsys.readouterr().out.strip().endswith("mean return 7.00 +- 0.00 over 2 episodes (deterministic "
+                                                    "actions); 2 cut at the step cap of 7")
 
 
 def test_set_and_field_options_reach_the_config(tmp_path, capsys):
@@ -38,6 +85,12 @@ def test_set_and_field_options_reach_the_config(tmp_path, capsys):
     (["train", "CartPole-v1", "--set", "learning_rate=-1"], "learning_rate"),
     (["train", "CartPole-v1", "--set", "nonsense=1"], "nonsense"),
     (["train", "CartPole-v1", "--set", "gamma"], "key=value"),
+    (["train", "no_such_module:Line-v0"], "cannot import module 'no_such_module'"),
+    (["train", "custom_envs:Line-v0", "--env-kwargs", "lenght=3"], "unexpected keyword argument 'lenght'"),
+    (["train", "custom_envs:Line-v0", "--env-kwargs", "length"], "key=value"),
+    (["train", "custom_envs:Line-v0", "--wrapper", "no_such_module:Wrapper"], "cannot import 'no_such_module:Wrapper'"),
+    (["train", "CartPole-v1", "--env-kwargs", "sutton_barto_reward=true", "--vectorization", "native"],
+     "no native vectorised implementation"),
     (["train", "CartPole-v1", "--gamma", "abc"], "gamma"),
     (["train", "CartPole-v1", "--temperature", "0"], "temperature"),
     (["train", "NoSuchEnv-v0"], "NoSuchEnv-v0"),

@@ -82,3 +82,25 @@ def test_every_field_is_documented_and_presets_are_valid():
         PPOConfig(**values)
     assert preset_for("CartPole-v1", False).num_steps == 32
     assert preset_for("SomethingElse-v0", True).normalize_obs
+
+
+def test_for_env_is_the_preset_the_command_line_starts_from():
+    from ppo_np.cli import _env_source, _train_config, build_parser
+
+    assert PPOConfig.for_env("CartPole-v1", seed=1) == PPOConfig(**{**PRESETS["CartPole-v1"], "seed": 1})
+    assert PPOConfig(seed=1) != PPOConfig.for_env("CartPole-v1", seed=1)  # the bare defaults are no preset
+    args = build_parser().parse_args(["train", "CartPole-v1", "--seed", "1"])
+    assert _train_config(args, _env_source(args)) == PPOConfig.for_env("CartPole-v1", seed=1)
+    # an env without a preset: the generic defaults of its kind of action
+    assert PPOConfig.for_env("MountainCar-v0") == preset_for("MountainCar-v0", continuous=False)
+    assert PPOConfig.for_env("MountainCarContinuous-v0", gamma=0.9) == preset_for("x", True).replace(gamma=0.9)
+    with pytest.raises(ValueError, match="gamma must be in \\(0, 1\\]; got 2"):
+        PPOConfig.for_env("CartPole-v1", gamma=2)
+
+
+def test_hidden_sizes_accepts_a_list_and_keeps_a_tuple():
+    config = PPOConfig(hidden_sizes=[32, 16])
+    assert config.hidden_sizes == (32, 16) and config == PPOConfig(hidden_sizes=(32, 16))
+    assert PPOConfig.from_json(config.to_json()) == config
+    with pytest.raises(ValueError, match=r"hidden_sizes must be a non-empty list or tuple of integers >= 1; got \[\]"):
+        PPOConfig(hidden_sizes=[])

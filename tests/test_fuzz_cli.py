@@ -49,7 +49,7 @@ INVALID: dict[str, st.SearchStrategy] = {
     "log_std_init": st.one_of(NON_FINITE, HUGE_INT, NOT_A_NUMBER, st.none()),
     "target_entropy": st.one_of(NON_FINITE, HUGE_INT, NOT_A_NUMBER),
     "hidden_sizes": st.one_of(st.just(()), st.tuples(st.integers(1, 64), st.integers(max_value=0)),
-                              st.lists(st.integers(1, 64), min_size=1, max_size=3),
+                              st.lists(st.integers(max_value=0), min_size=1, max_size=3),
                               st.tuples(st.sampled_from([2.0, True, "64", None])), st.integers(), st.none(),
                               st.text(max_size=5)),
 }
@@ -161,11 +161,14 @@ def _missing_dependency(**kwargs):
 
 
 BOX4 = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+IMAGE = gym.spaces.Box(0, 255, (8, 8, 3), np.uint8)
 UNSUPPORTED = {  # env id -> what the message must name
-    "PpoNpTest/DictObs-v0": (dict(observation_space=gym.spaces.Dict({"x": BOX4}), action_space=gym.spaces.Discrete(2)),
-                             "observation space"),
-    "PpoNpTest/ImageObs-v0": (dict(observation_space=gym.spaces.Box(0, 255, (8, 8), np.uint8),
-                                   action_space=gym.spaces.Discrete(2)), "observation space"),
+    "PpoNpTest/DictImageObs-v0": (dict(observation_space=gym.spaces.Dict({"x": BOX4, "cam": IMAGE}),
+                                       action_space=gym.spaces.Discrete(2)), "observation space ['cam']"),
+    "PpoNpTest/ImageObs-v0": (dict(observation_space=IMAGE, action_space=gym.spaces.Discrete(2)),
+                              "is an image (a 3-D Box of uint8)"),
+    "PpoNpTest/TextObs-v0": (dict(observation_space=gym.spaces.Text(5), action_space=gym.spaces.Discrete(2)),
+                             "observation space Text"),
     "PpoNpTest/MultiDiscrete-v0": (dict(observation_space=BOX4,
                                         action_space=gym.spaces.MultiDiscrete([2, 3], start=[1, 0])),
                                    "action space"),
@@ -272,12 +275,10 @@ def invalid_command_lines(draw):
         kl_min = draw(_floats(min_value=0.015, max_value=10.0))  # the default kl_max is 1.5 * 0.01
         return ["train", env, f"--kl-min={kl_min!r}"], ["kl_min", repr(kl_min), "kl_max"]
     if kind == "option":
-        option = draw(st.from_regex(r"--[a-z][a-z-]{0,12}", fullmatch=True).filter(
-            lambda o: o[2:].replace("-", "_") not in FIELDS and o not in (
-                "--preset", "--total-steps", "--run-dir", "--resume", "--set", "--eval-episodes", "--json",
-                "--no-progress", "--help") and not any(f"--{n.replace('_', '-')}".startswith(o) for n in FIELDS)
-            and not any(a.startswith(o) for a in ("--preset", "--total-steps", "--run-dir", "--resume", "--set",
-                                                  "--eval-episodes", "--json", "--no-progress", "--help"))))
+        options = ("--preset", "--total-steps", "--run-dir", "--resume", "--set", "--eval-episodes", "--json",
+                   "--no-progress", "--help", "--env-kwargs", "--wrapper")
+        option = draw(st.from_regex(r"--[a-z][a-z-]{0,12}", fullmatch=True).filter(  # no option, nor its prefix
+            lambda o: not any(a.startswith(o) for a in (*options, *(f"--{n.replace('_', '-')}" for n in FIELDS)))))
         return ["train", env, f"{option}=1"], [option]
     if kind == "preset":
         name = draw(st.text(min_size=1, max_size=10).filter(lambda t: t not in cli.PRESETS))

@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from custom_envs import CueDict
 from ppo_np import PPO, PPOConfig, evaluate
 from ppo_np.config import preset_for
 from ppo_np.heads import Bernoulli, MultiCategorical
@@ -80,13 +81,22 @@ class PickValues(SignsEnv):
 def test_the_later_heads_learn_a_known_optimum(env_class, head_class, threshold):
     """15k steps reach the optimum (24, and 16) on every seed measured (0, 1, 2: +- 0 over 10 episodes);
     the threshold leaves one wrong dimension per episode."""
-    env_id = f"{env_class.__name__}-v0"
-    gym.register(id=env_id, entry_point=env_class)
-    try:
-        agent = PPO(env_id, PPOConfig(seed=0, num_envs=4, num_steps=64, minibatch_size=64, update_epochs=4,
-                                      learning_rate=3e-3, ent_coef=0.0))
-        agent.learn(15_000)
-        assert isinstance(agent.head, head_class)
-        assert evaluate(agent, episodes=10, seed=123)["mean_return"] >= threshold
-    finally:
-        gym.registry.pop(env_id)
+    agent = PPO(env_class, PPOConfig(seed=0, num_envs=4, num_steps=64, minibatch_size=64, update_epochs=4,
+                                     learning_rate=3e-3, ent_coef=0.0))
+    agent.learn(15_000)
+    assert isinstance(agent.head, head_class)
+    assert evaluate(agent, episodes=10, seed=123)["mean_return"] >= threshold
+
+
+@pytest.mark.parametrize("env, env_kwargs, optimum", [(CueDict, None, 8.0),
+                                                      ("Line-v0", {"length": 5, "discrete_obs": True}, -5.0)])
+def test_dict_and_discrete_observations_learn_a_known_optimum(env, env_kwargs, optimum):
+    """Dict observations (the cue a Discrete part, one-hot) and Discrete ones (the position, one-hot):
+    at learning rate 1e-3, 10k and 20k steps reach the optimum on every seed measured (0-3: +- 0 over
+    10 episodes). At 3e-3 the line's seed 0 found the optimum by 5k steps, then lost it for good (-50,
+    walking left until the time limit); with norm_adv=False it kept it (seeds 0-2, 20k steps), which
+    points at normalising advantages that are all ~0 once the policy is optimal."""
+    agent = PPO(env, PPOConfig(seed=0, num_envs=4, num_steps=64, minibatch_size=64, update_epochs=4,
+                               learning_rate=1e-3, ent_coef=0.0), env_kwargs=env_kwargs)
+    agent.learn(10_000)
+    assert evaluate(agent, episodes=10, seed=123)["mean_return"] >= optimum - 0.5

@@ -124,7 +124,8 @@ def test_checkpoint_of_another_shape_is_refused(tmp_path):
 def test_evaluate_reports_mean_std_and_count():
     agent = tiny()
     result = evaluate(agent, episodes=3, seed=0)
-    assert set(result) == {"mean_return", "std_return", "episodes"} and result["episodes"] == 3
+    assert set(result) == {"mean_return", "std_return", "episodes", "mean_length", "capped_episodes",
+                           "max_episode_steps"} and result["episodes"] == 3
     assert 8 <= result["mean_return"] <= 500
     with pytest.raises(ValueError, match="episodes"):
         evaluate(agent, episodes=0)

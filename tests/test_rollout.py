@@ -4,8 +4,6 @@ The toy env counts: observation [t] at step t, reward 1 every step. Episodes end
 termination or by truncation. With a critic stub V(s) = 10 s, every bootstrap value is known, so the
 advantages of the steps around an episode boundary can be written down exactly.
 """
-import copy
-
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -19,8 +17,7 @@ from ppo_np.policy import Actor, Critic
 from ppo_np.heads import Bernoulli, Categorical, DiagGaussian, MultiCategorical
 from ppo_np.heads.base import ActRows
 from ppo_np.jit import plain
-from ppo_np.rollout import (Collector, RolloutBuffer, check_spaces,
-                            make_vector_env, record_step_kernel, record_step_reference)
+from ppo_np.rollout import Collector, RolloutBuffer, record_step_kernel, record_step_reference
 
 
 class CountingEnv(gym.Env):
@@ -96,31 +93,6 @@ def test_episode_statistics_count_only_real_steps():
     assert collector.drain_episodes() == []
 
 
-def test_unknown_env_and_unsupported_spaces_are_named():
-    with pytest.raises(ValueError, match="NoSuchEnv-v0"):
-        make_vector_env("NoSuchEnv-v0", 1)
-    with pytest.raises(ValueError, match="observation space"):
-        check_spaces("X", gym.spaces.Discrete(3), gym.spaces.Discrete(2))
-    with pytest.raises(ValueError, match=r"action space .* is not supported; ppo-np's policy heads take Discrete"):
-        check_spaces("X", gym.spaces.Box(-1, 1, (2,)), gym.spaces.MultiDiscrete([2, 2], start=[1, 1]))
-    for space in (gym.spaces.MultiDiscrete([2, 2]), gym.spaces.MultiBinary(3)):   # served by the later heads
-        check_spaces("X", gym.spaces.Box(-1, 1, (2,)), space)
-
-
-def test_auto_vectorization_takes_native_from_eight_envs_on():
-    from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
-
-    from ppo_np.rollout import LeanSyncVectorEnv
-
-    for n, native in ((1, False), (7, False), (8, True), (16, True)):
-        envs = make_vector_env("CartPole-v1", n)
-        assert isinstance(envs.unwrapped, CartPoleVectorEnv if native else LeanSyncVectorEnv), n
-        envs.close()
-    assert isinstance(make_vector_env("CartPole-v1", 1, "native").unwrapped, CartPoleVectorEnv)
-    with pytest.raises(ValueError, match="Pendulum-v1 has no native"):
-        make_vector_env("Pendulum-v1", 2, "native")
-
-
 def test_reward_scaling_statistics_see_only_real_transitions():
     envs = gym.vector.SyncVectorEnv([lambda: CountingEnv(3, "truncated") for _ in range(2)])
     scaler = RewardScaler(2, 0.99, 10.0, True)
@@ -188,96 +160,6 @@ def test_record_step_kernel_matches_its_reference(N, steps, seed):
         assert [(float(r), int(k)) for r, k in finished[:n]] == want[5]
         for a, b in zip(*state):
             np.testing.assert_array_equal(a, b)
-
-
-class SometimesInfo(gym.Wrapper):
-    """Adds {"cart": x, "nested": {"steps": k}} to the info whenever the cart is right of centre."""
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        self.steps = getattr(self, "steps", 0) + 1
-        if obs[0] > 0:
-            info = {**info, "cart": float(obs[0]), "nested": {"steps": self.steps}}
-        return obs, reward, terminated, truncated, info
-
-
-def _dict_observations(env):
-    """The env with its observation wrapped in a dict: a non-Box space, for gymnasium's general path."""
-    space = gym.spaces.Dict({"x": env.observation_space})
-    return gym.wrappers.TransformObservation(env, lambda obs: {"x": obs}, space)
-
-
-LEAN_CASES = {  # name: (make one env, its episodes end by)
-    "cartpole": (lambda: gym.make("CartPole-v1"), "termination, every ~20 random steps"),
-    "pendulum": (lambda: gym.make("Pendulum-v1", max_episode_steps=15), "truncation at 15 steps"),
-    "with infos": (lambda: SometimesInfo(gym.make("CartPole-v1")), "termination; infos on some steps"),
-    "dict obs": (lambda: _dict_observations(gym.make("CartPole-v1")), "the fallback to gymnasium's step"),
-}
-
-
-@settings(deadline=None, max_examples=30)
-@given(case=st.sampled_from(sorted(LEAN_CASES)), N=st.integers(1, 5), steps=st.integers(1, 80),
-       reset_at=st.integers(0, 80), seed=st.integers(0, 2**16))
-def test_lean_sync_vector_env_steps_like_gymnasiums(case, N, steps, reset_at, seed):
-    """Same envs, seeds and actions: every step's observations, rewards, terminations, truncations and
-    infos are equal to gymnasium's SyncVectorEnv's, across autoresets and a reset partway (of some
-    envs, by ``reset_mask``, or of all), and what a step returned stays the caller's."""
-    from ppo_np.rollout import LeanSyncVectorEnv
-
-    make_env = LEAN_CASES[case][0]
-    lean, reference = LeanSyncVectorEnv([make_env] * N), gym.vector.SyncVectorEnv([make_env] * N)
-    rng = np.random.default_rng(seed)
-    try:
-        results = lean.reset(seed=seed), reference.reset(seed=seed)
-        for t in range(steps):
-            _assert_same_step(*results)
-            returned, kept = results[0], copy.deepcopy(results[0])
-            if t == reset_at:
-                mask = rng.random(N) < 0.5
-                options = (lambda: {"reset_mask": mask.copy()}) if mask.any() else (lambda: None)
-                results = lean.reset(options=options()), reference.reset(options=options())
-            else:
-                actions = _random_actions(reference.action_space, rng)
-                results = lean.step(actions), reference.step(actions.copy())
-            _assert_same_step(returned, kept)      # never overwritten by a later step
-        _assert_same_step(*results)
-    finally:
-        lean.close()
-        reference.close()
-
-
-def test_lean_sync_vector_env_refuses_an_observation_of_the_wrong_shape():
-    """gymnasium's step would fail to stack it; the lean one names the env and both shapes."""
-    from ppo_np.rollout import LeanSyncVectorEnv
-
-    class ShortObservations(gym.Wrapper):
-        def step(self, action):
-            obs, reward, terminated, truncated, info = self.env.step(action)
-            return obs[:3], reward, terminated, truncated, info
-
-    envs = LeanSyncVectorEnv([lambda: gym.make("CartPole-v1"), lambda: ShortObservations(gym.make("CartPole-v1"))])
-    envs.reset(seed=0)
-    with pytest.raises(ValueError, match=r"environment 1 returned an observation of shape \(3,\), expected \(4,\)"):
-        envs.step(np.array([0, 1]))
-    envs.close()
-
-
-def _random_actions(space, rng):
-    if isinstance(space, gym.spaces.MultiDiscrete):
-        return rng.integers(0, space.nvec)
-    return rng.uniform(space.low, space.high).astype(space.dtype)
-
-
-def _assert_same_step(lean, reference):
-    assert len(lean) == len(reference)
-    for ours, theirs in zip(lean, reference):
-        if isinstance(theirs, dict):
-            assert ours.keys() == theirs.keys()
-            _assert_same_step(tuple(ours.values()), tuple(theirs.values()))
-        else:
-            assert type(ours) is type(theirs)
-            np.testing.assert_array_equal(ours, theirs)
-            assert np.asarray(ours).dtype == np.asarray(theirs).dtype
 
 
 @settings(deadline=None, max_examples=30)
