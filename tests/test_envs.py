@@ -113,6 +113,31 @@ def test_bad_envs_are_refused_with_a_message_naming_them(env, kwargs, fragment):
         PPO(env, PPOConfig(**TINY), **kwargs)
 
 
+class Spaces(gym.Env):
+    """An env of any spaces, for the checks made before its first step."""
+
+    def __init__(self, observation_space=gym.spaces.Box(-1, 1, (2,)), action_space=gym.spaces.Discrete(2)):
+        self.observation_space, self.action_space = observation_space, action_space
+
+
+@pytest.mark.parametrize("action_space", [
+    gym.spaces.Discrete(3, start=-1), gym.spaces.Box(-1, 1, (2, 2)), gym.spaces.MultiBinary([2, 2]),
+    gym.spaces.MultiDiscrete([2, 3], start=[1, 0]), gym.spaces.MultiDiscrete([[2, 2], [2, 2]]),
+    gym.spaces.Tuple((gym.spaces.Discrete(2), gym.spaces.Discrete(2))), gym.spaces.Text(3),
+])
+def test_refused_action_spaces_get_their_message(action_space):
+    with pytest.raises(ValueError, match=r"(?s)factory partial\(Spaces\): action space .* is not supported; ppo-np's "
+                                         r"policy heads take Discrete \(start 0\), a 1-D Box, a 1-D MultiBinary, "
+                                         r"a 1-D MultiDiscrete \(start 0\)"):
+        PPO(functools.partial(Spaces, action_space=action_space))
+
+
+def test_refused_observation_spaces_are_refused_before_training():
+    image = gym.spaces.Box(0, 255, (16, 16, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"factory partial\(Spaces\): observation space Box.* is an image"):
+        PPO(functools.partial(Spaces, observation_space=image))
+
+
 def test_a_vector_env_fixes_num_envs():
     envs = line_vector_env()
     assert PPOConfig.for_env(envs).num_envs == 2

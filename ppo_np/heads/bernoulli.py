@@ -44,7 +44,7 @@ class Bernoulli(PolicyHead):
     """n independent Bernoullis, p = sigmoid(z / tau); y = z, the logits (B, n). See the module docstring."""
 
     name = "bernoulli"
-    space_name = "MultiBinary"
+    space_name = "a 1-D MultiBinary"
     continuous = False     # which generic preset suits it (``config.preset_for``)
 
     def __init__(self, n: int):

@@ -57,7 +57,7 @@ class Categorical(PolicyHead):
     """pi_tau(a | s) = softmax(z / tau) over K actions; y = z, the logits (B, K). See the module docstring."""
 
     name = "categorical"
-    space_name = "Discrete"
+    space_name = "Discrete (start 0)"
     continuous = False     # which generic preset suits it (``config.preset_for``)
 
     def __init__(self, n_actions: int):
@@ -71,8 +71,8 @@ class Categorical(PolicyHead):
 
     @classmethod
     def for_space(cls, space) -> "Categorical | None":
-        """The head for a gymnasium action space, or None if it is not a Discrete one."""
-        return cls(int(space.n)) if isinstance(space, gym.spaces.Discrete) else None
+        """The head for a gymnasium action space, or None unless it is a Discrete one starting at 0."""
+        return cls(int(space.n)) if isinstance(space, gym.spaces.Discrete) and space.start == 0 else None
 
     # --- sampling ------------------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ class MultiCategorical(PolicyHead):
     """Independent categoricals over ``nvec`` = (K_1, ..., K_G) values; y = z, the G blocks of logits."""
 
     name = "multicategorical"
-    space_name = "MultiDiscrete"
+    space_name = "a 1-D MultiDiscrete (start 0)"
     continuous = False     # which generic preset suits it (``config.preset_for``)
 
     def __init__(self, nvec):
