@@ -16,7 +16,7 @@ update per config (Numba's compilation or cache loading, torch's first calls).
 
 Reported per config and side: wall time (constructing agent and envs + ``learn``; evaluation
 excluded), steps/s, and the mean return over 20 deterministic evaluation episodes per seed
-(ppo-np: ``ppo_np.evaluate``; SB3: ``evaluate_sb3``, the same loop over the same sync vector env with
+(ppo-np: ``ppo_np.evaluate``; SB3: ``evaluate_sb3``, that same function over the same sync vector env with
 the same seeds, acting by ``model.predict(obs, deterministic=True)``), each as mean/median over seeds;
 and the wall-time ratio SB3 / ppo-np, per seed and its median (with --breakdown also two ceilings:
 SB3's median wall over the time of ppo-np's env alone with random actions, the ratio a ppo-np whose
@@ -40,7 +40,7 @@ against seconds since ``learn`` started. ``--plot`` draws it; the JSON keeps the
 minibatch_fwd_bwd, optimizer; "other" = learn wall - their sum), mean over seeds, set beside two
 limits measured in the same run, right after each seed:
   rollout    env_step + inference + storage  vs  stepping the same vector env
-             (``make_vector_env(env_id, N, "auto")``) with batched random actions
+             (``EnvSource.of(env_id).make_vector(N)``) with batched random actions
              (``envs.action_space.sample()``, drawn outside the timed ``step`` calls) for the
              same number of vector steps;
   minibatch  minibatch_fwd_bwd + optimizer  vs  the matmul FLOPs of the actor and critic MLPs
@@ -80,9 +80,10 @@ import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from ppo_np import PPO, PPOConfig, evaluate  # noqa: E402
+from ppo_np.envs import EnvSource  # noqa: E402
 from ppo_np.fused import FusedLoss  # noqa: E402
+from ppo_np.heads import head_for  # noqa: E402
 from ppo_np.losses import LossCoefs, Minibatch  # noqa: E402
-from ppo_np.rollout import make_vector_env  # noqa: E402
 
 #: name -> (env, num_envs, num_steps, minibatch, epochs, gamma, gae_lambda, lr, lr schedule, clip, clip schedule,
 #: total steps); identical on both sides
@@ -207,21 +208,20 @@ def sb3_curve_callback(points: list):
     return WallClock()
 
 
+class SB3Agent:
+    """What ``ppo_np.evaluate`` asks of an agent (its env source, head and ``act``), answered by an SB3 model."""
+
+    def __init__(self, model, env_id: str):
+        self.model, self.env_source = model, EnvSource.of(env_id)
+        self.head = head_for(self.env_source.action_space)
+
+    def act(self, flat_obs: np.ndarray, deterministic: bool, rng: np.random.Generator) -> np.ndarray:
+        return self.model.predict(flat_obs, deterministic=deterministic)[0]  # Box actions come back clipped
+
+
 def evaluate_sb3(model, env_id: str, episodes: int = EVAL_EPISODES, seed: int = 0) -> dict:
-    """``ppo_np.evaluate`` for an SB3 model: the same sync vector env, seeds and loop; SB3's predict acts."""
-    envs = make_vector_env(env_id, episodes, "sync")
-    try:
-        obs, _ = envs.reset(seed=seed)
-        returns = np.zeros(episodes)
-        running = np.ones(episodes, bool)
-        while running.any():
-            actions, _ = model.predict(obs, deterministic=True)     # Box actions come back clipped to bounds
-            obs, rewards, terminated, truncated, _ = envs.step(actions)
-            returns += rewards * running
-            running &= ~(terminated | truncated)
-    finally:
-        envs.close()
-    return {"mean_return": float(returns.mean()), "std_return": float(returns.std()), "episodes": episodes}
+    """``ppo_np.evaluate`` itself, SB3's predict acting: the same envs, seeds, shares of episodes and step cap."""
+    return evaluate(SB3Agent(model, env_id), episodes=episodes, seed=seed, deterministic=True)
 
 
 def run_sb3(spec: dict, seed: int, curve: bool) -> dict:
@@ -242,10 +242,10 @@ def run_sb3(spec: dict, seed: int, curve: bool) -> dict:
 # --- the breakdown's limits ----------------------------------------------------------------------
 
 def random_action_time(env_id: str, num_envs: int, vector_steps: int, seed: int) -> float:
-    """Seconds that ``make_vector_env(env_id, num_envs, "auto")`` spends in ``step`` over ``vector_steps``
+    """Seconds that ``EnvSource.of(env_id).make_vector(num_envs)`` spends in ``step`` over ``vector_steps``
     steps with batched random actions (the rollout's floor: the environment alone). Drawing the actions
     (``action_space.sample()``: ~50 us for a batch of four Pendulum actions) is not timed."""
-    envs = make_vector_env(env_id, num_envs, "auto")
+    envs = EnvSource.of(env_id).make_vector(num_envs)
     clock = time.perf_counter
     try:
         envs.reset(seed=seed)
