@@ -312,8 +312,14 @@ def test_evaluation_on_another_env_needs_the_same_spaces():
 
 # --- prediction ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("env", ["Line-v0", functools.partial(LineEnv, discrete_obs=True), CueDict, "Pendulum-v1"])
+@pytest.mark.parametrize("env", [
+    "Line-v0", functools.partial(LineEnv, discrete_obs=True), CueDict, "Pendulum-v1",
+    functools.partial(Spaces, gym.spaces.Tuple((gym.spaces.Discrete(3), gym.spaces.Box(-1, 1, (2, 2)))),
+                      gym.spaces.MultiBinary(3)),
+    functools.partial(Spaces, gym.spaces.MultiDiscrete([2, 4]), gym.spaces.MultiDiscrete([3, 2])),
+])
 def test_predict_takes_one_observation_or_a_batch(env):
+    """For every kind of observation space, and of action space (Discrete, Box, MultiBinary, MultiDiscrete)."""
     agent = PPO(env, PPOConfig(**TINY))
     space = agent.env_source.observation_space
     single = space.sample()
