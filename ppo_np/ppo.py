@@ -38,7 +38,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ppo_np import agent_state, checkpoint, rundir, trpo
+from ppo_np import agent_state, checkpoint, gradients, rundir, trpo
 from ppo_np.advantages import gae, rewards_to_go
 from ppo_np.config import PPOConfig
 from ppo_np.envs import EnvSource
@@ -229,7 +229,8 @@ class PPO:
         recent = self.recent_returns[-last:]
         return float(np.mean(recent)) if recent else math.nan
 
-    def _advantages(self, buf: RolloutBuffer) -> tuple[np.ndarray, np.ndarray]:
+    def advantages(self, buf: RolloutBuffer) -> tuple[np.ndarray, np.ndarray]:
+        """(A, value targets) of a rollout, (T, N) each: GAE(gamma, lambda), and A + V or rewards-to-go."""
         cfg = self.config
         next_values = buf.next_values()
         adv, returns = gae(buf.rewards, buf.values, next_values, buf.terminated, buf.truncated, cfg.gamma,
@@ -242,7 +243,7 @@ class PPO:
         cfg = self.config
         episodes = self.collector.drain_episodes()
         with self.timer("advantages"):
-            adv, returns = self._advantages(buf)
+            adv, returns = self.advantages(buf)
         self._check_finite(observations=buf.obs, rewards=buf.rewards, values=buf.values)
 
         B = cfg.batch_size
@@ -259,7 +260,7 @@ class PPO:
             if cfg.algo == "trpo":
                 row, epochs_run = self._trpo_update(flat, valid, temperature)
             else:
-                row, epochs_run = self._ppo_update(flat, valid, temperature, progress, clip_range)
+                row, epochs_run = self._ppo_update(flat, valid, progress)
             row["exact_kl"] = self._batch_kl(flat, valid, temperature)
             if cfg.algo == "penalty":
                 self.beta.update(row["exact_kl"])
@@ -276,8 +277,7 @@ class PPO:
                    episode_length=float(np.mean([n for _, n in episodes])) if episodes else math.nan)
         return row
 
-    def _ppo_update(self, flat: Minibatch, valid: np.ndarray, temperature: float, progress: float,
-                    clip_range: float) -> tuple[dict, int]:
+    def _ppo_update(self, flat: Minibatch, valid: np.ndarray, progress: float) -> tuple[dict, int]:
         """Step 3 for PPO: K epochs of shuffled minibatches; per minibatch L and its gradient, the global-norm
         clip, one Adam step per network; the epochs stop early once approx KL > target_kl.
 
@@ -291,9 +291,7 @@ class PPO:
             self._fused_loss = FusedLoss(self.actor, self.critic, cfg.minibatch_size)
         loss_and_grads = self._fused_loss
         actor_grad, critic_grad = loss_and_grads.actor_flat_grad, loss_and_grads.critic_flat_grad
-        coefs = LossCoefs(surrogate=cfg.algo, clip_eps=max(clip_range, 1e-8), beta=self.beta.beta,
-                          vf_coef=cfg.vf_coef, vf_clip=cfg.vf_clip, ent_coef=self.ent_coef.value,
-                          temperature=temperature)
+        coefs = self.loss_coefs(progress)
         gather = _minibatch_gatherer(flat, cfg.minibatch_size)
         with self.timer("minibatch_fwd_bwd"):
             # One minibatch holding every valid sample: shuffling it would only reorder the sums of its
@@ -323,6 +321,36 @@ class PPO:
                 if cfg.target_kl is not None and stats["approx_kl_k3"] > cfg.target_kl:
                     return {**_means(sums, n_minibatches), **NO_TRPO_STEP}, epochs_run
         return {**_means(sums, n_minibatches), **NO_TRPO_STEP}, epochs_run
+
+    def loss_coefs(self, progress: Optional[float] = None) -> LossCoefs:
+        """The coefficients of the loss at ``progress``: the clip range's schedule, beta, the entropy
+        coefficient as it stands, c_v, the value clip, tau's schedule. The default is the progress of the
+        last update (0 before the first): at the end of a run whose clip range anneals to 0, the range its
+        last update used, not the 0 of the end. For TRPO, PPO-penalty's surrogate with beta = 0: the mean
+        of r A, whose KL is a constraint and not a term of the loss."""
+        cfg = self.config
+        if progress is None:
+            last = max(self.global_step - cfg.batch_size, 0)
+            progress = last / self.total_steps if self.total_steps else 0.0
+        return LossCoefs(surrogate="clip" if cfg.algo == "clip" else "penalty",
+                         clip_eps=max(schedule(cfg.clip_schedule, cfg.clip_coef, 0.0, progress), 1e-8),
+                         beta=0.0 if cfg.algo == "trpo" else self.beta.beta, vf_coef=cfg.vf_coef,
+                         vf_clip=cfg.vf_clip, ent_coef=self.ent_coef.value, temperature=self._temperature(progress))
+
+    # --- the gradient lab -----------------------------------------------------------------------------
+
+    def collect_batch(self, num_steps: Optional[int] = None, num_envs: Optional[int] = None,
+                      seed: int = 0) -> Minibatch:
+        """A batch of the current policy on the agent's environment, as an update sees it, leaving the agent
+        as it is (``gradients.collect_batch``)."""
+        return gradients.collect_batch(self, num_steps, num_envs, seed)
+
+    def gradients(self, batch: Minibatch, dtype: str = "float64",
+                  coefs: Optional[LossCoefs] = None) -> gradients.LossTerms:
+        """The loss's gradient for every named parameter on ``batch``, split into its terms (surrogate inside
+        and outside the clip range, KL penalty, entropy, value), the networks cast to ``dtype``
+        (``gradients.agent_gradients``)."""
+        return gradients.agent_gradients(self, batch, dtype, coefs)
 
     def _clip_scales(self, actor_grad: np.ndarray, critic_grad: np.ndarray) -> tuple[float, float, float]:
         """The gradient norm and the factors min(1, max_norm / norm) that clip each network's gradient:

@@ -221,13 +221,14 @@ def test_an_update_step_is_the_loss_gradient_clipped_then_adam(clip_grad, epochs
                    advantages=rng.standard_normal(B), returns=rng.standard_normal(B),
                    values_old=rng.standard_normal(B), dist_old=rng.standard_normal((B, 2)))
     cfg = agent.config
-    coefs = LossCoefs(surrogate=cfg.algo, clip_eps=0.2, beta=agent.beta.beta, vf_coef=cfg.vf_coef,
-                      vf_clip=cfg.vf_clip, ent_coef=agent.ent_coef.value, temperature=1.0)
+    coefs = agent.loss_coefs(0.0)
+    assert coefs == LossCoefs(surrogate=cfg.algo, clip_eps=0.2, beta=agent.beta.beta, vf_coef=cfg.vf_coef,
+                              vf_clip=cfg.vf_clip, ent_coef=agent.ent_coef.value, temperature=1.0)
     reference = tiny(num_envs=1, num_steps=16, minibatch_size=16, dtype="float64")   # the same seed: same weights
     norms = replay_ppo_update(reference, cfg, mb, np.arange(B), coefs, agent.update_count)
     assert all(norm > 10 * cfg.max_grad_norm for norm in norms)                # the clip bites
 
-    row, epochs_run = agent._ppo_update(mb, np.arange(B), 1.0, 0.0, 0.2)
+    row, epochs_run = agent._ppo_update(mb, np.arange(B), 0.0)
     assert epochs_run == epochs
     np.testing.assert_allclose(row["grad_norm"], np.mean(norms), rtol=1e-9)
     assert_same_weights(agent, reference)
