@@ -51,22 +51,33 @@ def relative_error(analytic: np.ndarray, numerical: np.ndarray) -> float:
     return float(np.linalg.norm(a - n) / max(np.linalg.norm(a) + np.linalg.norm(n), 1e-30))
 
 
-def numerical_gradient(loss: Callable[[], float], x: np.ndarray, h: float = DEFAULT_STEP) -> np.ndarray:
-    """Central-difference gradient of the scalar ``loss()`` with respect to the array x.
+def numerical_gradient(loss: Callable[[], float | np.ndarray], x: np.ndarray, h: float = DEFAULT_STEP,
+                       points: int = 2) -> np.ndarray:
+    """Central-difference gradient of ``loss()`` with respect to the array x.
 
-    ``loss`` must read x when called; x is perturbed in place one entry at a time and restored.
+    ``loss`` must read x when called; x is perturbed in place one entry at a time and restored. A loss
+    that returns an array (several losses at once) gets one gradient per entry: shape loss's + x's.
+    ``points`` = 2: (f(x + h) - f(x - h)) / 2h, error O(h^2); 4: (8 (f(x + h) - f(x - h)) - (f(x + 2h) -
+    f(x - 2h))) / 12h, error O(h^4), for losses whose third derivative is large next to their gradient
+    (a KL near its minimum), at twice the cost.
     """
     if x.dtype != np.float64:
         raise ValueError(f"gradient checks need float64 arrays, got {x.dtype}")
-    grad = np.zeros_like(x)
+    if points not in (2, 4):
+        raise ValueError(f"points must be 2 or 4, got {points!r}")
+    weights = {2: ((1.0, 0.5),), 4: ((1.0, 8.0 / 12.0), (2.0, -1.0 / 12.0))}[points]  # (offset / h, weight)
+    grad = np.zeros(np.shape(loss()) + x.shape)
     for i in np.ndindex(x.shape):  # by index, so that non-contiguous x is perturbed in place too
         orig = x[i]
-        x[i] = orig + h
-        plus = loss()
-        x[i] = orig - h
-        minus = loss()
+        total = 0.0
+        for offset, weight in weights:
+            x[i] = orig + offset * h
+            plus = np.asarray(loss())
+            x[i] = orig - offset * h
+            minus = np.asarray(loss())
+            total = total + weight * (plus - minus)
         x[i] = orig
-        grad[i] = (plus - minus) / (2.0 * h)
+        grad[(..., *i)] = total / h
     return grad
 
 

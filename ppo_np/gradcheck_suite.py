@@ -4,6 +4,7 @@ One function per component (layers, MLPs, each policy head, the surrogates, the 
 chained PPO loss and its fused twin, the tangents, TRPO's Fisher-vector product and gradients), each
 building a small float64 test point away from every kink and returning its ``gradcheck.Check`` rows;
 ``run_suite`` runs them all, keeping the worst error per row: the table of ``ppo-np gradcheck``.
+``check_agent`` checks a real agent's loss, term by term, on a real batch: ``ppo-np gradcheck RUN_DIR``.
 The method and the tolerance are ``gradcheck.py``'s.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 from ppo_np import layers, losses, surrogate, tangents, trpo
 from ppo_np.fused import FusedLoss
 from ppo_np.gradcheck import (DEFAULT_STEP, DEFAULT_TOL, Check, away_from, away_from_zero, check_directional,
-                              check_gradients, randomize_biases, relative_error)
+                              check_gradients, numerical_gradient, randomize_biases, relative_error)
 from ppo_np.heads import Bernoulli, Categorical, DiagGaussian, MultiCategorical, PolicyHead
 from ppo_np.losses import LossCoefs, Minibatch, ppo_loss
 from ppo_np.mlp import MLP
@@ -152,15 +153,15 @@ def _check_value_losses(rng: np.random.Generator) -> list[Check]:
                               lambda dy: {"entropy": dy * losses.entropy_bonus(h["entropy"])[1]}, h, rng))
 
 
-def check_ppo_loss(rng: np.random.Generator, head: PolicyHead, surrogate: str,
-                   temperature: float | None = None, vf_clip: float | None = 0.2, fused: bool = False) -> list[Check]:
-    """The whole chained ``ppo_loss`` against central differences in every actor and critic parameter;
-    with ``fused``, its fused twin ``fused.FusedLoss`` (the one training runs) instead.
+def ppo_loss_test_point(rng: np.random.Generator, head: PolicyHead, surrogate: str,
+                        temperature: float | None = None, vf_clip: float | None = 0.2):
+    """(actor, critic, minibatch, coefs): a float64 point where every term of ``ppo_loss`` is alive.
 
     Small tanh networks with parameters drawn from N(0, 0.5^2) (log_std from N(0, 0.3^2)), so that the
     outputs are O(1) rather than the 0.01-gain init's ~0; ratios, value offsets and returns placed away
-    from every kink (``surrogate_test_point``, ``value_test_point``); an old policy that differs from the
-    current one, so the KL and its gradient are not trivially 0.
+    from every kink (``surrogate_test_point``, ``value_test_point``), some inside the clip range and
+    some outside; an old policy that differs from the current one, so the KL and its gradient are not
+    trivially 0.
     """
     B, obs_dim = int(rng.integers(3, 8)), 3
     tau = _temperature(rng) if temperature is None else temperature
@@ -181,6 +182,17 @@ def check_ppo_loss(rng: np.random.Generator, head: PolicyHead, surrogate: str,
                    dist_old=out + 0.3 * rng.standard_normal(out.shape))
     coefs = LossCoefs(surrogate=surrogate, clip_eps=clip_eps, beta=float(rng.uniform(0.5, 2.0)), vf_coef=0.7,
                       vf_clip=vf_clip, ent_coef=0.05, temperature=tau)
+    return actor, critic, mb, coefs
+
+
+def check_ppo_loss(rng: np.random.Generator, head: PolicyHead, surrogate: str,
+                   temperature: float | None = None, vf_clip: float | None = 0.2, fused: bool = False) -> list[Check]:
+    """The whole chained ``ppo_loss`` against central differences in every actor and critic parameter,
+    at a ``ppo_loss_test_point``; with ``fused``, its fused twin ``fused.FusedLoss`` (the one training
+    runs) instead.
+    """
+    actor, critic, mb, coefs = ppo_loss_test_point(rng, head, surrogate, temperature, vf_clip)
+    B = mb.obs.shape[0]
     inputs = {**{f"actor/{k}": v for k, v in actor.params.items()},
               **{f"critic/{k}": v for k, v in critic.params.items()}}
 
@@ -341,3 +353,70 @@ def run_suite(seed: int = 0, trials: int = 3) -> list[Check]:
                 err = c.max_rel_error if math.isfinite(c.max_rel_error) else math.inf
                 worst[key] = max(worst.get(key, 0.0), err)
     return [Check(comp, param, err, err < DEFAULT_TOL) for (comp, param), err in worst.items()]
+
+
+#: ``check_agent``'s step, with the 4-point stencil: a real agent's losses are large (returns of hundreds),
+#: so the rounding noise eps * L / h of the default 1e-6 step reaches ~1e-7 of the gradient, and near its
+#: minimum the KL's O(h^2) error does too (its third derivative is O(1), its gradient small); 1e-4 with an
+#: O(h^4) error keeps both below ~1e-9
+AGENT_STEP = 1e-4
+#: ``check_agent`` leaves out samples whose ratio is this close to a kink of the clip, 1 +- eps (a step 2h
+#: moves log pi by about 2h times the entry's gradient: below this for gradients up to ~5)
+KINK_MARGIN = 1e-3
+
+
+def check_agent(agent, batch: Minibatch, samples: int = 64, seed: int = 0, old_policy_noise: float = 0.05,
+                progress: bool = False) -> list[Check]:
+    """Each term of a real agent's loss (``gradients.TERMS``) against central differences, per parameter.
+
+    The agent's networks cast to float64, ``samples`` rows drawn (with ``seed``) from ``batch`` after
+    its advantages are prepared as the update prepares them. The batch's old policy is replaced by the
+    agent's own with every weight scaled by 1 + ``old_policy_noise`` N(0, 1): at the policy's own batch
+    r = 1 and KL = 0, the KL's gradient vanishes and the clip splits nothing, so the check would
+    compare rounding noise; mid-update the policy has moved like this. The set of samples inside the clip range
+    is held fixed while the parameters move (``gradients.term_losses``), and samples whose ratio is
+    within ``KINK_MARGIN`` of 1 +- eps are left out. One row per term and parameter
+    the term reaches: the actor's for the policy terms, the critic's for the value term; the KL penalty
+    only for PPO-penalty and the entropy only with c_e > 0. ``progress`` shows a bar over the parameters.
+    """
+    from ppo_np.gradients import TERMS, loss_terms, networks_as, prepared, term_losses
+
+    coefs = agent.loss_coefs()
+    actor, critic = networks_as(agent, "float64")
+    batch = prepared(batch, coefs, agent.config.norm_adv)
+    # the old policy: the agent's own, its weights moved by ``old_policy_noise`` (relative, seeded), so that
+    # ratios, the clip and the KL are away from their values at r = 1, where every KL gradient vanishes
+    rng = np.random.default_rng(seed)
+    old, _ = networks_as(agent, "float64")
+    for p in old.params.values():
+        p *= 1.0 + old_policy_noise * rng.standard_normal(p.shape)
+    dist_old = old.forward(batch.obs)[0]
+    batch = batch._replace(dist_old=dist_old, logp_old=old.head.log_prob(dist_old, batch.actions, coefs.temperature))
+    # samples whose ratio sits within KINK_MARGIN of 1 +- eps would cross the clip's kink under a step h
+    ratio = np.exp(actor.head.log_prob(actor.forward(batch.obs)[0], batch.actions, coefs.temperature) - batch.logp_old)
+    smooth = np.flatnonzero(np.abs(np.abs(ratio - 1.0) - coefs.clip_eps) > KINK_MARGIN)
+    if smooth.size == 0:
+        raise ValueError(f"every sample's ratio lies within {KINK_MARGIN:g} of the clip range's edges "
+                         f"1 +- {coefs.clip_eps:g}, where central differences are meaningless")
+    rows = rng.permutation(smooth)[:samples]
+    batch = Minibatch(*(None if x is None else x[rows] for x in batch))
+    terms = loss_terms(actor, critic, batch, coefs)
+    reaches = {"surrogate_inside_clip": "actor", "surrogate_outside_clip": "actor", "kl_penalty": "actor",
+               "entropy": "actor", "value": "critic"}
+    skipped = {"kl_penalty"} if coefs.surrogate != "penalty" or coefs.beta == 0 else set()
+    skipped |= {"entropy"} if coefs.ent_coef == 0 else set()
+    params = {**{f"actor/{k}": p for k, p in actor.params.items()}, **{f"critic/{k}": p for k, p in critic.params.items()}}
+    items = params.items()
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(items, total=len(params), unit="param", desc="central differences", leave=False)
+    numerical = {name: numerical_gradient(lambda: term_losses(actor, critic, batch, coefs, terms.inside), p,
+                                          AGENT_STEP, points=4) for name, p in items}
+    checks = []
+    for i, term in enumerate(TERMS):
+        for name in params:
+            if term not in skipped and name.startswith(reaches[term] + "/"):
+                err = relative_error(terms.gradients[term][name], numerical[name][i])
+                checks.append(Check(f"run-{term}", name, err, err < DEFAULT_TOL))
+    return checks
