@@ -5,7 +5,7 @@
                         [--set key=value ...] [--<any config field> VALUE ...]
     ppo-np eval PATH [--episodes N] [--seed S] [--stochastic] [--max-episode-steps N] [--json]
     ppo-np plot RUN_DIR [--out PNG]
-    ppo-np gradcheck [--json] [--seed S] [--trials K]
+    ppo-np gradcheck [RUN_DIR] [--json] [--seed S] [--trials K] [--samples N]
 
 ENV_ID is a registered gymnasium id, or ``module:EnvId`` to import ``module`` first (it registers the
 id), as ``gymnasium.make`` does. ``--env-kwargs`` values are read as JSON where they parse (numbers,
@@ -340,9 +340,19 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 def _cmd_gradcheck(args: argparse.Namespace) -> int:
     from ppo_np.gradcheck import DEFAULT_TOL
-    from ppo_np.gradcheck_suite import run_suite
+    from ppo_np.gradcheck_suite import check_agent, run_suite
 
-    checks = run_suite(seed=args.seed, trials=args.trials)
+    if args.run_dir:
+        from ppo_np.ppo import PPO
+
+        agent = PPO.load(_checkpoint_path(args.run_dir))  # a bad file raises CheckpointError: exit status 2
+        try:
+            batch = agent.collect_batch(seed=args.seed)
+        finally:
+            agent.close()
+        checks = check_agent(agent, batch, samples=args.samples, seed=args.seed, progress=not args.json)
+    else:
+        checks = run_suite(seed=args.seed, trials=args.trials)
     ok = all(c.ok for c in checks)
     if args.json:
         print(json.dumps({"checks": [c._asdict() for c in checks], "ok": ok}))
@@ -403,10 +413,15 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", help="output PNG (default: RUN_DIR/curves.png)")
     plot.set_defaults(func=_cmd_plot)
 
-    grad = sub.add_parser("gradcheck", help="check every hand-written gradient against finite differences")
+    grad = sub.add_parser("gradcheck", help="check every hand-written gradient against finite differences, on "
+                          "random test points or, given a run, on its own weights and a batch from its env")
+    grad.add_argument("run_dir", nargs="?", help="a run directory (or checkpoint): check each term of its loss, "
+                      "per parameter, on a batch collected from its environment")
+    grad.add_argument("--samples", type=_positive_int, default=64, help="with RUN_DIR: samples of the batch used")
     grad.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     grad.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the random test points")
-    grad.add_argument("--trials", type=_positive_int, default=3, help="random points per component (worst kept)")
+    grad.add_argument("--trials", type=_positive_int, default=3, help="without RUN_DIR: random points per "
+                      "component (worst kept)")
     grad.set_defaults(func=_cmd_gradcheck)
     return parser
 

@@ -27,6 +27,18 @@ def test_train_json_then_eval_json(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["total_steps"] == 96
 
 
+def test_gradcheck_of_a_run_checks_each_term_on_its_own_weights(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "Pendulum-v1", "--total-steps", "64", "--run-dir", str(run), "--json", *SMALL,
+                 "--hidden-sizes", "4,4", "--algo", "penalty"]) == 0
+    capsys.readouterr()
+    assert main(["gradcheck", str(run), "--json", "--samples", "8"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["ok"] and {c["component"] for c in result["checks"]} == {
+        "run-surrogate_inside_clip", "run-surrogate_outside_clip", "run-kl_penalty", "run-value"}  # c_e = 0
+    assert set(result["checks"][0]) == {"component", "param", "max_rel_error", "ok"}
+
+
 def test_a_custom_env_from_a_user_module_trains_resumes_and_evaluates(tmp_path, capsys):
     """``module:EnvId`` imports the module that registers the env; its kwargs are saved with the run."""
     run = tmp_path / "run"
