@@ -212,13 +212,14 @@ class FusedLoss:
         a.backward(obs)
         c.backward(obs)
 
-        objective, kl, entropy, k1, k3, clipped = (x / B for x in policy)      # means over the minibatch
+        objective, kl, entropy, k1, k3, clipped = (x / B for x in policy[:6])  # means over the minibatch
         value_loss = value.value_loss / B
         policy_loss = -objective + (coefs.beta * kl if penalty else 0.0)
         loss = policy_loss + coefs.vf_coef * value_loss - coefs.ent_coef * entropy
         return loss, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy,
                       "approx_kl_k1": k1, "approx_kl_k3": k3, "exact_kl": kl if has_old else math.nan,
-                      "clip_frac": clipped, "explained_variance": value.explained_variance}
+                      "clip_frac": clipped, "explained_variance": value.explained_variance,
+                      "outside_share": policy.weight_outside / policy.weight if policy.weight > 0 else 0.0}
 
 
 # --- kernels ---------------------------------------------------------------------------------------

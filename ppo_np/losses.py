@@ -40,6 +40,10 @@ Diagnostics
   (Schulman 2020, "Approximating KL divergence");
 * exact_kl = mean_t KL(pi_old,tau(. | s_t) || pi_theta,tau(. | s_t)), analytic;
 * clip_frac = mean(|r - 1| > eps);
+* outside_share = sum_{|r_t - 1| > eps} |dL_pi/dlogp_t| / sum_t |dL_pi/dlogp_t|: the share of the
+  surrogate's per-sample gradient weight that samples outside the clip range carry (those the
+  pessimistic min lets through: A_t > 0 with r_t < 1 - eps, A_t < 0 with r_t > 1 + eps; the others
+  weigh 0). The split in parameter space is ``gradients.loss_terms``'s;
 * explained_variance = 1 - Var[R - V] / Var[R]: 1 for perfect predictions, 0 for predicting the mean
   of R, negative when worse than that. It is undefined (0/0 or x/0) when Var[R] = 0 and reported as
   NaN then, as in cleanrl and stable-baselines3.
@@ -58,7 +62,7 @@ from ppo_np.surrogate import check_real, check_vector, clipped_surrogate, kl_pen
 
 SURROGATES = ("clip", "penalty")
 STAT_KEYS = ("policy_loss", "value_loss", "entropy", "approx_kl_k1", "approx_kl_k3", "exact_kl", "clip_frac",
-             "explained_variance")
+             "explained_variance", "outside_share")
 
 
 # --- inputs ------------------------------------------------------------------------------------------
@@ -269,5 +273,5 @@ def ppo_loss(actor, critic, mb: Minibatch, coefs: LossCoefs) -> LossResult:
     stats = {"policy_loss": policy_loss, "value_loss": v_loss, "entropy": entropy,
              "approx_kl_k1": pstats["approx_kl_k1"], "approx_kl_k3": pstats["approx_kl_k3"],
              "exact_kl": exact_kl, "clip_frac": pstats["clip_frac"],
-             "explained_variance": explained_variance(values, mb.returns)}
+             "explained_variance": explained_variance(values, mb.returns), "outside_share": pstats["outside_share"]}
     return LossResult(float(loss), actor_grads, critic_grads, stats)

@@ -91,7 +91,7 @@ def clipped_surrogate(logp: np.ndarray, logp_old: np.ndarray, adv: np.ndarray, c
 
     Zero only strictly outside the clip range (at r = 1 +- eps the unclipped derivative is used).
     Shapes: logp, logp_old, adv (B,) -> (loss float, dlogp (B,), stats dict with policy_loss,
-    clip_frac, approx_kl_k1, approx_kl_k3).
+    clip_frac, approx_kl_k1, approx_kl_k3, outside_share).
     Checked by ``tests/test_losses.py::test_surrogate_gradients``,
     ``::test_clipped_gradient_is_zero_exactly_where_flat``, ``::test_clipped_gradient_boundary_convention``
     and ``::test_clipped_gradient_at_r_one``.
@@ -105,7 +105,8 @@ def clipped_surrogate(logp: np.ndarray, logp_old: np.ndarray, adv: np.ndarray, c
     loss = -float(clipped_objective(ratio, adv, clip_eps).sum()) / B
     flat = ((adv > 0) & (ratio > 1.0 + clip_eps)) | ((adv < 0) & (ratio < 1.0 - clip_eps))
     dlogp = np.where(flat, 0.0, -ratio * adv / B).astype(logp.dtype, copy=False)   # -r A / B off the flat parts
-    stats = {"policy_loss": loss, "clip_frac": clip_frac, "approx_kl_k1": k1, "approx_kl_k3": k3}
+    stats = {"policy_loss": loss, "clip_frac": clip_frac, "approx_kl_k1": k1, "approx_kl_k3": k3,
+             "outside_share": outside_share(dlogp, np.abs(ratio - 1.0) > clip_eps)}
     return loss, dlogp, stats
 
 
@@ -119,7 +120,7 @@ def kl_penalty_surrogate(logp: np.ndarray, logp_old: np.ndarray, adv: np.ndarray
     Chain dkl through the distribution's ``kl_backward`` (q side) for the new parameters' gradient.
     ``clip_eps`` only defines the clip_frac diagnostic.
     Shapes: logp, logp_old, adv, kl (B,) -> (loss float, (dlogp (B,), dkl (B,)), stats dict with
-    policy_loss, clip_frac, approx_kl_k1, approx_kl_k3, exact_kl).
+    policy_loss, clip_frac, approx_kl_k1, approx_kl_k3, exact_kl, outside_share).
     Checked by ``tests/test_losses.py::test_surrogate_gradients`` (and through the logits by
     ``::test_penalty_gradient_through_the_distribution``).
     """
@@ -136,7 +137,7 @@ def kl_penalty_surrogate(logp: np.ndarray, logp_old: np.ndarray, adv: np.ndarray
     dlogp = -ratio * adv / B                                       # d(-mean(r A))/dlogp, dr/dlogp = r
     dkl = np.full(B, beta / B, dtype=logp.dtype)                   # d(beta mean(KL))/dKL_t
     stats = {"policy_loss": loss, "clip_frac": clip_frac, "approx_kl_k1": k1, "approx_kl_k3": k3,
-             "exact_kl": exact_kl}
+             "exact_kl": exact_kl, "outside_share": outside_share(dlogp, np.abs(ratio - 1.0) > clip_eps)}
     return loss, (dlogp, dkl), stats
 
 
@@ -202,8 +203,10 @@ def surrogate_sample(logp, logp_old, A, B, penalty, clip_eps):
 def add_sample(sums, s, kl, entropy):
     """``sums`` (a ``PolicySums``, plain) with one sample's terms added: its ``SurrogateSample`` s, its KL
     and its entropy."""
-    objective, kl_sum, entropy_sum, k1, k3, clipped = sums
-    return objective + s.objective, kl_sum + kl, entropy_sum + entropy, k1 + s.k1, k3 + s.k3, clipped + s.clipped
+    objective, kl_sum, entropy_sum, k1, k3, clipped, weight, weight_outside = sums
+    w = abs(s.dlogp)
+    return (objective + s.objective, kl_sum + kl, entropy_sum + entropy, k1 + s.k1, k3 + s.k3, clipped + s.clipped,
+            weight + w, weight_outside + w * s.clipped)
 
 
 class PolicySums(NamedTuple):
@@ -215,3 +218,17 @@ class PolicySums(NamedTuple):
     k1: float
     k3: float
     clipped: float
+    weight: float           # of |dL_pi/dlogp_t|
+    weight_outside: float   # of |dL_pi/dlogp_t| over the samples outside the clip range
+
+
+#: the ``PolicySums`` a head's loss kernel starts from (plain)
+NO_SUMS = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+
+
+def outside_share(dlogp: np.ndarray, clipped: np.ndarray) -> float:
+    """sum_{t outside} |dL/dlogp_t| / sum_t |dL/dlogp_t|: the share of the surrogate's per-sample gradient
+    weight carried by samples outside the clip range (0 when every weight is 0)."""
+    weight = np.abs(np.asarray(dlogp, dtype=np.float64))
+    total = float(weight.sum())
+    return float(weight[clipped].sum()) / total if total > 0 else 0.0

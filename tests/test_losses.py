@@ -129,6 +129,23 @@ def test_clipped_gradient_is_zero_exactly_where_flat(arrs, eps):
     np.testing.assert_array_equal(dlogp[~flat], (-ratio * adv / len(adv))[~flat])
 
 
+@LAWS
+@given(paired(3, lo=-1.0, hi=1.0), st.floats(0.05, 0.4))
+def test_the_outside_share_is_the_weight_of_samples_the_min_lets_through(arrs, eps):
+    """In [0, 1]; 0 unless some sample outside the clip range is not flat (A > 0 with r < 1 - eps, or
+    A < 0 with r > 1 + eps), since flat samples weigh nothing; 1 when every sample with weight is outside."""
+    delta, logp_old, adv = arrs
+    logp = logp_old + delta
+    _, dlogp, stats = clipped_surrogate(logp, logp_old, adv, eps)
+    ratio = importance_ratios(logp, logp_old, eps)[0]
+    outside = np.abs(ratio - 1.0) > eps
+    let_through = outside & ~_flat(ratio, adv, eps) & (adv != 0)
+    assert 0.0 <= stats["outside_share"] <= 1.0
+    assert (stats["outside_share"] > 0) == bool(let_through.any())
+    if let_through.any() and not np.any((dlogp != 0) & ~outside):
+        assert stats["outside_share"] == 1.0
+
+
 def test_clipped_gradient_boundary_convention():
     """At r = 1 +- eps exactly the unclipped derivative -r A / B is used: zero only strictly outside.
 

@@ -32,7 +32,7 @@ from ppo_np.heads.base import ActRows, PolicyHead, PolicySamples, check_rows, ch
 from ppo_np.jit import jit
 from ppo_np.layers import output_backward
 from ppo_np.mlp import infer_kernel
-from ppo_np.surrogate import PolicySums, add_sample, advantage_scale, surrogate_sample
+from ppo_np.surrogate import NO_SUMS, PolicySums, add_sample, advantage_scale, surrogate_sample
 
 
 def softplus(u: np.ndarray) -> np.ndarray:
@@ -254,7 +254,7 @@ def loss_kernel(layer, samples, coefs):
     dH = -ent_coef / B
     dkl = beta / B if penalty else 0.0
     u, p, p_old = np.empty(n), np.empty(n), np.empty(n)
-    sums = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)                     # a PolicySums, plain
+    sums = NO_SUMS                                              # a PolicySums, plain
     for t in range(B):
         logp = 0.0
         H = 0.0

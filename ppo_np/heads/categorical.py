@@ -50,7 +50,7 @@ from ppo_np.heads.base import ActRows, PolicyHead, PolicySamples, check_same_sha
 from ppo_np.jit import jit
 from ppo_np.layers import output_backward
 from ppo_np.mlp import infer_kernel
-from ppo_np.surrogate import PolicySums, add_sample, advantage_scale, surrogate_sample
+from ppo_np.surrogate import NO_SUMS, PolicySums, add_sample, advantage_scale, surrogate_sample
 
 
 class Categorical(PolicyHead):
@@ -362,7 +362,7 @@ def loss_kernel(layer, samples, coefs):
     dkl = beta / B if penalty else 0.0
     log_pi, pi = np.empty(K), np.empty(K)
     log_old, p_old = np.empty(K), np.empty(K)
-    sums = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)                     # a PolicySums, plain
+    sums = NO_SUMS                                              # a PolicySums, plain
     for t in range(B):
         for k in range(K):
             log_pi[k] = (z[t, k] + b[k]) / tau                 # u = z / tau

@@ -43,7 +43,7 @@ from ppo_np.heads.base import ActRows, PolicyHead, PolicySamples, check_rows, ch
 from ppo_np.jit import jit
 from ppo_np.layers import output_backward
 from ppo_np.mlp import infer_kernel
-from ppo_np.surrogate import PolicySums, add_sample, advantage_scale, surrogate_sample
+from ppo_np.surrogate import NO_SUMS, PolicySums, add_sample, advantage_scale, surrogate_sample
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -329,7 +329,7 @@ def loss_kernel(layer, log_std_and_grad, samples, coefs):
         H += log_std[d] + math.log(tau)
     H += 0.5 * D * (1.0 + math.log(2.0 * math.pi))
     mu = np.empty(D)
-    sums = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)                     # a PolicySums, plain
+    sums = NO_SUMS                                              # a PolicySums, plain
     for t in range(B):
         kl = 0.0
         for d in range(D):

@@ -22,7 +22,7 @@ from ppo_np.heads.categorical import Categorical, log_softmax_row, sample_row
 from ppo_np.jit import jit
 from ppo_np.layers import output_backward
 from ppo_np.mlp import infer_kernel
-from ppo_np.surrogate import PolicySums, add_sample, advantage_scale, surrogate_sample
+from ppo_np.surrogate import NO_SUMS, PolicySums, add_sample, advantage_scale, surrogate_sample
 
 
 class MultiCategorical(PolicyHead):
@@ -222,7 +222,7 @@ def loss_kernel(layer, offsets, samples, coefs):
     dH = -ent_coef / B
     dkl = beta / B if penalty else 0.0
     log_pi, pi, log_old, p_old, H_g = np.empty(K), np.empty(K), np.empty(K), np.empty(K), np.empty(G)
-    sums = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)                     # a PolicySums, plain
+    sums = NO_SUMS                                              # a PolicySums, plain
     for t in range(B):
         logp = 0.0
         kl = 0.0
