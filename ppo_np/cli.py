@@ -43,7 +43,7 @@ from pathlib import Path
 
 from ppo_np import checkpoint
 from ppo_np.config import DEFAULT_TOTAL_STEPS, PRESETS, PPOConfig, field_doc, field_names, parse_value
-from ppo_np.rundir import CHECKPOINT_NAME
+from ppo_np.rundir import CHECKPOINT_NAME, GRADIENTS_NAME
 
 
 def _int_at_least(low: int, what: str):
@@ -166,7 +166,8 @@ def _train_setup(args: argparse.Namespace):
 
 def _remove_stale_temps(run_dir: Path) -> None:
     """Temporary files of writes killed mid-way (never mistaken for the files themselves): ours to delete."""
-    checkpoint.remove_stale_temps(*(run_dir / name for name in (CHECKPOINT_NAME, "metrics.csv", "config.json")))
+    checkpoint.remove_stale_temps(*(run_dir / name for name in (CHECKPOINT_NAME, "metrics.csv", "config.json",
+                                                                GRADIENTS_NAME)))
 
 
 def _restart_command(run_dir: Path, env_id: str | None) -> str:
@@ -331,10 +332,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from ppo_np.plot import plot_run
+    from ppo_np.plot import plot_gradients, plot_run
 
-    out = plot_run(Path(args.run_dir), Path(args.out) if args.out else None)
-    print(f"wrote {out}")
+    run_dir = Path(args.run_dir)
+    print(f"wrote {plot_run(run_dir, Path(args.out) if args.out else None)}")
+    if (run_dir / GRADIENTS_NAME).is_file():
+        print(f"wrote {plot_gradients(run_dir)}")
     return 0
 
 
@@ -408,7 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
                     '"max_episode_steps"}')
     ev.set_defaults(func=_cmd_eval)
 
-    plot = sub.add_parser("plot", help="learning curves and diagnostics of a run to PNG (needs matplotlib)")
+    plot = sub.add_parser("plot", help="learning curves and diagnostics of a run to PNG, and its gradients to "
+                          "RUN_DIR/gradients.png when it logged them (needs matplotlib)")
     plot.add_argument("run_dir", help="a run directory holding metrics.csv")
     plot.add_argument("--out", help="output PNG (default: RUN_DIR/curves.png)")
     plot.set_defaults(func=_cmd_plot)

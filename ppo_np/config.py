@@ -38,6 +38,9 @@ class PPOConfig:
                                 choices=("auto", "native", "sync", "async"))
     dtype: str = _param("float32", "floating type of networks and rollout buffers", choices=("float32", "float64"))
     checkpoint_every: int = _param(20, "write a checkpoint every this many updates (and always at the end)")
+    log_gradients: bool = _param(False, "write gradients.csv beside metrics.csv: per update, each parameter's "
+                                 "gradient norm before the clip, the clip scales and the surrogate's outside "
+                                 "share (PPO-clip and PPO-penalty; it changes no trained weight)")
 
     # --- networks ---
     hidden_sizes: tuple = _param((64, 64), "hidden layer sizes of both the actor and the critic MLP")
@@ -187,6 +190,8 @@ class PPOConfig:
         if self.ent_schedule == "exponential" and finite(self.ent_coef_final) and finite(self.ent_coef):
             yield ("ent_coef_final", self.ent_coef_final, self.ent_coef_final > 0 and self.ent_coef > 0,
                    "> 0, with ent_coef > 0, for an exponential schedule")
+        yield ("log_gradients", self.log_gradients, not (self.log_gradients is True and self.algo == "trpo"),
+               "false for algo trpo (its policy step is one natural-gradient step, not minibatch gradients)")
         if self.ent_schedule == "auto" and finite(self.ent_coef):
             yield "ent_coef", self.ent_coef, self.ent_coef > 0, "> 0 as the starting point of the auto schedule"
 

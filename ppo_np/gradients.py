@@ -31,6 +31,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from ppo_np.losses import LossCoefs, Minibatch, clipped_value_loss, value_loss
+from ppo_np.optim import add_parameter_norms, parameter_bounds
 from ppo_np.policy import Actor, Critic
 from ppo_np.rollout import Collector, RolloutBuffer
 from ppo_np.surrogate import clipped_objective, clipped_surrogate, kl_penalty_surrogate, normalize_advantages
@@ -186,3 +187,45 @@ def agent_gradients(agent, batch: Minibatch, dtype: str = "float64", coefs: Opti
     actor, critic = networks_as(agent, dtype)
     return loss_terms(actor, critic, prepared(batch, coefs, agent.config.norm_adv, dtype), coefs)
 
+
+
+class GradientMonitor:
+    """The gradient statistics that training logs per update with ``log_gradients`` (``rundir.GRADIENT_FIELDS``
+    and one column per parameter): means over the update's minibatches of each parameter's gradient norm
+    before the clip, of the clip's scale per network (1 where the clip did not bite), and of the
+    surrogate's ``outside_share``. It only reads the gradients: training is the same with it or without.
+    """
+
+    def __init__(self, actor_flat_grad: np.ndarray, actor_params: dict, critic_flat_grad: np.ndarray,
+                 critic_params: dict):
+        self.parameters = [f"actor/{k}" for k in actor_params] + [f"critic/{k}" for k in critic_params]
+        self._flat = (actor_flat_grad, critic_flat_grad)
+        self._bounds = (parameter_bounds(actor_params), parameter_bounds(critic_params))
+        self._sums = (np.zeros(len(actor_params)), np.zeros(len(critic_params)))
+        self._scales = np.zeros(2)
+        self._share = 0.0
+        self._count = 0
+
+    def observe(self, actor_scale: float, critic_scale: float, outside_share: float) -> None:
+        """One minibatch: the gradients now in the flat vectors, the clip scales applied to them."""
+        for flat, bounds, sums in zip(self._flat, self._bounds, self._sums):
+            add_parameter_norms(flat, bounds, sums)
+        self._scales += (actor_scale, critic_scale)
+        self._share += outside_share
+        self._count += 1
+
+    def row(self) -> dict:
+        """The update's means, keyed as gradients.csv's columns (NaN without a minibatch); then starts over."""
+        n = self._count or math.nan
+        norms = np.concatenate(self._sums) / n
+        row = {"clip_scale_actor": self._scales[0] / n, "clip_scale_critic": self._scales[1] / n,
+               "outside_share": self._share / n, **dict(zip(self.parameters, norms.tolist()))}
+        self.reset()
+        return row
+
+    def reset(self) -> None:
+        """Forget what was observed (an update starts, or one that failed is rolled back)."""
+        for sums in self._sums:
+            sums[:] = 0.0
+        self._scales[:] = 0.0
+        self._share, self._count = 0.0, 0

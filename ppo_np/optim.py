@@ -186,6 +186,36 @@ def global_norm(*grad_sets: Params | np.ndarray) -> float:
                              for g in (gs.values() if isinstance(gs, dict) else (gs,)))))
 
 
+def parameter_norms(grads: Params) -> dict[str, float]:
+    """||g|| of each named gradient: the NumPy reference of ``add_parameter_norms``."""
+    return {name: float(np.sqrt(np.vdot(g, g))) for name, g in grads.items()}
+
+
+def parameter_bounds(params: Params) -> np.ndarray:
+    """Where each parameter starts and ends in a flat vector laid out like ``params.flatten`` (n + 1 bounds)."""
+    return np.cumsum([0] + [p.size for p in params.values()]).astype(np.int64)
+
+
+@jit
+def add_parameter_norms(flat, bounds, sums):
+    """sums[k] += ||flat[bounds[k]:bounds[k + 1]]||: each parameter's gradient norm, from a network's flat
+    gradient (``parameter_bounds``), added to running sums in one call. ``parameter_norms`` is its
+    reference (``tests/test_optim.py::test_parameter_norms_kernel_matches_its_reference``)."""
+    for k in range(bounds.shape[0] - 1):
+        s0 = s1 = s2 = s3 = 0.0  # four running sums: one would wait on each addition before the next
+        i, stop = bounds[k], bounds[k + 1]
+        while i + 4 <= stop:
+            s0 += flat[i] * flat[i]
+            s1 += flat[i + 1] * flat[i + 1]
+            s2 += flat[i + 2] * flat[i + 2]
+            s3 += flat[i + 3] * flat[i + 3]
+            i += 4
+        while i < stop:
+            s0 += flat[i] * flat[i]
+            i += 1
+        sums[k] += np.sqrt((s0 + s1) + (s2 + s3))
+
+
 def clip_grad_norm(*grad_sets: Params, max_norm: float) -> float:
     """Scale all gradients together, in place, so that their global norm is <= max_norm.
 

@@ -1,10 +1,13 @@
-"""Learning curves and diagnostics of a run directory, drawn from its ``metrics.csv`` to one PNG."""
+"""Learning curves and diagnostics of a run directory, drawn from its ``metrics.csv`` to one PNG, and its
+gradients (``gradients.csv``, written with ``log_gradients``) to another."""
 from __future__ import annotations
 
 import csv
 import json
 import math
 from pathlib import Path
+
+from ppo_np.rundir import GRADIENTS_NAME
 
 PANELS = (("episode_return", "episode return"), ("entropy", "entropy"), ("approx_kl_k3", "approx KL (k3)"),
           ("exact_kl", "exact KL"), ("clip_frac", "clip fraction"), ("explained_variance", "explained variance"),
@@ -20,13 +23,58 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path:
 
     Returns the PNG's path.
     """
-    metrics = run_dir / "metrics.csv"
-    if not metrics.is_file():
-        raise ValueError(f"{run_dir} has no metrics.csv; is it a ppo-np run directory?")
-    with open(metrics, newline="") as f:
+    rows = _rows(run_dir / "metrics.csv", run_dir)
+    plt = _pyplot()
+    column = _columns(rows)
+    steps = column("step")
+    config = run_dir / "config.json"
+    algo = json.loads(config.read_text()).get("algo") if config.is_file() else None
+    panels = TRPO_PANELS if algo == "trpo" else PANELS
+    fig, axes = _grid(plt, len(panels))
+    for ax, (key, title) in zip(axes.flat, panels):
+        _line(ax, steps, column(key))
+        _label(ax, title)
+    return _save(plt, fig, run_dir, out or run_dir / "curves.png")
+
+
+def plot_gradients(run_dir: Path, out: Path | None = None) -> Path:
+    """Draw gradients.csv: each parameter's gradient norm before the clip (actor, critic; log scale), the
+    clip's scale per network, and the surrogate's outside share, against environment steps."""
+    rows = _rows(run_dir / GRADIENTS_NAME, run_dir)
+    plt = _pyplot()
+    column = _columns(rows)
+    steps = column("step")
+    parameters = [name for name in rows[0] if "/" in name]
+    fig, axes = _grid(plt, 4, cols=2)
+    for ax, network in zip(axes.flat, ("actor", "critic")):
+        for name in parameters:
+            if name.startswith(network + "/"):
+                _line(ax, steps, column(name), label=name.split("/", 1)[1])
+        ax.set_yscale("log")
+        ax.legend(fontsize=7, ncol=2)
+        _label(ax, f"{network} gradient norm per parameter (before the clip)")
+    ax = axes.flat[2]
+    for key in ("clip_scale_actor", "clip_scale_critic"):
+        _line(ax, steps, column(key), label=key.replace("clip_scale_", ""))
+    ax.legend(fontsize=7)
+    _label(ax, "clip scale min(1, max_norm / ||g||)")
+    _line(axes.flat[3], steps, column("outside_share"))
+    _label(axes.flat[3], "surrogate weight outside the clip range")
+    return _save(plt, fig, run_dir, out or run_dir / "gradients.png")
+
+
+def _rows(path: Path, run_dir: Path) -> list[dict]:
+    if not path.is_file():
+        raise ValueError(f"{run_dir} has no {path.name}; is it a ppo-np run directory"
+                         + ("" if path.name == "metrics.csv" else " trained with log_gradients") + "?")
+    with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
-        raise ValueError(f"{metrics} has no rows yet")
+        raise ValueError(f"{path} has no rows yet")
+    return rows
+
+
+def _pyplot():
     try:
         import matplotlib
 
@@ -34,26 +82,35 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path:
         import matplotlib.pyplot as plt
     except ImportError:
         raise ValueError("ppo-np plot needs matplotlib: pip install 'ppo-np[plot]' (or pip install matplotlib)") from None
+    return plt
 
+
+def _columns(rows: list[dict]):
     def column(name):
         return [float(r[name]) if r.get(name) not in (None, "") else math.nan for r in rows]
+    return column
 
-    steps = column("step")
-    config = run_dir / "config.json"
-    algo = json.loads(config.read_text()).get("algo") if config.is_file() else None
-    panels = TRPO_PANELS if algo == "trpo" else PANELS
-    cols = 3
-    fig, axes = plt.subplots(math.ceil(len(panels) / cols), cols, figsize=(4 * cols, 2.8 * math.ceil(len(panels) / cols)))
-    for ax, (key, title) in zip(axes.flat, panels):
-        points = [(x, y) for x, y in zip(steps, column(key)) if not math.isnan(y)]  # updates with no episode end
-        if points:
-            ax.plot(*zip(*points), lw=1.2)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("environment steps", fontsize=8)
-        ax.grid(alpha=0.3)
+
+def _grid(plt, n: int, cols: int = 3):
+    rows = math.ceil(n / cols)
+    return plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
+
+
+def _line(ax, steps, values, label=None):
+    points = [(x, y) for x, y in zip(steps, values) if not math.isnan(y)]  # updates with no episode end
+    if points:
+        ax.plot(*zip(*points), lw=1.2, label=label)
+
+
+def _label(ax, title: str):
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("environment steps", fontsize=8)
+    ax.grid(alpha=0.3)
+
+
+def _save(plt, fig, run_dir: Path, out: Path) -> Path:
     fig.suptitle(str(run_dir), fontsize=10)
     fig.tight_layout()
-    out = out or run_dir / "curves.png"
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out

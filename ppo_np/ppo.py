@@ -113,6 +113,7 @@ class PPO:
         self.phase_times: dict[str, float] = {}
         self.timer = PhaseTimer(self.phase_times)
         self._fused_loss: Optional[FusedLoss] = None  # the minibatch step's buffers, made at the first update
+        self._gradient_monitor: Optional[gradients.GradientMonitor] = None  # with log_gradients, made beside them
         self.run_dir = Path(run_dir) if run_dir is not None else None
 
     def _target_entropy(self) -> float:
@@ -275,6 +276,8 @@ class PPO:
                    explained_variance=explained_variance(buf.values[buf.valid], returns[buf.valid]),
                    episode_return=float(np.mean([r for r, _ in episodes])) if episodes else math.nan,
                    episode_length=float(np.mean([n for _, n in episodes])) if episodes else math.nan)
+        if self._gradient_monitor is not None:
+            row.update(self._gradient_monitor.row())
         return row
 
     def _ppo_update(self, flat: Minibatch, valid: np.ndarray, progress: float) -> tuple[dict, int]:
@@ -291,6 +294,12 @@ class PPO:
             self._fused_loss = FusedLoss(self.actor, self.critic, cfg.minibatch_size)
         loss_and_grads = self._fused_loss
         actor_grad, critic_grad = loss_and_grads.actor_flat_grad, loss_and_grads.critic_flat_grad
+        if cfg.log_gradients and self._gradient_monitor is None:
+            self._gradient_monitor = gradients.GradientMonitor(actor_grad, self.actor.params, critic_grad,
+                                                               self.critic.params)
+        monitor = self._gradient_monitor
+        if monitor is not None:
+            monitor.reset()
         coefs = self.loss_coefs(progress)
         gather = _minibatch_gatherer(flat, cfg.minibatch_size)
         with self.timer("minibatch_fwd_bwd"):
@@ -314,6 +323,8 @@ class PPO:
                         self._check_finite(loss=np.array(loss), gradient_norm=np.array(grad_norm))
                     self.actor_opt.step_flat(actor_grad, actor_scale)      # the clip is the scale of each Adam pass
                     self.critic_opt.step_flat(critic_grad, critic_scale)
+                if monitor is not None:
+                    monitor.observe(actor_scale, critic_scale, stats["outside_share"])
                 self.ent_coef.observe(stats["entropy"])
                 for key, value in (*stats.items(), ("grad_norm", grad_norm)):
                     sums[key] = sums.get(key, 0.0) + value
@@ -422,11 +433,19 @@ class PPO:
     def _prepare_run_dir(self) -> None:
         if self.run_dir is not None:
             rundir.start(self.run_dir, self.env_id, self.env_source.recipe, self.total_steps, self.config,
-                         self.update_count)
+                         self.update_count, self._gradient_columns())
+
+    def _gradient_columns(self) -> Optional[list[str]]:
+        """The per-parameter columns of gradients.csv, None without ``log_gradients``."""
+        if not self.config.log_gradients:
+            return None
+        return [f"actor/{k}" for k in self.actor.params] + [f"critic/{k}" for k in self.critic.params]
 
     def _log(self, row: dict) -> None:
         if self.run_dir is not None:
             rundir.append_metrics(self.run_dir, row)
+            if self.config.log_gradients:
+                rundir.append_gradients(self.run_dir, row, self._gradient_columns())
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Everything a resumed run needs, as plain arrays (``agent_state.checkpoint_state``)."""

@@ -3,10 +3,13 @@
     config.json      the environment (``env_id``, and ``env_recipe``: the id, kwargs and wrapper names that
                      rebuild it, null when names cannot), the total steps and every hyperparameter
     metrics.csv      one row per update, the columns ``METRIC_FIELDS`` (a missing value is empty)
+    gradients.csv    with ``log_gradients``: one row per update, the columns ``GRADIENT_FIELDS`` and each
+                     parameter's gradient norm (``actor/W0``, ..., ``critic/b2``)
     checkpoint.npz   the agent's state (``PPO.save``), named ``CHECKPOINT_NAME``
 
-A resumed run continues metrics.csv from its checkpoint: rows of updates past the checkpoint's (written
-after it, by the run that was stopped) are dropped, so every update appears once. Whole files are
+Every column is documented in the README ("The run directory"). A resumed run continues both CSVs from
+its checkpoint: rows of updates past the checkpoint's (written after it, by the run that was stopped)
+are dropped, so every update appears once. Whole files are
 rewritten atomically (``checkpoint.write_text_atomic``), so a kill leaves the old file or the new one;
 rows are appended, and a last line that a kill cut short is skipped when the file is read back.
 """
@@ -21,33 +24,52 @@ from pathlib import Path
 from ppo_np.checkpoint import write_text_atomic
 
 CHECKPOINT_NAME = "checkpoint.npz"
+GRADIENTS_NAME = "gradients.csv"
 METRIC_FIELDS = ("update", "step", "wall_s", "steps_per_s", "episode_return", "episode_length", "policy_loss",
                  "value_loss", "entropy", "approx_kl_k1", "approx_kl_k3", "exact_kl", "clip_frac",
                  "explained_variance", "learning_rate", "clip_range", "ent_coef", "beta", "temperature",
                  "grad_norm", "epochs_run", "step_size", "line_search_backtracks", "cg_residual")
+GRADIENT_FIELDS = ("update", "step", "grad_norm", "clip_scale_actor", "clip_scale_critic", "outside_share")
 
 
-def start(run_dir: Path, env_id: str, env_recipe: dict | None, total_steps: int, config, update: int) -> None:
-    """Create ``run_dir``, write config.json, and rewrite metrics.csv as its header and the rows of
-    updates 1..``update`` (those the agent's state already holds; none for a new run)."""
+def start(run_dir: Path, env_id: str, env_recipe: dict | None, total_steps: int, config, update: int,
+          gradient_columns: list[str] | None = None) -> None:
+    """Create ``run_dir``, write config.json, and rewrite metrics.csv (and, with ``gradient_columns``,
+    gradients.csv) as its header and the rows of updates 1..``update`` (those the agent's state already
+    holds; none for a new run)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config.json", json.dumps(
         {"env_id": env_id, "env_recipe": env_recipe, "total_steps": total_steps, **dataclasses.asdict(config)},
         indent=2))
-    metrics = run_dir / "metrics.csv"
-    rows = _read_metrics(metrics) if metrics.exists() else []
+    _restart_csv(run_dir / "metrics.csv", METRIC_FIELDS, update)
+    if gradient_columns is not None:
+        _restart_csv(run_dir / GRADIENTS_NAME, (*GRADIENT_FIELDS, *gradient_columns), update)
+
+
+def _restart_csv(path: Path, fields, update: int) -> None:
+    """``path`` rewritten as the header ``fields`` and its rows of updates 1..``update``."""
+    rows = _read_metrics(path) if path.exists() else []
     kept = [r for r in rows if _update_of(r) <= update]  # drop rows past the checkpoint
     text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+    writer = csv.DictWriter(text, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(kept)
-    write_text_atomic(metrics, text.getvalue())  # a kill here leaves the old file or the new one
+    write_text_atomic(path, text.getvalue())  # a kill here leaves the old file or the new one
 
 
 def append_metrics(run_dir: Path, row: dict) -> None:
     """Append one update's row to metrics.csv (keys outside ``METRIC_FIELDS`` are not written)."""
-    with open(run_dir / "metrics.csv", "a", newline="") as f:
-        csv.DictWriter(f, fieldnames=METRIC_FIELDS).writerow({k: row.get(k, "") for k in METRIC_FIELDS})
+    _append(run_dir / "metrics.csv", METRIC_FIELDS, row)
+
+
+def append_gradients(run_dir: Path, row: dict, gradient_columns: list[str]) -> None:
+    """Append one update's row to gradients.csv: ``GRADIENT_FIELDS`` and the per-parameter norms."""
+    _append(run_dir / GRADIENTS_NAME, (*GRADIENT_FIELDS, *gradient_columns), row)
+
+
+def _append(path: Path, fields, row: dict) -> None:
+    with open(path, "a", newline="") as f:
+        csv.DictWriter(f, fieldnames=fields).writerow({k: row.get(k, "") for k in fields})
 
 
 def _read_metrics(path: Path) -> list[dict]:

@@ -134,3 +134,12 @@ def test_plot_draws_the_run_to_png(tmp_path, capsys):
     assert main(["plot", str(run)]) == 0
     png = run / "curves.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert not (run / "gradients.png").exists()  # the run logged no gradients
+
+    logged = tmp_path / "logged"
+    assert main(["train", "CartPole-v1", "--total-steps", "96", "--run-dir", str(logged), "--json", *SMALL,
+                 "--log-gradients", "true"]) == 0
+    capsys.readouterr()
+    assert main(["plot", str(logged)]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"wrote {logged / 'curves.png'}", f"wrote {logged / 'gradients.png'}"]
+    assert (logged / "gradients.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -104,3 +104,9 @@ def test_hidden_sizes_accepts_a_list_and_keeps_a_tuple():
     assert PPOConfig.from_json(config.to_json()) == config
     with pytest.raises(ValueError, match=r"hidden_sizes must be a non-empty list or tuple of integers >= 1; got \[\]"):
         PPOConfig(hidden_sizes=[])
+
+
+def test_gradient_logging_is_for_the_minibatch_updates():
+    assert PPOConfig(log_gradients=True, algo="penalty").log_gradients
+    with pytest.raises(ValueError, match="log_gradients must be false for algo trpo"):
+        PPOConfig(log_gradients=True, algo="trpo")

@@ -122,3 +122,52 @@ def test_the_run_check_passes_on_a_real_agent_and_fails_on_a_wrong_backward(monk
                         lambda self, *args: tuple(1.01 * g for g in real(self, *args)))
     broken = {(c.component, c.param): c.ok for c in check_agent(agent, batch, samples=16)}
     assert not broken[("run-kl_penalty", "actor/log_std")] and broken[("run-value", "critic/W0")]
+
+
+def test_logging_the_gradients_changes_no_trained_weight_and_writes_one_row_per_update(tmp_path):
+    runs = {}
+    for log in (False, True):
+        agent = PPO("CartPole-v1", PPOConfig(**TINY, log_gradients=log, algo="penalty"), run_dir=tmp_path / str(log))
+        agent.learn(256)
+        runs[log] = agent
+    for key, value in runs[False].state_arrays().items():
+        if key != "config":
+            np.testing.assert_array_equal(runs[True].state_arrays()[key], value, err_msg=key)
+    assert not (tmp_path / "False" / "gradients.csv").exists()
+    import csv
+
+    with open(tmp_path / "True" / "gradients.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["update"]) for r in rows] == [1, 2, 3, 4]
+    agent = runs[True]
+    assert list(rows[0])[6:] == [f"actor/{k}" for k in agent.actor.params] + [f"critic/{k}" for k in agent.critic.params]
+    for r in rows:
+        assert 0 < float(r["clip_scale_actor"]) <= 1 and 0 <= float(r["outside_share"]) <= 1
+        assert all(float(r[name]) > 0 for name in list(r)[6:])
+    # a resumed run continues the file from its checkpoint (here: update 4), each update once
+    (tmp_path / "True" / "gradients.csv").open("a").write("5,1280,1,1,1,0" + ",1" * 12 + "\n")  # past it
+    resumed = PPO.load(tmp_path / "True" / "checkpoint.npz", run_dir=tmp_path / "True")
+    resumed.learn(384)
+    with open(tmp_path / "True" / "gradients.csv", newline="") as f:
+        assert [int(r["update"]) for r in csv.DictReader(f)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_the_monitor_averages_each_parameters_norm_and_the_clip_over_the_minibatches():
+    from ppo_np.gradients import GradientMonitor
+    from ppo_np.params import views_of
+
+    actor = {"W0": np.zeros((2, 3)), "b0": np.zeros(3)}
+    critic = {"W0": np.zeros((2, 1)), "b0": np.zeros(1)}
+    actor_flat, critic_flat = np.zeros(9), np.zeros(3)
+    monitor = GradientMonitor(actor_flat, actor, critic_flat, critic)
+    views = views_of(actor_flat, actor)
+    for value, scale in ((3.0, 0.5), (1.0, 1.0)):
+        views["W0"][...] = value        # norm: value * sqrt(6)
+        views["b0"][...] = 2 * value    # norm: 2 value sqrt(3)
+        critic_flat[:] = -value
+        monitor.observe(scale, 1.0, 0.25 * value)
+    row = monitor.row()
+    assert row["actor/W0"] == pytest.approx(2 * np.sqrt(6)) and row["actor/b0"] == pytest.approx(4 * np.sqrt(3))
+    assert row["critic/W0"] == pytest.approx(2 * np.sqrt(2)) and row["critic/b0"] == pytest.approx(2.0)
+    assert row["clip_scale_actor"] == 0.75 and row["clip_scale_critic"] == 1.0 and row["outside_share"] == 0.5
+    assert np.isnan(monitor.row()["actor/W0"])  # it starts over: no minibatch since

@@ -405,3 +405,17 @@ def test_step_flat_reads_a_reused_gradient_buffer_anew(shapes, steps, seed):
         fresh.step_flat(grad.copy(), 0.5)
     for name in start:
         np.testing.assert_array_equal(reused.params[name], fresh.params[name])
+
+
+@settings(deadline=None, max_examples=30)
+@given(sizes=st.lists(st.integers(1, 40), min_size=1, max_size=6), seed=st.integers(0, 2**16),
+       dtype=st.sampled_from(["float32", "float64"]))
+def test_parameter_norms_kernel_matches_its_reference(sizes, seed, dtype):
+    from ppo_np.optim import add_parameter_norms, parameter_bounds, parameter_norms
+    from ppo_np.params import flatten
+
+    rng = np.random.default_rng(seed)
+    grads = {f"p{i}": rng.standard_normal(n).astype(dtype) for i, n in enumerate(sizes)}
+    sums = np.ones(len(sizes))
+    add_parameter_norms(flatten(grads), parameter_bounds(grads), sums)
+    np.testing.assert_allclose(sums - 1.0, list(parameter_norms(grads).values()), rtol=1e-5 if dtype == "float32" else 1e-12)
