@@ -20,3 +20,13 @@ def test_quickstart_has_exactly_two_commands_train_then_test():
 def test_ci_runs_the_readme_test_command_verbatim():
     ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert quickstart_commands()[1] in ci_lines
+
+
+def test_every_column_of_the_run_directory_is_documented():
+    from ppo_np.rundir import GRADIENT_FIELDS, METRIC_FIELDS
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## The run directory", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| ([^|]+?) \|", section, re.M))
+    names = {name.strip("` ") for cell in documented for name in cell.split(",")}
+    assert set(METRIC_FIELDS) | set(GRADIENT_FIELDS) <= names
