@@ -64,32 +64,47 @@ def networks_as(agent, dtype: str = "float64") -> tuple[Actor, Critic]:
     return actor, critic
 
 
-def collect_batch(agent, num_steps: Optional[int] = None, num_envs: Optional[int] = None, seed: int = 0) -> Minibatch:
-    """A batch of the agent's current policy on its environment, as an update would see it.
-
-    ``num_envs`` environments (default: the config's) run ``num_steps`` steps each (default: the config's)
-    from episodes seeded by ``seed``; actions are drawn from a generator seeded by ``seed``. Advantages
-    and value targets are those of training (GAE, or rewards-to-go), not normalised; the reset steps of
-    the vector env are left out, so the batch holds at most num_envs * num_steps samples. The agent,
-    its normalisers and its random generators are left as they were.
-    """
-    cfg = agent.config
-    T, N = num_steps or cfg.num_steps, num_envs or cfg.num_envs
-    envs = agent.env_source.make_vector(N, "sync", fresh=True)
+def collect_rollout(agent, num_steps: int, num_envs: int, seed: int = 0) -> tuple[RolloutBuffer, np.ndarray, np.ndarray]:
+    """(buffer, advantages, value targets) of ``num_envs`` environments running ``num_steps`` steps of the
+    agent's current policy from episodes seeded by ``seed``, actions drawn from a generator seeded by
+    ``seed``: a rollout as training collects it, leaving the agent, its normalisers and its random
+    generators as they were. (T, N) arrays, reset steps marked in ``buffer.valid``."""
+    envs = agent.env_source.make_vector(num_envs, "sync", fresh=True)
     try:
         scaler = copy.deepcopy(agent.reward_scaler)
-        scaler.returns = np.zeros(N)
+        scaler.returns = np.zeros(num_envs)
         collector = Collector(envs, seed, copy.deepcopy(agent.obs_norm), scaler)
-        buf = RolloutBuffer.allocate(T, N, agent.obs_dim, agent.head, agent.actor.dtype)
+        buf = RolloutBuffer.allocate(num_steps, num_envs, agent.obs_dim, agent.head, agent.actor.dtype)
         collector.collect(agent.actor, agent.critic, buf, np.random.default_rng(seed), agent.loss_coefs().temperature)
     finally:
         envs.close()
     adv, returns = agent.advantages(buf)
-    valid = buf.valid.reshape(-1)
-    return Minibatch(obs=buf.obs.reshape(T * N, -1)[valid], actions=buf.actions.reshape(T * N, *buf.actions.shape[2:])[valid],
-                     logp_old=buf.logp.reshape(-1)[valid], advantages=adv.reshape(-1)[valid],
-                     returns=returns.reshape(-1)[valid], values_old=buf.values.reshape(-1)[valid],
-                     dist_old=buf.dist_out.reshape(T * N, -1)[valid])
+    return buf, adv, returns
+
+
+def batch_of(buf: RolloutBuffer, adv: np.ndarray, returns: np.ndarray, rows: slice = slice(None)) -> Minibatch:
+    """The valid samples of the rollout's time steps ``rows``, flattened into a ``Minibatch``."""
+    valid = buf.valid[rows].reshape(-1)
+
+    def flat(x):
+        x = x[rows]
+        return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])[valid]
+
+    return Minibatch(obs=flat(buf.obs), actions=flat(buf.actions), logp_old=flat(buf.logp), advantages=flat(adv),
+                     returns=flat(returns), values_old=flat(buf.values), dist_old=flat(buf.dist_out))
+
+
+def collect_batch(agent, num_steps: Optional[int] = None, num_envs: Optional[int] = None, seed: int = 0) -> Minibatch:
+    """A batch of the agent's current policy on its environment, as an update would see it.
+
+    ``num_envs`` environments (default: the config's) run ``num_steps`` steps each (default: the config's)
+    from episodes seeded by ``seed`` (``collect_rollout``). Advantages and value targets are those of
+    training (GAE, or rewards-to-go), not normalised; the reset steps of the vector env are left out,
+    so the batch holds at most num_envs * num_steps samples. The agent, its normalisers and its random
+    generators are left as they were.
+    """
+    cfg = agent.config
+    return batch_of(*collect_rollout(agent, num_steps or cfg.num_steps, num_envs or cfg.num_envs, seed))
 
 
 def prepared(batch: Minibatch, coefs: LossCoefs, normalize: bool, dtype: str = "float64") -> Minibatch:
