@@ -6,6 +6,7 @@
     ppo-np eval PATH [--episodes N] [--seed S] [--stochastic] [--max-episode-steps N] [--json]
     ppo-np plot RUN_DIR [--out PNG]
     ppo-np gradcheck [RUN_DIR] [--json] [--seed S] [--trials K] [--samples N]
+    ppo-np study RUN_DIR [--max-samples N] [--estimates K] [--seed S] [--out DIR] [--json]
 
 ENV_ID is a registered gymnasium id, or ``module:EnvId`` to import ``module`` first (it registers the
 id), as ``gymnasium.make`` does. ``--env-kwargs`` values are read as JSON where they parse (numbers,
@@ -368,6 +369,34 @@ def _cmd_gradcheck(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _cmd_study(args: argparse.Namespace) -> int:
+    from ppo_np.plot import _pyplot
+    from ppo_np.ppo import PPO
+    from ppo_np.study import plot_study, run_study, study_summary
+
+    agent = PPO.load(_checkpoint_path(args.run_dir))  # a bad file raises CheckpointError: exit status 2
+    out = Path(args.out) if args.out else (Path(args.run_dir) if Path(args.run_dir).is_dir()
+                                           else Path(args.run_dir).parent)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot create --out {out}: {exc.strerror or exc}") from None
+    plt = _pyplot()  # before the long part: a missing matplotlib is bad input
+    try:
+        result = run_study(agent, max_samples=args.max_samples, estimates=args.estimates, seed=args.seed,
+                           value_steps=args.value_steps, progress=not args.json)
+    finally:
+        agent.close()
+    (out / "study.json").write_text(json.dumps(result, indent=2))
+    pngs = plot_study(result, out, plt)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(study_summary(result))
+        print("wrote " + ", ".join(str(p) for p in [out / "study.json", *pngs]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ppo-np", description="PPO in NumPy + Numba, every gradient by hand.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -427,6 +456,21 @@ def build_parser() -> argparse.ArgumentParser:
     grad.add_argument("--trials", type=_positive_int, default=3, help="without RUN_DIR: random points per "
                       "component (worst kept)")
     grad.set_defaults(func=_cmd_gradcheck)
+
+    study = sub.add_parser("study", help="a closer look at a run's gradients (Ilyas et al. 2020): concentration of "
+                           "gradient estimates, alignment of PPO's minibatch steps, the value function against "
+                           "Monte-Carlo returns; JSON and PNGs (needs matplotlib)")
+    study.add_argument("run_dir", help="a run directory (or checkpoint)")
+    study.add_argument("--max-samples", type=_positive_int, default=32_768,
+                       help="state-action pairs of the largest estimate (estimates double from one batch up to it)")
+    study.add_argument("--estimates", type=_int_at_least(2, "an integer >= 2"), default=8,
+                       help="independent estimates per size")
+    study.add_argument("--value-steps", type=_positive_int, default=2048,
+                       help="steps per environment of the rollout that studies the value function")
+    study.add_argument("--seed", type=_non_negative_int, default=0, help="seed of every rollout and draw")
+    study.add_argument("--out", help="where study.json and the PNGs go (default: the run directory)")
+    study.add_argument("--json", action="store_true", help="print the result as one JSON object, no progress bar")
+    study.set_defaults(func=_cmd_study)
     return parser
 
 

@@ -1,0 +1,267 @@
+r"""A closer look at a run's gradients, after Ilyas et al., "A Closer Look at Deep Policy Gradients" (ICLR 2020).
+
+At one checkpoint, with the policy frozen, ``run_study`` measures:
+
+Gradient-estimate concentration. A surrogate gradient estimate from n state-action pairs is
+g_n = -(1/n) sum_t A_t grad log pi(a_t | s_t) (the surrogate's gradient at r = 1, the actor's parameters
+only, advantages normalised as the update normalises them, ``gradients.loss_terms``). For each n
+(multiples of the run's batch up to ``max_samples``), ``estimates`` independent estimates from disjoint
+samples give
+    mean pairwise cosine similarity   mean_{j<k} <g_j, g_k> / (||g_j|| ||g_k||): 1 when the estimates
+                                      agree in direction, ~0 when they are noise;
+    variance                          mean_k ||g_k - mean_j g_j||^2 (the trace of their covariance), and
+                                      relative to ||mean_j g_j||^2;
+    alignment with the true gradient  mean_k cos(g_k, g_true^(-k)), g_true^(-k) the mean gradient over all
+                                      the other samples collected (many times a batch; leaving g_k's own
+                                      samples out keeps the two independent).
+
+The minibatch steps PPO takes. The gradients of the minibatches of one batch (the first epoch, at
+r = 1: what PPO's first steps follow), each against the high-sample estimate of the others: their
+cosine similarity with it, and that of the whole batch's gradient.
+
+The value function. States of complete episodes of the current policy, each with its Monte-Carlo
+return G_t = sum_k gamma^k r_{t+k} to the episode's end (of the rewards the critic is trained on: scaled
+when ``normalize_reward``; for an episode cut by a time limit the last 1/(1 - gamma) steps are left
+out, where the missing tail would weigh more than 1/e), against V(s_t): the mean squared error, its
+ratio to Var[G] and the explained variance; and how much of the advantage signal's variance the learned
+baseline removes, Var[G - V] / Var[G], with the variance of gradient estimates built on A = G - V(s)
+against A = G (no baseline).
+
+Samples come from long rollouts of the run's ``num_envs`` environments, cut into windows of the run's
+``num_steps`` steps (one batch each; the first window, which starts at the episodes' resets, is left
+out), so estimates see the states training sees. Everything is seeded: the same arguments give the
+same numbers.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+
+from ppo_np.gradients import batch_of, collect_rollout, loss_terms, networks_as, prepared
+from ppo_np.losses import Minibatch
+
+#: windows per rollout (the first is left out): each rollout gives this many batches, less one
+WINDOWS = 17
+
+
+def flat_policy_gradient(actor, critic, batch: Minibatch, coefs, normalize: bool) -> np.ndarray:
+    """The surrogate's gradient on ``batch`` with respect to every actor parameter, as one float64 vector."""
+    terms = loss_terms(actor, critic, prepared(batch, coefs, normalize), coefs)
+    return np.concatenate([(terms.gradients["surrogate_inside_clip"][k] + terms.gradients["surrogate_outside_clip"][k])
+                           .ravel() for k in terms.gradients["value"] if k.startswith("actor/")])
+
+
+def concentration(estimates: np.ndarray) -> dict:
+    """Mean pairwise cosine similarity, variance (trace of the covariance) and variance relative to the
+    squared norm of the mean, of K >= 2 gradient estimates (rows of ``estimates``)."""
+    K = estimates.shape[0]
+    if K < 2:
+        raise ValueError(f"concentration needs at least 2 estimates, got {K}")
+    unit = estimates / np.maximum(np.linalg.norm(estimates, axis=1, keepdims=True), 1e-300)
+    cos = unit @ unit.T
+    mean = estimates.mean(axis=0)
+    variance = float(np.mean(np.sum((estimates - mean) ** 2, axis=1)))
+    return {"mean_pairwise_cosine": float(cos[np.triu_indices(K, 1)].mean()), "variance": variance,
+            "relative_variance": variance / max(float(mean @ mean), 1e-300)}
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-300))
+
+
+def collect_blocks(agent, count: int, seed: int, progress=None) -> list[Minibatch]:
+    """``count`` batches of the current policy (``num_envs`` x ``num_steps`` each), from rollouts of
+    ``WINDOWS`` windows, each rollout seeded from (``seed``, its number) (module docstring)."""
+    cfg = agent.config
+    blocks: list[Minibatch] = []
+    rollout = 0
+    while len(blocks) < count:
+        # rollout r's seed from (seed, r): consecutive seeds would share environments (env i is seeded seed + i)
+        rollout_seed = int(np.random.SeedSequence([seed, rollout]).generate_state(1)[0])
+        buf, adv, returns = collect_rollout(agent, cfg.num_steps * WINDOWS, cfg.num_envs, rollout_seed)
+        for w in range(1, WINDOWS):
+            if len(blocks) < count:
+                blocks.append(batch_of(buf, adv, returns, slice(w * cfg.num_steps, (w + 1) * cfg.num_steps)))
+                if progress is not None:
+                    progress.update(1)
+        rollout += 1
+    return blocks
+
+
+def monte_carlo_returns(rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
+                        gamma: float) -> tuple[np.ndarray, np.ndarray]:
+    """(G, usable) for (T, N) arrays of an episode-aligned record: G_t = r_t + gamma G_{t+1} within an
+    episode; usable where the episode ended in the record, and not within 1/(1 - gamma) steps of a
+    truncation (module docstring)."""
+    T, N = rewards.shape
+    G, usable = np.zeros((T, N)), np.zeros((T, N), bool)
+    horizon = math.ceil(1.0 / (1.0 - gamma)) if gamma < 1 else T
+    for n in range(N):
+        g, ended, steps_to_cut = 0.0, False, math.inf
+        for t in range(T - 1, -1, -1):
+            if terminated[t, n] or truncated[t, n]:
+                g, ended = 0.0, True
+                steps_to_cut = 0 if truncated[t, n] else math.inf
+            g = rewards[t, n] + gamma * g
+            G[t, n] = g
+            usable[t, n] = ended and steps_to_cut >= horizon
+            steps_to_cut += 1
+    return G, usable
+
+
+def value_study(agent, seed: int, num_steps: int, estimates: int) -> dict:
+    """The critic against Monte-Carlo returns, and the variance the learned baseline removes (module docstring)."""
+    cfg = agent.config
+    buf, _, _ = collect_rollout(agent, num_steps, cfg.num_envs, seed)
+    # the record of each env from its first reset on: the rollout's rows are steps, reset rows are not
+    valid = buf.valid
+    G, usable = monte_carlo_returns(buf.rewards * valid, buf.terminated & valid, buf.truncated & valid, cfg.gamma)
+    usable &= valid
+    if usable.sum() < 2:
+        raise ValueError(f"no complete episode in {num_steps} steps of {cfg.num_envs} envs: "
+                         "study the value function with more steps (--value-steps)")
+    values, returns = buf.values[usable].astype(np.float64), G[usable]
+    error = values - returns
+    var_g = float(returns.var())
+    result = {"states": int(usable.sum()), "mse": float(np.mean(error ** 2)),
+              "mse_over_var_returns": float(np.mean(error ** 2)) / var_g if var_g > 0 else math.nan,
+              "explained_variance": 1.0 - float(error.var()) / var_g if var_g > 0 else math.nan,
+              "advantage_variance_ratio": float(error.var()) / var_g if var_g > 0 else math.nan}
+    # gradient estimates on the usable states, with A = G - V (the learned baseline) and A = G (none)
+    coefs = agent.loss_coefs()
+    actor, critic = networks_as(agent, "float64")
+    flat = batch_of(buf, np.zeros_like(G), G)  # the valid rows, in order; advantages set below
+    rows = np.flatnonzero(usable.reshape(-1)[valid.reshape(-1)])  # the usable ones among them
+    batch = Minibatch(*(None if x is None else x[rows] for x in flat))
+    chunks = np.array_split(np.random.default_rng(seed).permutation(len(rows)), estimates)
+    for name, adv in (("learned_baseline", returns - values), ("no_baseline", returns)):
+        grads = np.stack([flat_policy_gradient(actor, critic, Minibatch(*(None if x is None else x[c] for x in
+                                                                          batch._replace(advantages=adv))),
+                                               coefs, normalize=False) for c in chunks])
+        result[f"gradient_variance_{name}"] = concentration(grads)["variance"]
+    result["gradient_variance_ratio"] = (result["gradient_variance_learned_baseline"]
+                                         / max(result["gradient_variance_no_baseline"], 1e-300))
+    return result
+
+
+def run_study(agent, max_samples: int = 32_768, estimates: int = 8, seed: int = 0, value_steps: int = 2048,
+              progress: bool = False) -> dict:
+    """Every measurement of the module docstring at the agent's current weights; a JSON-ready dict."""
+    cfg = agent.config
+    batch = cfg.batch_size
+    multiples = [m for m in (2 ** k for k in range(20)) if m * batch <= max(max_samples, batch)]
+    if estimates < 2:
+        raise ValueError(f"estimates must be at least 2 (a pairwise similarity), got {estimates}")
+    count = estimates * multiples[-1]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=count, unit="batch", desc="collecting", leave=False)
+    blocks = collect_blocks(agent, count, seed, bar)
+    if bar is not None:
+        bar.close()
+    coefs = agent.loss_coefs()
+    actor, critic = networks_as(agent, "float64")
+    block_grads = np.stack([flat_policy_gradient(actor, critic, b, coefs, cfg.norm_adv) for b in blocks])
+    sizes = np.array([len(b.obs) for b in blocks], dtype=np.float64)
+    total = (block_grads * sizes[:, None]).sum(axis=0)
+
+    def without(rows):  # the high-sample estimate from every block but ``rows``
+        kept = np.ones(len(blocks), bool)
+        kept[rows] = False
+        return (block_grads[kept] * sizes[kept, None]).sum(axis=0) / sizes[kept].sum()
+
+    rows_by_size = []
+    for m in multiples:
+        groups = [np.arange(k * m, (k + 1) * m) for k in range(estimates)]
+        est = np.stack([(block_grads[g] * sizes[g, None]).sum(axis=0) / sizes[g].sum() for g in groups])
+        rows_by_size.append({"samples": int(round(float(np.mean([sizes[g].sum() for g in groups])))),
+                             "batches": m, **concentration(est),
+                             "true_gradient_cosine": float(np.mean([cosine(e, without(g)) for e, g in zip(est, groups)]))})
+
+    # PPO's first-epoch minibatch gradients of one batch, against the estimate from all other batches
+    first = blocks[0]
+    order = np.random.default_rng(seed).permutation(len(first.obs))
+    minibatch_cosines = []
+    for start in range(0, len(order), cfg.minibatch_size):
+        rows = order[start:start + cfg.minibatch_size]
+        mb = Minibatch(*(None if x is None else x[rows] for x in first))
+        minibatch_cosines.append(cosine(flat_policy_gradient(actor, critic, mb, coefs, cfg.norm_adv), without([0])))
+    return {"env_id": agent.env_id, "global_step": int(agent.global_step), "update": int(agent.update_count),
+            "seed": int(seed), "batch_size": int(batch), "estimates": int(estimates),
+            "parameters": int(block_grads.shape[1]), "samples_collected": int(sizes.sum()),
+            "true_gradient_norm": float(np.linalg.norm(total / sizes.sum())),
+            "concentration": rows_by_size,
+            "minibatch_alignment": {"minibatch_size": int(cfg.minibatch_size), "cosines": minibatch_cosines,
+                                    "mean_cosine": float(np.mean(minibatch_cosines)),
+                                    "batch_cosine": cosine(block_grads[0], without([0]))},
+            "value": value_study(agent, seed + 10_000, value_steps, estimates)}
+
+
+def plot_study(result: dict, out_dir, plt) -> list:
+    """Three PNGs in ``out_dir``: concentration, minibatch alignment, value function. Returns their paths."""
+    from pathlib import Path
+
+    out_dir = Path(out_dir)
+    rows = result["concentration"]
+    n = [r["samples"] for r in rows]
+    paths = []
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    for ax, key, title in zip(axes, ("mean_pairwise_cosine", "relative_variance", "true_gradient_cosine"),
+                              ("mean pairwise cosine of estimates", "variance / ||mean||^2",
+                               "cosine with the high-sample gradient")):
+        ax.plot(n, [r[key] for r in rows], marker="o")
+        ax.set_xscale("log")
+        ax.set_xlabel("state-action pairs per estimate", fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.axvline(result["batch_size"], color="grey", ls=":", lw=1)
+    axes[1].set_yscale("log")
+    paths.append(_save(fig, plt, out_dir / "study_concentration.png", result))
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    alignment = result["minibatch_alignment"]
+    ax.bar(range(len(alignment["cosines"])), alignment["cosines"])
+    ax.axhline(alignment["batch_cosine"], color="C1", label="whole batch")
+    ax.set_xlabel("minibatch of the first epoch", fontsize=8)
+    ax.set_title("cosine of minibatch gradients with the high-sample gradient", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    paths.append(_save(fig, plt, out_dir / "study_minibatches.png", result))
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    value = result["value"]
+    labels = ["no baseline", "learned V"]
+    ax.bar(labels, [value["gradient_variance_no_baseline"], value["gradient_variance_learned_baseline"]])
+    ax.set_title(f"gradient variance; Var[G - V] / Var[G] = {value['advantage_variance_ratio']:.2f}", fontsize=10)
+    ax.grid(alpha=0.3)
+    paths.append(_save(fig, plt, out_dir / "study_value.png", result))
+    return paths
+
+
+def _save(fig, plt, path, result: dict):
+    fig.suptitle(f"{result['env_id']} at step {result['global_step']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def study_summary(result: dict, max_rows: Optional[int] = None) -> str:
+    """A few lines for a terminal."""
+    lines = [f"{result['env_id']} at step {result['global_step']}: {result['samples_collected']} samples, "
+             f"{result['parameters']} actor parameters",
+             f"{'samples':>8}  {'pair cos':>8}  {'rel var':>9}  {'cos true':>8}"]
+    for r in result["concentration"][:max_rows]:
+        lines.append(f"{r['samples']:>8}  {r['mean_pairwise_cosine']:8.3f}  {r['relative_variance']:9.3g}  "
+                     f"{r['true_gradient_cosine']:8.3f}")
+    a, v = result["minibatch_alignment"], result["value"]
+    lines.append(f"minibatch gradients vs the high-sample gradient: mean cosine {a['mean_cosine']:.3f} "
+                 f"(the whole batch: {a['batch_cosine']:.3f})")
+    lines.append(f"value function on {v['states']} states: MSE / Var[G] {v['mse_over_var_returns']:.3f}, "
+                 f"Var[G - V] / Var[G] {v['advantage_variance_ratio']:.3f}, gradient variance with V / without "
+                 f"{v['gradient_variance_ratio']:.3f}")
+    return "\n".join(lines)
