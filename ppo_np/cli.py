@@ -6,7 +6,8 @@
     ppo-np eval PATH [--episodes N] [--seed S] [--stochastic] [--max-episode-steps N] [--json]
     ppo-np plot RUN_DIR [--out PNG]
     ppo-np gradcheck [RUN_DIR] [--json] [--seed S] [--trials K] [--samples N]
-    ppo-np study RUN_DIR [--max-samples N] [--estimates K] [--seed S] [--out DIR] [--json]
+    ppo-np study RUN_DIR [--max-samples N] [--estimates K] [--value-steps N] [--landscape-episodes N]
+                         [--seed S] [--out DIR] [--json]
 
 ENV_ID is a registered gymnasium id, or ``module:EnvId`` to import ``module`` first (it registers the
 id), as ``gymnasium.make`` does. ``--env-kwargs`` values are read as JSON where they parse (numbers,
@@ -384,7 +385,8 @@ def _cmd_study(args: argparse.Namespace) -> int:
     plt = _pyplot()  # before the long part: a missing matplotlib is bad input
     try:
         result = run_study(agent, max_samples=args.max_samples, estimates=args.estimates, seed=args.seed,
-                           value_steps=args.value_steps, progress=not args.json)
+                           value_steps=args.value_steps, landscape_episodes=args.landscape_episodes,
+                           progress=not args.json)
     finally:
         agent.close()
     (out / "study.json").write_text(json.dumps(result, indent=2))
@@ -459,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     study = sub.add_parser("study", help="a closer look at a run's gradients (Ilyas et al. 2020): concentration of "
                            "gradient estimates, alignment of PPO's minibatch steps, the value function against "
-                           "Monte-Carlo returns; JSON and PNGs (needs matplotlib)")
+                           "Monte-Carlo returns, the landscape along the update; JSON and PNGs (needs matplotlib)")
     study.add_argument("run_dir", help="a run directory (or checkpoint)")
     study.add_argument("--max-samples", type=_positive_int, default=32_768,
                        help="state-action pairs of the largest estimate (estimates double from one batch up to it)")
@@ -467,6 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="independent estimates per size")
     study.add_argument("--value-steps", type=_positive_int, default=2048,
                        help="steps per environment of the rollout that studies the value function")
+    study.add_argument("--landscape-episodes", type=_positive_int, default=8,
+                       help="episodes per point of the landscape's true return")
     study.add_argument("--seed", type=_non_negative_int, default=0, help="seed of every rollout and draw")
     study.add_argument("--out", help="where study.json and the PNGs go (default: the run directory)")
     study.add_argument("--json", action="store_true", help="print the result as one JSON object, no progress bar")

@@ -204,6 +204,42 @@ def agent_gradients(agent, batch: Minibatch, dtype: str = "float64", coefs: Opti
 
 
 
+def replay_update(actor: Actor, critic: Critic, actor_opt, critic_opt, config, batch: Minibatch, coefs: LossCoefs,
+                  update: int) -> list[float]:
+    """Step 3 of PPO as the algorithm reads, in NumPy, on the given networks and optimisers (changed in
+    place): for each epoch, the seeded minibatches of ``batch``'s rows (``minibatches.epoch_minibatches``,
+    as ``PPO`` draws them for update number ``update``); per minibatch ``losses.ppo_loss`` (advantages
+    normalised over the minibatch if ``config.norm_adv``), its gradients clipped to one global norm (over
+    both networks, or per network), ``Adam.step`` for each network; the epochs stop once a minibatch's
+    approx KL (k3) exceeds ``config.target_kl``. The readable twin of the fused loop in ``ppo.py``
+    (``tests/test_ppo.py`` holds them equal).
+
+    Returns each minibatch's gradient norm before the clip.
+    """
+    from ppo_np.losses import ppo_loss
+    from ppo_np.minibatches import epoch_minibatches
+    from ppo_np.optim import clip_grad_norm
+
+    norms = []
+    for minibatches in epoch_minibatches(np.arange(len(batch.obs)), config.minibatch_size, config.seed, update,
+                                         config.update_epochs):
+        for rows in minibatches:
+            mb = prepared(Minibatch(*(None if x is None else x[rows] for x in batch)), coefs, config.norm_adv,
+                          actor.dtype)
+            result = ppo_loss(actor, critic, mb, coefs)
+            if config.clip_grad == "joint":
+                norm = clip_grad_norm(result.actor_grads, result.critic_grads, max_norm=config.max_grad_norm)
+            else:
+                norm = math.hypot(clip_grad_norm(result.actor_grads, max_norm=config.max_grad_norm),
+                                  clip_grad_norm(result.critic_grads, max_norm=config.max_grad_norm))
+            norms.append(norm)
+            actor_opt.step(result.actor_grads)
+            critic_opt.step(result.critic_grads)
+            if config.target_kl is not None and result.stats["approx_kl_k3"] > config.target_kl:
+                return norms
+    return norms
+
+
 class GradientMonitor:
     """The gradient statistics that training logs per update with ``log_gradients`` (``rundir.GRADIENT_FIELDS``
     and one column per parameter): means over the update's minibatches of each parameter's gradient norm

@@ -333,6 +333,11 @@ class PPO:
                     return {**_means(sums, n_minibatches), **NO_TRPO_STEP}, epochs_run
         return {**_means(sums, n_minibatches), **NO_TRPO_STEP}, epochs_run
 
+    def last_update_progress(self) -> float:
+        """The progress (steps before its rollout / total steps) at which the last update ran; 0 before one."""
+        last = max(self.global_step - self.config.batch_size, 0)
+        return last / self.total_steps if self.total_steps else 0.0
+
     def loss_coefs(self, progress: Optional[float] = None) -> LossCoefs:
         """The coefficients of the loss at ``progress``: the clip range's schedule, beta, the entropy
         coefficient as it stands, c_v, the value clip, tau's schedule. The default is the progress of the
@@ -340,9 +345,7 @@ class PPO:
         last update used, not the 0 of the end. For TRPO, PPO-penalty's surrogate with beta = 0: the mean
         of r A, whose KL is a constraint and not a term of the loss."""
         cfg = self.config
-        if progress is None:
-            last = max(self.global_step - cfg.batch_size, 0)
-            progress = last / self.total_steps if self.total_steps else 0.0
+        progress = self.last_update_progress() if progress is None else progress
         return LossCoefs(surrogate="clip" if cfg.algo == "clip" else "penalty",
                          clip_eps=max(schedule(cfg.clip_schedule, cfg.clip_coef, 0.0, progress), 1e-8),
                          beta=0.0 if cfg.algo == "trpo" else self.beta.beta, vf_coef=cfg.vf_coef,

@@ -27,6 +27,15 @@ ratio to Var[G] and the explained variance; and how much of the advantage signal
 baseline removes, Var[G - V] / Var[G], with the variance of gradient estimates built on A = G - V(s)
 against A = G (no baseline).
 
+The landscape along the update. The update the agent would make on one batch, replayed in float64
+(``gradients.replay_update``: its epochs of shuffled minibatches, the clip, Adam from its state, the
+learning rate of its last update) gives the step Delta of the actor's parameters. Along
+theta + alpha Delta and along a random direction of the same norm, for alpha in ``ALPHAS``: the surrogate
+objective on the batch (the clipped one, or r A for PPO-penalty and TRPO; advantages normalised over
+the batch when ``norm_adv``), and the true return, the mean undiscounted return of ``episodes``
+episodes of the stochastic policy at those parameters (``evaluation.evaluate``, the same seed at
+every alpha, so that the curves differ by the parameters and not by the episodes).
+
 Samples come from long rollouts of the run's ``num_envs`` environments, cut into windows of the run's
 ``num_steps`` steps (one batch each; the first window, which starts at the episodes' resets, is left
 out), so estimates see the states training sees. Everything is seeded: the same arguments give the
@@ -39,11 +48,13 @@ from typing import Optional
 
 import numpy as np
 
-from ppo_np.gradients import batch_of, collect_rollout, loss_terms, networks_as, prepared
+from ppo_np.gradients import batch_of, collect_rollout, loss_terms, networks_as, prepared, replay_update
 from ppo_np.losses import Minibatch
 
 #: windows per rollout (the first is left out): each rollout gives this many batches, less one
 WINDOWS = 17
+#: the points of the landscape, in units of the update's step
+ALPHAS = (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 
 
 def flat_policy_gradient(actor, critic, batch: Minibatch, coefs, normalize: bool) -> np.ndarray:
@@ -146,8 +157,55 @@ def value_study(agent, seed: int, num_steps: int, estimates: int) -> dict:
     return result
 
 
+def landscape(agent, batch: Minibatch, episodes: int, seed: int, progress=None) -> dict:
+    """The surrogate and the true return along the update's step and a random direction (module docstring)."""
+    from ppo_np import agent_state
+    from ppo_np.evaluation import evaluate
+    from ppo_np.optim import Adam
+    from ppo_np.ppo import PPO
+    from ppo_np.schedules import schedule
+
+    cfg = agent.config
+    coefs = agent.loss_coefs()
+    actor, critic = networks_as(agent, "float64")
+    start = {k: p.copy() for k, p in actor.params.items()}
+    lr = max(schedule(cfg.lr_schedule, cfg.learning_rate, 0.0, agent.last_update_progress()), 1e-12)
+    optimisers = []
+    for net, opt in ((actor, agent.actor_opt), (critic, agent.critic_opt)):
+        twin = Adam(net.params, lr=lr, eps=cfg.adam_eps)
+        twin.load_state_dict(opt.state_dict())
+        twin.lr = lr
+        optimisers.append(twin)
+    replay_update(actor, critic, *optimisers, cfg, batch, coefs, agent.update_count)
+    step = {k: actor.params[k] - start[k] for k in start}
+    step_norm = float(np.sqrt(sum(float(np.sum(d * d)) for d in step.values())))
+    rng = np.random.default_rng(seed)
+    random = {k: rng.standard_normal(d.shape) for k, d in step.items()}
+    random_norm = float(np.sqrt(sum(float(np.sum(d * d)) for d in random.values())))
+    random = {k: d * step_norm / random_norm for k, d in random.items()}
+
+    clone = PPO(agent.env_source, cfg)
+    agent_state.load_checkpoint_state(clone, agent.state_arrays())
+    batch64 = prepared(batch, coefs, cfg.norm_adv)
+    curves = {}
+    for name, direction in (("update_step", step), ("random", random)):
+        surrogate, returns = [], []
+        for alpha in ALPHAS:
+            for k, p in actor.params.items():
+                p[...] = start[k] + alpha * direction[k]
+                clone.actor.params[k][...] = p
+            terms = loss_terms(actor, critic, batch64, coefs)
+            surrogate.append(-(terms.losses["surrogate_inside_clip"] + terms.losses["surrogate_outside_clip"]))
+            returns.append(evaluate(clone, episodes=episodes, seed=seed, deterministic=False)["mean_return"])
+            if progress is not None:
+                progress.update(1)
+        curves[name] = {"surrogate": surrogate, "true_return": returns}
+    clone.close()
+    return {"alphas": list(ALPHAS), "step_norm": step_norm, "learning_rate": lr, "episodes": int(episodes), **curves}
+
+
 def run_study(agent, max_samples: int = 32_768, estimates: int = 8, seed: int = 0, value_steps: int = 2048,
-              progress: bool = False) -> dict:
+              landscape_episodes: int = 8, progress: bool = False) -> dict:
     """Every measurement of the module docstring at the agent's current weights; a JSON-ready dict."""
     cfg = agent.config
     batch = cfg.batch_size
@@ -163,6 +221,7 @@ def run_study(agent, max_samples: int = 32_768, estimates: int = 8, seed: int = 
     blocks = collect_blocks(agent, count, seed, bar)
     if bar is not None:
         bar.close()
+        bar = tqdm(total=2 * len(ALPHAS), unit="point", desc="landscape", leave=False)
     coefs = agent.loss_coefs()
     actor, critic = networks_as(agent, "float64")
     block_grads = np.stack([flat_policy_gradient(actor, critic, b, coefs, cfg.norm_adv) for b in blocks])
@@ -198,11 +257,12 @@ def run_study(agent, max_samples: int = 32_768, estimates: int = 8, seed: int = 
             "minibatch_alignment": {"minibatch_size": int(cfg.minibatch_size), "cosines": minibatch_cosines,
                                     "mean_cosine": float(np.mean(minibatch_cosines)),
                                     "batch_cosine": cosine(block_grads[0], without([0]))},
-            "value": value_study(agent, seed + 10_000, value_steps, estimates)}
+            "value": value_study(agent, seed + 10_000, value_steps, estimates),
+            "landscape": landscape(agent, blocks[0], landscape_episodes, seed, bar)}
 
 
 def plot_study(result: dict, out_dir, plt) -> list:
-    """Three PNGs in ``out_dir``: concentration, minibatch alignment, value function. Returns their paths."""
+    """Four PNGs in ``out_dir``: concentration, minibatch alignment, value function, landscape. Returns their paths."""
     from pathlib import Path
 
     out_dir = Path(out_dir)
@@ -239,6 +299,19 @@ def plot_study(result: dict, out_dir, plt) -> list:
     ax.set_title(f"gradient variance; Var[G - V] / Var[G] = {value['advantage_variance_ratio']:.2f}", fontsize=10)
     ax.grid(alpha=0.3)
     paths.append(_save(fig, plt, out_dir / "study_value.png", result))
+
+    land = result["landscape"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    for ax, key, title in zip(axes, ("surrogate", "true_return"), ("surrogate objective on the batch",
+                                                                     "true return (stochastic policy)")):
+        for name, label in (("update_step", "along the update's step"), ("random", "along a random direction")):
+            ax.plot(land["alphas"], land[name][key], marker="o", label=label)
+        ax.axvline(1.0, color="grey", ls=":", lw=1)
+        ax.set_xlabel("alpha (steps of ||Delta|| = %.3g)" % land["step_norm"], fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    paths.append(_save(fig, plt, out_dir / "study_landscape.png", result))
     return paths
 
 
@@ -264,4 +337,8 @@ def study_summary(result: dict, max_rows: Optional[int] = None) -> str:
     lines.append(f"value function on {v['states']} states: MSE / Var[G] {v['mse_over_var_returns']:.3f}, "
                  f"Var[G - V] / Var[G] {v['advantage_variance_ratio']:.3f}, gradient variance with V / without "
                  f"{v['gradient_variance_ratio']:.3f}")
+    land = result["landscape"]
+    lines.append("landscape, alpha " + " ".join(f"{a:6.1f}" for a in land["alphas"]))
+    for name in ("update_step", "random"):
+        lines.append(f"  {name:<11} return " + " ".join(f"{x:6.1f}" for x in land[name]["true_return"]))
     return "\n".join(lines)

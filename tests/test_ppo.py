@@ -8,12 +8,10 @@ import pytest
 from ppo_np import PPO, PPOConfig, agent_state, evaluate
 from ppo_np.advantages import gae_reference
 from ppo_np.checkpoint import CheckpointError
-from ppo_np.losses import LossCoefs, Minibatch, ppo_loss
-from ppo_np.minibatches import epoch_seed, minibatch_indices
-from ppo_np.optim import clip_grad_norm
+from ppo_np.gradients import replay_update
+from ppo_np.losses import LossCoefs, Minibatch
 from ppo_np.rundir import CHECKPOINT_NAME
 from ppo_np.rollout import RolloutBuffer
-from ppo_np.surrogate import normalize_advantages
 
 TINY = dict(num_envs=2, num_steps=16, minibatch_size=8, update_epochs=2, hidden_sizes=(16, 16))
 
@@ -172,30 +170,10 @@ def test_a_checkpoint_that_does_not_fit_names_its_file(tmp_path):
 
 def replay_ppo_update(reference: PPO, cfg: PPOConfig, flat: Minibatch, valid: np.ndarray, coefs: LossCoefs,
                       update: int) -> list[float]:
-    """Step 3 of PPO as the algorithm reads, on ``reference``'s networks and optimisers: for each epoch,
-    the seeded minibatches of the valid rows; per minibatch ``ppo_loss`` (the pure NumPy loss, with the
-    advantages normalised over the minibatch if ``cfg.norm_adv``), its gradients clipped to one global
-    norm (over both networks, or per network), then ``Adam.step`` for each network.
-
-    Returns each minibatch's gradient norm before the clip.
-    """
-    norms = []
-    for epoch in range(cfg.update_epochs):
-        for idx in minibatch_indices(valid.size, cfg.minibatch_size, epoch_seed(cfg.seed, update, epoch)):
-            rows = valid[idx]
-            mb = Minibatch(*(field[rows] for field in flat))
-            if cfg.norm_adv:
-                mb = mb._replace(advantages=normalize_advantages(mb.advantages))
-            want = ppo_loss(reference.actor, reference.critic, mb, coefs)
-            if cfg.clip_grad == "joint":
-                norm = clip_grad_norm(want.actor_grads, want.critic_grads, max_norm=cfg.max_grad_norm)
-            else:
-                norm = np.hypot(clip_grad_norm(want.actor_grads, max_norm=cfg.max_grad_norm),
-                                clip_grad_norm(want.critic_grads, max_norm=cfg.max_grad_norm))
-            norms.append(norm)
-            reference.actor_opt.step(want.actor_grads)
-            reference.critic_opt.step(want.critic_grads)
-    return norms
+    """``gradients.replay_update`` on ``reference``'s networks and optimisers, the valid rows of ``flat``."""
+    batch = Minibatch(*(field[valid] for field in flat))
+    return replay_update(reference.actor, reference.critic, reference.actor_opt, reference.critic_opt, cfg, batch,
+                         coefs, update)
 
 
 def assert_same_weights(agent: PPO, reference: PPO) -> None:

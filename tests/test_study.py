@@ -12,7 +12,7 @@ from ppo_np import PPO, PPOConfig
 from ppo_np.cli import main
 from ppo_np.gradients import networks_as
 from ppo_np.losses import Minibatch
-from ppo_np.study import collect_blocks, concentration, cosine, flat_policy_gradient, monte_carlo_returns
+from ppo_np.study import ALPHAS, collect_blocks, concentration, cosine, flat_policy_gradient, monte_carlo_returns
 
 REWARDS = np.array([0.0, 1.0, 3.0])
 
@@ -87,11 +87,13 @@ def test_the_study_command_on_a_tiny_run_writes_every_field(tmp_path, capsys):
                  "--num-envs", "2", "--num-steps", "16", "--minibatch-size", "16", "--hidden-sizes", "8,8",
                  "--eval-episodes", "1"]) == 0
     capsys.readouterr()
-    argv = ["study", str(run), "--max-samples", "64", "--estimates", "3", "--value-steps", "300", "--json"]
+    argv = ["study", str(run), "--max-samples", "64", "--estimates", "3", "--value-steps", "300",
+            "--landscape-episodes", "2", "--json"]
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result) == {"env_id", "global_step", "update", "seed", "batch_size", "estimates", "parameters",
-                           "samples_collected", "true_gradient_norm", "concentration", "minibatch_alignment", "value"}
+                           "samples_collected", "true_gradient_norm", "concentration", "minibatch_alignment", "value",
+                           "landscape"}
     assert [r["batches"] for r in result["concentration"]] == [1, 2]
     assert set(result["concentration"][0]) == {"samples", "batches", "mean_pairwise_cosine", "variance",
                                                "relative_variance", "true_gradient_cosine"}
@@ -99,8 +101,30 @@ def test_the_study_command_on_a_tiny_run_writes_every_field(tmp_path, capsys):
                                     "advantage_variance_ratio", "gradient_variance_learned_baseline",
                                     "gradient_variance_no_baseline", "gradient_variance_ratio"}
     assert len(result["minibatch_alignment"]["cosines"]) == 2
+    land = result["landscape"]
+    assert land["alphas"] == list(ALPHAS) and land["step_norm"] > 0
+    for name in ("update_step", "random"):
+        assert len(land[name]["surrogate"]) == len(land[name]["true_return"]) == len(ALPHAS)
+    # at alpha = 0 the parameters are the run's own: the same surrogate along both directions
+    zero = ALPHAS.index(0.0)
+    assert land["update_step"]["surrogate"][zero] == land["random"]["surrogate"][zero]
     assert json.loads((run / "study.json").read_text()) == result
-    for name in ("study_concentration.png", "study_minibatches.png", "study_value.png"):
+    for name in ("study_concentration.png", "study_minibatches.png", "study_value.png", "study_landscape.png"):
         assert (run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out) == result   # seeded: the same numbers again
+
+
+def test_the_update_step_raises_the_surrogate_it_was_taken_on():
+    """The replayed update ascends the surrogate of its batch: higher at alpha = 1 than at 0, and the
+    random direction of the same norm moves it less."""
+    from ppo_np.study import landscape
+
+    agent = PPO("CartPole-v1", PPOConfig(num_envs=4, num_steps=64, minibatch_size=64, update_epochs=4,
+                                         hidden_sizes=(16, 16), learning_rate=1e-3))
+    agent.learn(1024)
+    land = landscape(agent, agent.collect_batch(seed=3), episodes=1, seed=0)
+    one, zero = ALPHAS.index(1.0), ALPHAS.index(0.0)
+    gain = land["update_step"]["surrogate"][one] - land["update_step"]["surrogate"][zero]
+    assert gain > 0
+    assert abs(land["random"]["surrogate"][one] - land["random"]["surrogate"][zero]) < gain
