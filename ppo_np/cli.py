@@ -6,8 +6,8 @@
     ppo-np eval PATH [--episodes N] [--seed S] [--stochastic] [--max-episode-steps N] [--json]
     ppo-np plot RUN_DIR [--out PNG]
     ppo-np gradcheck [RUN_DIR] [--json] [--seed S] [--trials K] [--samples N]
-    ppo-np study RUN_DIR [--max-samples N] [--estimates K] [--value-steps N] [--landscape-episodes N]
-                         [--seed S] [--out DIR] [--json]
+    ppo-np study RUN_DIR [--max-samples N] [--estimates K] [--value-steps N] [--value-states N]
+                         [--value-rollouts N] [--landscape-episodes N] [--seed S] [--out DIR] [--json]
 
 ENV_ID is a registered gymnasium id, or ``module:EnvId`` to import ``module`` first (it registers the
 id), as ``gymnasium.make`` does. ``--env-kwargs`` values are read as JSON where they parse (numbers,
@@ -386,6 +386,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
     try:
         result = run_study(agent, max_samples=args.max_samples, estimates=args.estimates, seed=args.seed,
                            value_steps=args.value_steps, landscape_episodes=args.landscape_episodes,
+                           value_states=args.value_states, value_rollouts=args.value_rollouts,
                            progress=not args.json)
     finally:
         agent.close()
@@ -469,6 +470,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="independent estimates per size")
     study.add_argument("--value-steps", type=_positive_int, default=2048,
                        help="steps per environment of the rollout that studies the value function")
+    study.add_argument("--value-states", type=_non_negative_int, default=128,
+                       help="states at which V^pi is estimated from copies of the environment (0: leave it out)")
+    study.add_argument("--value-rollouts", type=_positive_int, default=8,
+                       help="continuations of the policy per state for V^pi")
     study.add_argument("--landscape-episodes", type=_positive_int, default=8,
                        help="episodes per point of the landscape's true return")
     study.add_argument("--seed", type=_non_negative_int, default=0, help="seed of every rollout and draw")

@@ -158,6 +158,13 @@ class EnvSource:
             envs.close()
             raise
 
+    def make_one(self) -> gym.Env:
+        """One new environment with flat observations (a copy, for a given instance), for single-env studies."""
+        if self._make_one is None:
+            raise ValueError(f"the {self.name} has no way to build further environments (it is not a gymnasium "
+                             "SyncVectorEnv or AsyncVectorEnv)")
+        return _flatten_observations(self._make_one)
+
     @property
     def has_native_vector_env(self) -> bool:
         """Whether the id has gymnasium's own vectorised implementation, and nothing it would not apply."""

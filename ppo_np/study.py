@@ -19,13 +19,16 @@ The minibatch steps PPO takes. The gradients of the minibatches of one batch (th
 r = 1: what PPO's first steps follow), each against the high-sample estimate of the others: their
 cosine similarity with it, and that of the whole batch's gradient.
 
-The value function. States of complete episodes of the current policy, each with its Monte-Carlo
+The value function. (a) States of complete episodes of the current policy, each with its Monte-Carlo
 return G_t = sum_k gamma^k r_{t+k} to the episode's end (of the rewards the critic is trained on: scaled
 when ``normalize_reward``; for an episode cut by a time limit the last 1/(1 - gamma) steps are left
 out, where the missing tail would weigh more than 1/e), against V(s_t): the mean squared error, its
 ratio to Var[G] and the explained variance; and how much of the advantage signal's variance the learned
 baseline removes, Var[G - V] / Var[G], with the variance of gradient estimates built on A = G - V(s)
-against A = G (no baseline).
+against A = G (no baseline). (b) Against V^pi itself (``true_value_study``): at states of the policy's
+own episodes, V^pi(s) estimated by the mean return of several continuations of the policy from a copy
+of the environment at s; the learned V's error and correlation against it, and the variance of gradient
+estimates with the learned baseline against the true-value one, the paper's comparison.
 
 The landscape along the update. The update the agent would make on one batch, replayed in float64
 (``gradients.replay_update``: its epochs of shuffled minibatches, the clip, Adam from its state, the
@@ -43,6 +46,7 @@ same numbers.
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Optional
 
@@ -204,8 +208,97 @@ def landscape(agent, batch: Minibatch, episodes: int, seed: int, progress=None) 
     return {"alphas": list(ALPHAS), "step_norm": step_norm, "learning_rate": lr, "episodes": int(episodes), **curves}
 
 
+def estimate_true_values(agent, states: int, rollouts: int, rng: np.random.Generator):
+    """(observations, actions, G, V^pi) at ``states`` states of the stochastic policy's own episodes.
+
+    One environment runs episodes of the policy; at a random tenth of their steps a copy of the
+    environment is kept (``copy.deepcopy``, its random generator reseeded per continuation). From each
+    kept state, ``rollouts`` continuations of the policy to the episode's end give V^pi(s) = E[G] by
+    their mean; the episode's own continuation gives G, and the action it took a.
+    """
+    cfg = agent.config
+    seed = int(rng.integers(2**31))
+    env = agent.env_source.make_one()
+    cap = agent.env_source.max_episode_steps or 10_000
+
+    def act(obs):
+        return agent.act(np.asarray(obs, np.float64)[None], False, rng)[0]
+
+    def scaled(reward):  # the rewards the critic learns: scaled when normalize_reward (statistics frozen)
+        return float(agent.reward_scaler(np.array([reward]), np.zeros(1, bool), np.ones(1, bool), update=False)[0])
+
+    def continuation(snapshot, obs) -> float:
+        world = copy.deepcopy(snapshot)
+        world.unwrapped.np_random = np.random.default_rng(rng.integers(2**63))
+        g, discount = 0.0, 1.0
+        for _ in range(cap):
+            obs, reward, terminated, truncated, _ = world.step(agent.head.env_actions(act(obs)[None])[0])
+            g += discount * scaled(reward)
+            discount *= cfg.gamma
+            if terminated or truncated:
+                break
+        world.close()
+        return g
+
+    kept = []  # (copy of the environment at s, its observation, the action taken, G of the episode from s)
+    try:
+        obs, _ = env.reset(seed=seed)
+        episode, rewards = [], []
+        while len(kept) < states:
+            action = act(obs)
+            if rng.random() < 0.1:
+                episode.append((copy.deepcopy(env), obs, action, len(rewards)))
+            obs, reward, terminated, truncated, _ = env.step(agent.head.env_actions(action[None])[0])
+            rewards.append(scaled(reward))
+            if terminated or truncated:
+                G = np.zeros(len(rewards) + 1)
+                for t in range(len(rewards) - 1, -1, -1):
+                    G[t] = rewards[t] + cfg.gamma * G[t + 1]
+                kept += [(snapshot, o, a, G[t]) for snapshot, o, a, t in episode]
+                episode, rewards = [], []
+                obs, _ = env.reset()
+    except Exception as exc:  # a copy that fails: the environment holds something deepcopy cannot copy
+        raise ValueError(f"the true-value study needs copies of the environment mid-episode: {type(exc).__name__}: "
+                         f"{exc}; leave it out with --value-states 0") from None
+    finally:
+        env.close()
+    kept = kept[:states]
+    v_true = np.array([np.mean([continuation(snapshot, o) for _ in range(rollouts)]) for snapshot, o, _, _ in kept])
+    return (np.stack([o for _, o, _, _ in kept]).astype(np.float64), np.stack([a for _, _, a, _ in kept]),
+            np.array([g for _, _, _, g in kept]), v_true)
+
+
+def true_value_study(agent, states: int, rollouts: int, seed: int) -> dict:
+    """The learned V against V^pi (``estimate_true_values``): MSE over Var[V^pi], correlation, and the
+    variance of the advantage signal and of gradient estimates (8 chunks of the states) with A = G - V
+    against A = G - V^pi (module docstring)."""
+    rng = np.random.default_rng(seed)
+    obs, actions, G, v_true = estimate_true_values(agent, states, rollouts, rng)
+    v_learned = agent.critic(agent.obs_norm(obs, update=False)).astype(np.float64)
+    var_true = float(v_true.var())
+    result = {"states": len(G), "rollouts_per_state": int(rollouts),
+              "mse_over_var_true_value": float(np.mean((v_learned - v_true) ** 2)) / var_true if var_true > 0 else math.nan,
+              "correlation": float(np.corrcoef(v_learned, v_true)[0, 1]) if var_true > 0 else math.nan,
+              "advantage_variance_learned_baseline": float(np.var(G - v_learned)),
+              "advantage_variance_true_baseline": float(np.var(G - v_true))}
+    coefs = agent.loss_coefs()
+    actor, critic = networks_as(agent, "float64")
+    norm_obs = agent.obs_norm(obs, update=False).astype(np.float64)
+    y = actor.forward(norm_obs)[0]
+    batch = Minibatch(obs=norm_obs, actions=actions, logp_old=agent.head.log_prob(y, actions, coefs.temperature),
+                      advantages=np.zeros(len(G)), returns=G, values_old=v_learned, dist_old=y)
+    chunks = np.array_split(rng.permutation(len(G)), 8)
+    for name, baseline in (("learned_baseline", v_learned), ("true_baseline", v_true)):
+        adv = G - baseline
+        grads = np.stack([flat_policy_gradient(actor, critic, Minibatch(*(x[c] for x in batch._replace(advantages=adv))),
+                                               coefs, normalize=False) for c in chunks])
+        result[f"gradient_variance_{name}"] = concentration(grads)["variance"]
+    return result
+
+
 def run_study(agent, max_samples: int = 32_768, estimates: int = 8, seed: int = 0, value_steps: int = 2048,
-              landscape_episodes: int = 8, progress: bool = False) -> dict:
+              landscape_episodes: int = 8, value_states: int = 128, value_rollouts: int = 8,
+              progress: bool = False) -> dict:
     """Every measurement of the module docstring at the agent's current weights; a JSON-ready dict."""
     cfg = agent.config
     batch = cfg.batch_size
@@ -258,6 +351,8 @@ def run_study(agent, max_samples: int = 32_768, estimates: int = 8, seed: int = 
                                     "mean_cosine": float(np.mean(minibatch_cosines)),
                                     "batch_cosine": cosine(block_grads[0], without([0]))},
             "value": value_study(agent, seed + 10_000, value_steps, estimates),
+            "true_value": (true_value_study(agent, value_states, value_rollouts, seed + 20_000)
+                           if value_states > 0 else None),
             "landscape": landscape(agent, blocks[0], landscape_episodes, seed, bar)}
 
 
@@ -292,12 +387,19 @@ def plot_study(result: dict, out_dir, plt) -> list:
     ax.grid(alpha=0.3)
     paths.append(_save(fig, plt, out_dir / "study_minibatches.png", result))
 
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    value = result["value"]
-    labels = ["no baseline", "learned V"]
-    ax.bar(labels, [value["gradient_variance_no_baseline"], value["gradient_variance_learned_baseline"]])
-    ax.set_title(f"gradient variance; Var[G - V] / Var[G] = {value['advantage_variance_ratio']:.2f}", fontsize=10)
-    ax.grid(alpha=0.3)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    value, true = result["value"], result["true_value"]
+    axes[0].bar(["no baseline", "learned V"],
+                [value["gradient_variance_no_baseline"], value["gradient_variance_learned_baseline"]])
+    axes[0].set_title(f"gradient variance, {value['states']} states; Var[G - V] / Var[G] = "
+                      f"{value['advantage_variance_ratio']:.2f}", fontsize=9)
+    if true is not None:
+        axes[1].bar(["learned V", "true V^pi"],
+                    [true["gradient_variance_learned_baseline"], true["gradient_variance_true_baseline"]])
+        axes[1].set_title(f"gradient variance, {true['states']} states; corr(V, V^pi) = {true['correlation']:.2f}",
+                          fontsize=9)
+    for ax in axes:
+        ax.grid(alpha=0.3)
     paths.append(_save(fig, plt, out_dir / "study_value.png", result))
 
     land = result["landscape"]
@@ -337,6 +439,12 @@ def study_summary(result: dict, max_rows: Optional[int] = None) -> str:
     lines.append(f"value function on {v['states']} states: MSE / Var[G] {v['mse_over_var_returns']:.3f}, "
                  f"Var[G - V] / Var[G] {v['advantage_variance_ratio']:.3f}, gradient variance with V / without "
                  f"{v['gradient_variance_ratio']:.3f}")
+    t = result["true_value"]
+    if t is not None:
+        lines.append(f"against V^pi on {t['states']} states ({t['rollouts_per_state']} rollouts each): MSE / "
+                     f"Var[V^pi] {t['mse_over_var_true_value']:.3f}, correlation {t['correlation']:.3f}, gradient "
+                     f"variance with V {t['gradient_variance_learned_baseline']:.3g}, with V^pi "
+                     f"{t['gradient_variance_true_baseline']:.3g}")
     land = result["landscape"]
     lines.append("landscape, alpha " + " ".join(f"{a:6.1f}" for a in land["alphas"]))
     for name in ("update_step", "random"):

@@ -88,12 +88,16 @@ def test_the_study_command_on_a_tiny_run_writes_every_field(tmp_path, capsys):
                  "--eval-episodes", "1"]) == 0
     capsys.readouterr()
     argv = ["study", str(run), "--max-samples", "64", "--estimates", "3", "--value-steps", "300",
-            "--landscape-episodes", "2", "--json"]
+            "--landscape-episodes", "2", "--value-states", "16", "--value-rollouts", "2", "--json"]
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result) == {"env_id", "global_step", "update", "seed", "batch_size", "estimates", "parameters",
                            "samples_collected", "true_gradient_norm", "concentration", "minibatch_alignment", "value",
-                           "landscape"}
+                           "true_value", "landscape"}
+    assert set(result["true_value"]) == {"states", "rollouts_per_state", "mse_over_var_true_value", "correlation",
+                                         "advantage_variance_learned_baseline", "advantage_variance_true_baseline",
+                                         "gradient_variance_learned_baseline", "gradient_variance_true_baseline"}
+    assert result["true_value"]["states"] == 16
     assert [r["batches"] for r in result["concentration"]] == [1, 2]
     assert set(result["concentration"][0]) == {"samples", "batches", "mean_pairwise_cosine", "variance",
                                                "relative_variance", "true_gradient_cosine"}
@@ -128,3 +132,17 @@ def test_the_update_step_raises_the_surrogate_it_was_taken_on():
     gain = land["update_step"]["surrogate"][one] - land["update_step"]["surrogate"][zero]
     assert gain > 0
     assert abs(land["random"]["surrogate"][one] - land["random"]["surrogate"][zero]) < gain
+
+
+def test_the_true_value_of_a_known_state_is_found_by_its_continuations():
+    """On the bandit every state is the same, one step from the end: V^pi = sum_a pi(a) E R(a), which
+    the mean of 64 continuations finds to within the noise of the rewards (sd 10 / sqrt(64))."""
+    from ppo_np.study import estimate_true_values
+
+    agent = PPO(Bandit, PPOConfig(num_envs=4, num_steps=16, minibatch_size=64, hidden_sizes=(8,), norm_adv=False))
+    obs, actions, G, v_true = estimate_true_values(agent, states=8, rollouts=64, rng=np.random.default_rng(1))
+    pi = np.exp(agent.head.log_prob(agent.actor.forward(obs.astype(np.float32))[0][:1].repeat(3, 0), np.arange(3), 1.0))
+    expected = float(pi @ REWARDS)
+    assert obs.shape == (8, 2) and actions.shape == (8,) and G.shape == v_true.shape == (8,)
+    assert np.all(np.abs(v_true - expected) < 4 * np.sqrt(10.0**2 + np.var(REWARDS)) / 8)
+    assert abs(v_true.mean() - expected) < 4 * 10.0 / np.sqrt(8 * 64)
