@@ -32,7 +32,8 @@ estimates with the learned baseline against the true-value one, the paper's comp
 
 The landscape along the update. The update the agent would make on one batch, replayed in float64
 (``gradients.replay_update``: its epochs of shuffled minibatches, the clip, Adam from its state, the
-learning rate of its last update) gives the step Delta of the actor's parameters. Along
+learning rate of its last update; for TRPO its natural-gradient step, ``trpo.trpo_step``) gives the
+step Delta of the actor's parameters. Along
 theta + alpha Delta and along a random direction of the same norm, for alpha in ``ALPHAS``: the surrogate
 objective on the batch (the clipped one, or r A for PPO-penalty and TRPO; advantages normalised over
 the batch when ``norm_adv``), and the true return, the mean undiscounted return of ``episodes``
@@ -163,7 +164,7 @@ def value_study(agent, seed: int, num_steps: int, estimates: int) -> dict:
 
 def landscape(agent, batch: Minibatch, episodes: int, seed: int, progress=None) -> dict:
     """The surrogate and the true return along the update's step and a random direction (module docstring)."""
-    from ppo_np import agent_state
+    from ppo_np import agent_state, trpo
     from ppo_np.evaluation import evaluate
     from ppo_np.optim import Adam
     from ppo_np.ppo import PPO
@@ -174,13 +175,18 @@ def landscape(agent, batch: Minibatch, episodes: int, seed: int, progress=None) 
     actor, critic = networks_as(agent, "float64")
     start = {k: p.copy() for k, p in actor.params.items()}
     lr = max(schedule(cfg.lr_schedule, cfg.learning_rate, 0.0, agent.last_update_progress()), 1e-12)
-    optimisers = []
-    for net, opt in ((actor, agent.actor_opt), (critic, agent.critic_opt)):
-        twin = Adam(net.params, lr=lr, eps=cfg.adam_eps)
-        twin.load_state_dict(opt.state_dict())
-        twin.lr = lr
-        optimisers.append(twin)
-    replay_update(actor, critic, *optimisers, cfg, batch, coefs, agent.update_count)
+    if cfg.algo == "trpo":  # its policy step: one natural-gradient step on the whole batch
+        trpo.trpo_step(actor, prepared(batch, coefs, cfg.norm_adv), coefs.temperature, max_kl=cfg.trpo_max_kl,
+                       cg_iters=cfg.cg_iters, cg_tol=cfg.cg_tol, damping=cfg.cg_damping,
+                       line_search_steps=cfg.line_search_steps, line_search_decay=cfg.line_search_decay)
+    else:
+        optimisers = []
+        for net, opt in ((actor, agent.actor_opt), (critic, agent.critic_opt)):
+            twin = Adam(net.params, lr=lr, eps=cfg.adam_eps)
+            twin.load_state_dict(opt.state_dict())
+            twin.lr = lr
+            optimisers.append(twin)
+        replay_update(actor, critic, *optimisers, cfg, batch, coefs, agent.update_count)
     step = {k: actor.params[k] - start[k] for k in start}
     step_norm = float(np.sqrt(sum(float(np.sum(d * d)) for d in step.values())))
     rng = np.random.default_rng(seed)
@@ -205,7 +211,8 @@ def landscape(agent, batch: Minibatch, episodes: int, seed: int, progress=None) 
                 progress.update(1)
         curves[name] = {"surrogate": surrogate, "true_return": returns}
     clone.close()
-    return {"alphas": list(ALPHAS), "step_norm": step_norm, "learning_rate": lr, "episodes": int(episodes), **curves}
+    return {"alphas": list(ALPHAS), "step_norm": step_norm, "learning_rate": None if cfg.algo == "trpo" else lr,
+            "episodes": int(episodes), **curves}
 
 
 def estimate_true_values(agent, states: int, rollouts: int, rng: np.random.Generator):

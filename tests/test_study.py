@@ -146,3 +146,16 @@ def test_the_true_value_of_a_known_state_is_found_by_its_continuations():
     assert obs.shape == (8, 2) and actions.shape == (8,) and G.shape == v_true.shape == (8,)
     assert np.all(np.abs(v_true - expected) < 4 * np.sqrt(10.0**2 + np.var(REWARDS)) / 8)
     assert abs(v_true.mean() - expected) < 4 * 10.0 / np.sqrt(8 * 64)
+
+
+def test_a_trpo_runs_landscape_follows_its_natural_gradient_step():
+    from ppo_np.study import landscape
+
+    agent = PPO("CartPole-v1", PPOConfig(num_envs=4, num_steps=64, minibatch_size=64, hidden_sizes=(16, 16),
+                                         algo="trpo"))
+    agent.learn(512)
+    batch = agent.collect_batch(seed=3)
+    land = landscape(agent, batch, episodes=1, seed=0)
+    one, zero = ALPHAS.index(1.0), ALPHAS.index(0.0)
+    assert land["update_step"]["surrogate"][one] > land["update_step"]["surrogate"][zero] and land["step_norm"] > 0
+    assert land["learning_rate"] is None   # a natural-gradient step has no learning rate
