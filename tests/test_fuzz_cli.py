@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from ppo_np import cli
 from ppo_np.ppo import PPO
-from ppo_np.config import PPOConfig, field_names, parse_value
+from ppo_np.config import PPOConfig, parse_value
 
 FIELDS = {f.name: f for f in dataclasses.fields(PPOConfig)}
 CHOICES = {name: f.metadata["choices"] for name, f in FIELDS.items() if "choices" in f.metadata}

@@ -13,7 +13,6 @@
 import collections
 import contextlib
 import io
-import json
 import math
 import os
 import re
@@ -23,7 +22,6 @@ import sys
 import time
 import zipfile
 from pathlib import Path
-from unittest import mock
 
 import gymnasium as gym
 import numpy as np
