@@ -8,7 +8,8 @@ Two layers, the first inside the second:
                     is kept whole or not at all.
     checkpoint      the learner state and what else a resumed run needs: the environment (its name,
                     its recipe when names rebuild it, its spaces), the config, the counters, the recent
-                    returns, the action RNG, and the observation and reward normalisers.
+                    returns, the generators of training's and of predict's actions, and the
+                    observation and reward normalisers.
 
 Keys are ``group/name`` (``actor/W0``, ``adam_actor/m/W0``, ``ent/value``, ``obs_rms/mean``, ...), the
 layout ``checkpoint`` stores. Writing back checks every entry against what it replaces
@@ -56,7 +57,8 @@ def checkpoint_state(agent) -> dict[str, np.ndarray]:
               "counters/global_step": np.array(agent.global_step), "counters/update": np.array(agent.update_count),
               "counters/total_steps": np.array(agent.total_steps),
               "recent_returns": np.array(agent.recent_returns, dtype=np.float64),
-              "rng/action": np.array(json.dumps(agent.action_rng.bit_generator.state))}
+              "rng/action": np.array(json.dumps(agent.action_rng.bit_generator.state)),
+              "rng/predict": np.array(json.dumps(agent.predict_rng.bit_generator.state))}
     arrays.update(learner_state(agent))
     arrays.update(agent.obs_norm.rms.state_dict("obs_rms"))
     arrays.update(agent.reward_scaler.rms.state_dict("ret_rms"))
@@ -89,7 +91,10 @@ def load_checkpoint_state(agent, arrays: dict[str, np.ndarray]) -> None:
         raise checkpoint.CheckpointError(f"negative counters {counters}")
     agent.global_step, agent.update_count, agent.total_steps = counters.values()
     agent.recent_returns = [float(r) for r in take(arrays, "recent_returns", ndim=1, kinds="f")]
-    try:
-        agent.action_rng.bit_generator.state = json.loads(str(take(arrays, "rng/action", np.array(""))))
-    except (ValueError, TypeError, KeyError) as exc:
-        raise checkpoint.CheckpointError(f"bad RNG state ({exc})") from None
+    for name, generator in (("action", agent.action_rng), ("predict", agent.predict_rng)):
+        if name == "predict" and "rng/predict" not in arrays:  # a checkpoint of an older version: a fresh one
+            continue
+        try:
+            generator.bit_generator.state = json.loads(str(take(arrays, f"rng/{name}", np.array(""))))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise checkpoint.CheckpointError(f"bad RNG state rng/{name} ({exc})") from None

@@ -57,6 +57,8 @@ from ppo_np.schedules import AdaptiveBeta, EntropyCoefficient, schedule
 from ppo_np.surrogate import normalize_advantages
 from ppo_np.timing import PhaseTimer
 
+# the stream of the agent's seed that predict's generator draws from (training's come from the seed itself)
+PREDICT_STREAM = 1
 # TRPO's columns of the metrics, for an update that took no TRPO step
 NO_TRPO_STEP = {"step_size": math.nan, "line_search_backtracks": math.nan, "cg_residual": math.nan}
 
@@ -96,7 +98,9 @@ class PPO:
         self.critic = Critic(self.obs_dim, cfg.hidden_sizes, cfg.activation, rng=rng, dtype=cfg.dtype)
         self.actor_opt = Adam(self.actor.params, lr=cfg.learning_rate, eps=cfg.adam_eps)
         self.critic_opt = Adam(self.critic.params, lr=cfg.learning_rate, eps=cfg.adam_eps)
-        self.action_rng = np.random.default_rng(rng.integers(2**63))
+        self.action_rng = np.random.default_rng(rng.integers(2**63))  # training's actions, and only those
+        # predict's stochastic actions: a generator of their own, so that predicting never moves training
+        self.predict_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, PREDICT_STREAM]))
         self.obs_norm = ObsNormalizer((self.obs_dim,), cfg.obs_clip, cfg.normalize_obs)
         self.reward_scaler = RewardScaler(cfg.num_envs, cfg.gamma, cfg.reward_clip, cfg.normalize_reward)
         kl_max, kl_min = cfg.kl_bounds
@@ -124,16 +128,20 @@ class PPO:
 
     # --- acting ---------------------------------------------------------------------------------
 
-    def predict(self, obs, deterministic: bool = True) -> np.ndarray:
+    def predict(self, obs, deterministic: bool = True, raw: bool = False) -> np.ndarray:
         """Actions for one raw observation of the environment's observation space, or for a batch of them.
 
         One observation has the space's own form (a Box's shape, an integer for Discrete, a dict for a
         Dict); a batch adds a leading axis N to every part, and gets N actions back. Observation
-        statistics are used frozen. Continuous actions are returned unclipped. A ValueError for
-        observations of the wrong form, or holding NaN or inf.
+        statistics are used frozen. The actions are the ones the environment takes (a Box's clipped to
+        its bounds); ``raw`` gives the policy's own samples (a Gaussian's unclipped). Stochastic actions
+        come from the agent's prediction generator (``predict_rng``), never training's: predicting
+        changes no trained weight. A ValueError for observations of the wrong form, or holding NaN or inf.
         """
         batch, single = flatten_observations(self.env_source.observation_space, obs)
-        actions = self.act(batch, deterministic, self.action_rng)
+        actions = self.act(batch, deterministic, self.predict_rng)
+        if not raw:
+            actions = self.head.env_actions(actions)
         return actions[0] if single else actions
 
     def act(self, flat_obs: np.ndarray, deterministic: bool, rng: np.random.Generator) -> np.ndarray:

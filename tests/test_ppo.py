@@ -249,3 +249,30 @@ def test_a_whole_update_replays_step_for_step_as_the_readable_reference(env_id, 
     assert_same_weights(agent, reference)
     agent.close()
     reference.close()
+
+
+def test_callbacks_that_predict_and_evaluate_leave_training_bit_identical():
+    """Training, evaluation and prediction draw from separate generators."""
+    def run(callback):
+        agent = tiny("Pendulum-v1", algo="penalty")
+        agent.learn(192, callback=callback)
+        return agent
+
+    def meddle(agent, row):
+        agent.predict(np.zeros((4, agent.obs_dim)), deterministic=False)
+        evaluate(agent, episodes=1, deterministic=False, max_episode_steps=5)
+
+    plain, meddled = run(None), run(meddle)
+    for key, value in plain.state_arrays().items():
+        if key != "rng/predict":   # the predictions drew from their own generator, and only from it
+            np.testing.assert_array_equal(meddled.state_arrays()[key], value, err_msg=key)
+    assert plain.state_arrays()["rng/predict"] != meddled.state_arrays()["rng/predict"]
+
+
+def test_predict_gives_actions_the_env_takes_and_the_raw_sample_on_request():
+    agent = tiny("Pendulum-v1")
+    agent.actor.params[f"b{agent.actor.mlp.n_layers - 1}"][...] = 5.0   # mean 5, outside the bounds [-2, 2]
+    obs = np.zeros((3, agent.obs_dim))
+    np.testing.assert_array_equal(agent.predict(obs), np.full((3, 1), 2.0, np.float32))
+    assert np.all(agent.predict(obs, raw=True) > 4.9)
+    assert agent.env_source.action_space.contains(agent.predict(obs[0], deterministic=False))
