@@ -127,20 +127,24 @@ def _train_setup(args: argparse.Namespace):
                              f"{', '.join(ignored)} cannot be combined with it")
         if not run_dir.is_dir():
             raise ValueError(f"--resume {run_dir}: no such run directory")
-        _remove_stale_temps(run_dir)
         if not (run_dir / CHECKPOINT_NAME).exists():
             raise ValueError(f"{run_dir} holds no checkpoint: the run stopped before its first one, so there is "
                              f"nothing to resume; start it again with {_restart_command(run_dir, args.env_id)}")
         agent = PPO.load(run_dir / CHECKPOINT_NAME, run_dir=run_dir)
-        if args.env_id and args.env_id != agent.env_id:
-            agent.close()
-            raise ValueError(f"--resume {run_dir} holds a run on {agent.env_id}, not {args.env_id}")
-        if args.total_steps is not None and args.total_steps < agent.global_step:
-            raise ValueError(f"--total-steps {args.total_steps} is below the {agent.global_step} steps "
-                             f"the run in {run_dir} has already taken")
-        total = args.total_steps or agent.total_steps
-        if total < 1:
-            raise ValueError(f"the checkpoint in {run_dir} has no step budget; give one with --total-steps")
+        _hold(agent)
+        try:
+            _remove_stale_temps(run_dir)  # ours to delete once the directory is ours
+            if args.env_id and args.env_id != agent.env_id:
+                raise ValueError(f"--resume {run_dir} holds a run on {agent.env_id}, not {args.env_id}")
+            if args.total_steps is not None and args.total_steps < agent.global_step:
+                raise ValueError(f"--total-steps {args.total_steps} is below the {agent.global_step} steps "
+                                 f"the run in {run_dir} has already taken")
+            total = args.total_steps or agent.total_steps
+            if total < 1:
+                raise ValueError(f"the checkpoint in {run_dir} has no step budget; give one with --total-steps")
+        except ValueError:
+            agent.close()  # the environments, and the run directory's lock
+            raise
         return agent, run_dir, total
 
     if not args.env_id:
@@ -161,9 +165,20 @@ def _train_setup(args: argparse.Namespace):
         raise ValueError(f"cannot create run directory {run_dir}: {exc.strerror or exc}") from None
     if not os.access(run_dir, os.W_OK | os.X_OK):
         raise ValueError(f"run directory {run_dir} is not writable")
-    _remove_stale_temps(run_dir)
     agent = PPO(source, config, run_dir=run_dir)
+    _hold(agent)
+    _remove_stale_temps(run_dir)  # ours to delete once the directory is ours
     return agent, run_dir, args.total_steps or DEFAULT_TOTAL_STEPS.get(args.env_id, 1_000_000)
+
+
+def _hold(agent) -> None:
+    """The run directory's lock for this process until it exits; a ValueError (exit status 2) naming the
+    process that holds it."""
+    try:
+        agent.hold_run_dir()
+    except ValueError:
+        agent.close()
+        raise
 
 
 def _remove_stale_temps(run_dir: Path) -> None:

@@ -78,12 +78,15 @@ class PPO:
         config: hyperparameters; ``None`` takes ``PPOConfig.for_env(env)``, the preset of its id or the
             generic defaults.
         run_dir: where ``config.json``, ``metrics.csv`` and ``checkpoint.npz`` go; ``None`` writes nothing.
+            A directory that already holds a run is refused unless ``overwrite`` (``PPO.load(path,
+            run_dir=...)`` resumes one); so are "" and the current directory. ``learn`` holds the
+            directory's lock (``rundir.RunLock``): a second writer is refused, naming the holder.
         env_kwargs: keyword arguments of the environment, with an id.
         wrappers: callables ``env -> env`` applied in order to every environment.
     """
 
     def __init__(self, env, config: Optional[PPOConfig] = None, run_dir: str | os.PathLike | None = None, *,
-                 env_kwargs: Optional[dict] = None, wrappers: Sequence[Callable] = ()):
+                 env_kwargs: Optional[dict] = None, wrappers: Sequence[Callable] = (), overwrite: bool = False):
         self.env_source = EnvSource.of(env, env_kwargs, wrappers)  # validates the env and its spaces, once
         self.env_id = self.env_source.name
         self.envs = None
@@ -118,7 +121,8 @@ class PPO:
         self.timer = PhaseTimer(self.phase_times)
         self._fused_loss: Optional[FusedLoss] = None  # the minibatch step's buffers, made at the first update
         self._gradient_monitor: Optional[gradients.GradientMonitor] = None  # with log_gradients, made beside them
-        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.run_dir = rundir.check_new_run_dir(run_dir, overwrite) if run_dir is not None else None
+        self._run_lock: Optional[rundir.RunLock] = None
 
     def _target_entropy(self) -> float:
         cfg = self.config
@@ -182,8 +186,16 @@ class PPO:
                           f"already, and total_steps counts every step, those of earlier calls included; "
                           f"to train N more, call learn(agent.global_step + N)", stacklevel=2)
             return self
+        locked_here = self.hold_run_dir()  # before the first file is touched: one writer per run directory
+        try:
+            return self._learn(int(total_steps), callback, progress_bar)
+        finally:
+            if locked_here:
+                self.release_run_dir()
+
+    def _learn(self, total_steps: int, callback, progress_bar: bool) -> "PPO":
         cfg = self.config
-        self.total_steps = int(total_steps)
+        self.total_steps = total_steps
         if self.envs is None:
             self.envs = self.env_source.make_vector(cfg.num_envs, cfg.vectorization)
             # a fresh episode seed per (seed, update): a resumed run restarts its episodes reproducibly
@@ -232,6 +244,20 @@ class PPO:
         if self.run_dir is not None:
             self.save(self.run_dir / CHECKPOINT_NAME)
         return self
+
+    def hold_run_dir(self) -> bool:
+        """Take the run directory's lock (``rundir.RunLock``) if not held; True if taken now. A
+        ``rundir.RunDirectoryInUse`` (a ValueError) names the process that holds it. ``learn`` takes it
+        for its duration; a caller that takes it first keeps it until ``release_run_dir`` or ``close``."""
+        if self.run_dir is None or (self._run_lock is not None and self._run_lock.held):
+            return False
+        self._run_lock = self._run_lock or rundir.RunLock(self.run_dir)
+        self._run_lock.acquire()
+        return True
+
+    def release_run_dir(self) -> None:
+        if self._run_lock is not None:
+            self._run_lock.release()
 
     def mean_recent_return(self, last: int = 20) -> float:
         """Mean return of the last ``last`` finished training episodes (NaN before the first)."""
@@ -484,13 +510,15 @@ class PPO:
                 raise ValueError("env_kwargs and wrappers describe the env passed as env=...; without it the "
                                  "checkpoint's own recipe rebuilds the environment")
             source = EnvSource.of(env, env_kwargs, wrappers) if env is not None else _saved_source(arrays, env_id)
-            agent = cls(source, config, run_dir=run_dir)
+            agent = cls(source, config, run_dir=run_dir, overwrite=True)  # resuming: the run's own directory
             agent_state.load_checkpoint_state(agent, arrays)  # the spaces too: a different env is refused
         except ValueError as exc:  # CheckpointError included: a well-formed file that does not fit
             raise checkpoint.CheckpointError(f"{path}: {exc}") from None
         return agent
 
     def close(self) -> None:
+        """Close the environments and release the run directory's lock."""
+        self.release_run_dir()
         if self.envs is not None:
             self.envs.close()
             self.envs = None

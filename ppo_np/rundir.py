@@ -6,6 +6,7 @@
     gradients.csv    with ``log_gradients``: one row per update, the columns ``GRADIENT_FIELDS`` and each
                      parameter's gradient norm (``actor/W0``, ..., ``critic/b2``)
     checkpoint.npz   the agent's state (``PPO.save``), named ``CHECKPOINT_NAME``
+    .lock            held by the one process writing the run (``RunLock``): its pid and start time
 
 Every column is documented in the README ("The run directory"). A resumed run continues both CSVs from
 its checkpoint: rows of updates past the checkpoint's (written after it, by the run that was stopped)
@@ -17,8 +18,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import fcntl
 import io
 import json
+import os
+import time
 from pathlib import Path
 
 from ppo_np.checkpoint import write_text_atomic
@@ -29,6 +33,7 @@ METRIC_FIELDS = ("update", "step", "wall_s", "steps_per_s", "episode_return", "e
                  "value_loss", "entropy", "approx_kl_k1", "approx_kl_k3", "exact_kl", "clip_frac",
                  "explained_variance", "learning_rate", "clip_range", "ent_coef", "beta", "temperature",
                  "grad_norm", "epochs_run", "step_size", "line_search_backtracks", "cg_residual")
+LOCK_NAME = ".lock"
 GRADIENT_FIELDS = ("update", "step", "grad_norm", "clip_scale_actor", "clip_scale_critic", "outside_share")
 
 
@@ -88,3 +93,60 @@ def _update_of(row: dict) -> int:
         return int(float(row["update"]))
     except (TypeError, ValueError, OverflowError):
         return -1
+
+
+class RunDirectoryInUse(ValueError):
+    """Another process holds the run directory's lock."""
+
+
+class RunLock:
+    """The exclusive lock of a run directory: one writer at a time.
+
+    An OS file lock (``flock``) on RUN_DIR/.lock, so the lock goes with the process that holds it, a
+    SIGKILLed one included; the file says who holds it (pid and start time) for the message of a writer
+    that is refused. ``acquire`` raises ``RunDirectoryInUse`` naming the holder.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK_NAME
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> None:
+        if self._fd is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)   # the umask decides, as for every run file
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunDirectoryInUse(f"run directory {self.path.parent} is in use by {holder}; wait for it to end "
+                                    "or choose another run directory") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)   # closing the file releases the lock
+            self._fd = None
+
+
+def check_new_run_dir(run_dir: str | os.PathLike, overwrite: bool) -> Path:
+    """``run_dir`` as a Path, refused (ValueError) when empty, the current directory, or a directory that
+    already holds a run (a checkpoint) and ``overwrite`` is not set."""
+    if str(run_dir).strip() == "":
+        raise ValueError("run_dir is empty; give a directory for the run's files (or None to write nothing)")
+    path = Path(run_dir)
+    if path.resolve() == Path.cwd().resolve():
+        raise ValueError(f"run_dir {str(run_dir)!r} is the current directory; give a directory of its own for the "
+                         "run's files")
+    if (path / CHECKPOINT_NAME).exists() and not overwrite:
+        raise ValueError(f"run directory {path} already holds a run; resume it with PPO.load(path / "
+                         f"'{CHECKPOINT_NAME}', run_dir=path), or pass overwrite=True to replace it")
+    return path
