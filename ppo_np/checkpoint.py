@@ -74,6 +74,7 @@ def _write_atomic(path: Path, write) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 is for secrets; run files get what the user's umask gives
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -84,6 +85,12 @@ def _write_atomic(path: Path, write) -> Path:
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
 
 
 def remove_stale_temps(*paths: str | os.PathLike) -> list[Path]:

@@ -98,6 +98,18 @@ def _env_source(args: argparse.Namespace):
     return EnvSource.of(args.env_id, kwargs, [import_name(name) for name in args.wrapper])
 
 
+def _preset_name(args: argparse.Namespace, source) -> str:
+    """Which preset the run starts from, in words."""
+    from ppo_np.heads import head_for
+
+    if args.preset:
+        return f"preset {args.preset}"
+    if args.env_id in PRESETS:
+        return f"preset {args.env_id}"
+    kind = "continuous" if head_for(source.action_space).continuous else "discrete"
+    return f"generic {kind} defaults (no preset for {args.env_id})"
+
+
 def _train_config(args: argparse.Namespace, source) -> PPOConfig:
     base = PPOConfig(**PRESETS[args.preset]) if args.preset else PPOConfig.for_env(source)
     changes = {key: parse_value(key, text) for key, text in args.set}
@@ -120,16 +132,7 @@ def _train_setup(args: argparse.Namespace):
     from ppo_np.ppo import PPO
 
     if args.resume:
-        run_dir = Path(args.resume)
-        ignored = _config_options(args) + ([f"--run-dir {args.run_dir}"] if args.run_dir else [])
-        if ignored:
-            raise ValueError(f"--resume continues the run with the configuration saved in {run_dir}; "
-                             f"{', '.join(ignored)} cannot be combined with it")
-        if not run_dir.is_dir():
-            raise ValueError(f"--resume {run_dir}: no such run directory")
-        if not (run_dir / CHECKPOINT_NAME).exists():
-            raise ValueError(f"{run_dir} holds no checkpoint: the run stopped before its first one, so there is "
-                             f"nothing to resume; start it again with {_restart_command(run_dir, args.env_id)}")
+        run_dir = _train_setup_refusals(args)
         agent = PPO.load(run_dir / CHECKPOINT_NAME, run_dir=run_dir)
         _hold(agent)
         try:
@@ -145,6 +148,7 @@ def _train_setup(args: argparse.Namespace):
         except ValueError:
             agent.close()  # the environments, and the run directory's lock
             raise
+        args.preset_used = "the resumed run's configuration"
         return agent, run_dir, total
 
     if not args.env_id:
@@ -168,7 +172,46 @@ def _train_setup(args: argparse.Namespace):
     agent = PPO(source, config, run_dir=run_dir)
     _hold(agent)
     _remove_stale_temps(run_dir)  # ours to delete once the directory is ours
-    return agent, run_dir, args.total_steps or DEFAULT_TOTAL_STEPS.get(args.env_id, 1_000_000)
+    args.preset_used = _preset_name(args, source)
+    return agent, run_dir, _total_steps(args)
+
+
+def _total_steps(args: argparse.Namespace) -> int:
+    return args.total_steps or DEFAULT_TOTAL_STEPS.get(args.env_id, 1_000_000)
+
+
+def _effective_config(args: argparse.Namespace) -> dict:
+    """What ``train`` would run, as config.json would hold it, without touching any file (--print-config)."""
+    if args.resume:
+        _train_setup_refusals(args)
+        arrays = checkpoint.load(Path(args.resume) / CHECKPOINT_NAME)
+        config = PPOConfig.from_json(str(arrays["config"]))
+        recipe = str(arrays["env/recipe"]) if "env/recipe" in arrays else ""
+        return {"env_id": str(arrays["env_id"]), "env_recipe": json.loads(recipe) if recipe else None,
+                "preset": "the resumed run's configuration",
+                "total_steps": args.total_steps or int(arrays["counters/total_steps"]),
+                **dataclasses.asdict(config)}
+    if not args.env_id:
+        raise ValueError("train needs an ENV_ID (or --resume RUN_DIR)")
+    source = _env_source(args)
+    config = _train_config(args, source)
+    return {"env_id": source.name, "env_recipe": source.recipe, "preset": _preset_name(args, source),
+            "total_steps": _total_steps(args), **dataclasses.asdict(config)}
+
+
+def _train_setup_refusals(args: argparse.Namespace) -> Path:
+    """The run directory of ``--resume``, or a ValueError: options it cannot take, no directory, no checkpoint."""
+    run_dir = Path(args.resume)
+    ignored = _config_options(args) + ([f"--run-dir {args.run_dir}"] if args.run_dir else [])
+    if ignored:
+        raise ValueError(f"--resume continues the run with the configuration saved in {run_dir}; "
+                         f"{', '.join(ignored)} cannot be combined with it")
+    if not run_dir.is_dir():
+        raise ValueError(f"--resume {run_dir}: no such run directory")
+    if not (run_dir / CHECKPOINT_NAME).exists():
+        raise ValueError(f"{run_dir} holds no checkpoint: the run stopped before its first one, so there is "
+                         f"nothing to resume; start it again with {_restart_command(run_dir, args.env_id)}")
+    return run_dir
 
 
 def _hold(agent) -> None:
@@ -275,11 +318,22 @@ def _interrupted(agent, run_dir: Path, phase: str, status: int = 130) -> int:
     return status
 
 
+def eval_seed(agent) -> int:
+    """The seed of a run's evaluation episodes, the same for ``train``'s final evaluation and ``eval``."""
+    return agent.config.seed + 10_000
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from ppo_np.evaluation import evaluate
     from ppo_np.ppo import NonFiniteError
 
+    if args.print_config:
+        print(json.dumps(_effective_config(args), indent=2))
+        return 0
     agent, run_dir, total = _train_setup(args)  # bad input raises ValueError here: exit status 2
+    if not args.json:
+        print(f"ppo-np train: {agent.env_id} with the {args.preset_used}, {total} steps, run directory {run_dir}",
+              file=sys.stderr)
     start = time.perf_counter()
     step0 = agent.global_step
     phase = "training"
@@ -291,7 +345,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise KeyboardInterrupt
         wall = time.perf_counter() - start
         phase = "evaluation"  # outside the handler: Ctrl-C here is a plain KeyboardInterrupt, exit 130
-        result = evaluate(agent, episodes=args.eval_episodes, seed=agent.config.seed + 10_000)
+        result = evaluate(agent, episodes=args.eval_episodes, seed=eval_seed(agent))
     except NonFiniteError as exc:
         print(f"ppo-np train: training stopped: {exc}.\n{_checkpoint_report(run_dir, 'last good checkpoint')}",
               file=sys.stderr)
@@ -306,7 +360,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     finally:
         with contextlib.suppress(Exception):
             agent.close()
-    summary = {"env_id": agent.env_id, "total_steps": agent.global_step, "wall_s": round(wall, 3),
+    summary = {"env_id": agent.env_id, "preset": args.preset_used, "eval_seed": eval_seed(agent),
+               "total_steps": agent.global_step, "wall_s": round(wall, 3),
                "steps_per_s": round((agent.global_step - step0) / wall, 1),
                "mean_return_last20": agent.mean_recent_return(20),
                "eval_mean_return": result["mean_return"], "eval_std_return": result["std_return"],
@@ -317,7 +372,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"{agent.env_id}: {agent.global_step} steps in {wall:.1f} s ({summary['steps_per_s']:.0f} steps/s); "
               f"training return (last 20) {summary['mean_return_last20']:.1f}; "
               f"evaluation return {result['mean_return']:.1f} +- {result['std_return']:.1f} "
-              f"over {result['episodes']} episodes\nrun directory: {run_dir}")
+              f"over {result['episodes']} episodes (seed {eval_seed(agent)})\nrun directory: {run_dir}")
     return 0
 
 
@@ -331,20 +386,21 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from ppo_np.ppo import PPO
 
     agent = PPO.load(_checkpoint_path(args.path))  # a bad file raises CheckpointError: exit status 2
+    seed = eval_seed(agent) if args.seed is None else args.seed
     try:
-        result = evaluate(agent, episodes=args.episodes, seed=args.seed, deterministic=not args.stochastic,
+        result = evaluate(agent, episodes=args.episodes, seed=seed, deterministic=not args.stochastic,
                           max_episode_steps=args.max_episode_steps)
     except Exception as exc:  # the environment's fault, not the input's
         print(f"ppo-np eval: evaluation stopped by {_describe(exc)}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps({**result, "seed": seed}))
     else:
         capped = (f"; {result['capped_episodes']} cut at the step cap of {result['max_episode_steps']}"
                   if result["capped_episodes"] else "")
         print(f"{agent.env_id}: mean return {result['mean_return']:.2f} +- {result['std_return']:.2f} "
               f"over {result['episodes']} episodes ({'stochastic' if args.stochastic else 'deterministic'} "
-              f"actions){capped}")
+              f"actions, seed {seed}){capped}")
     return 0
 
 
@@ -416,7 +472,10 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ppo_np import __version__
+
     parser = argparse.ArgumentParser(prog="ppo-np", description="PPO in NumPy + Numba, every gradient by hand.")
+    parser.add_argument("--version", action="version", version=f"ppo-np {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = sub.add_parser("train", help="train an agent on a gymnasium environment",
@@ -440,6 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-episodes", type=_positive_int, default=20, help="evaluation episodes at the end")
     train.add_argument("--json", action="store_true", help="print one JSON line at the end, no progress bar")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--print-config", action="store_true", help="print the configuration the run would use "
+                       "(preset and changes applied, as JSON) and exit without training")
     config_group = train.add_argument_group("config fields (see PPOConfig)")
     for f in dataclasses.fields(PPOConfig):
         choices = f.metadata.get("choices")
@@ -450,7 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate a saved agent")
     ev.add_argument("path", help="a checkpoint .npz or a run directory")
     ev.add_argument("--episodes", type=_positive_int, default=20, help="number of episodes")
-    ev.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the evaluation episodes")
+    ev.add_argument("--seed", type=_non_negative_int, default=None, help="seed of the evaluation episodes (default: "
+                    "the run's seed + 10000, as train's own evaluation at the end)")
     ev.add_argument("--stochastic", action="store_true", help="sample actions from the policy instead of its mode")
     ev.add_argument("--max-episode-steps", type=_positive_int, help="cut an episode after this many steps "
                     "(default: the environment's time limit, else 10000)")

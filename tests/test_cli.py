@@ -21,7 +21,7 @@ def test_train_json_then_eval_json(tmp_path, capsys):
     assert main(["eval", str(run), "--episodes", "3", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result) == {"mean_return", "std_return", "episodes", "mean_length", "capped_episodes",
-                           "max_episode_steps"} and result["episodes"] == 3
+                           "max_episode_steps", "seed"} and result["episodes"] == 3
 
     assert main(["train", "--resume", str(run), "--total-steps", "96", "--json", "--eval-episodes", "1"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["total_steps"] == 96
@@ -82,7 +82,7 @@ def test_eval_reports_the_episodes_cut_by_the_step_cap(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", str(run), "--episodes", "2", "--max-episode-steps", "7"]) == 0
     assert capsys.readouterr().out.strip().endswith("mean return 7.00 +- 0.00 over 2 episodes (deterministic "
-                                                    "actions); 2 cut at the step cap of 7")
+                                                    "actions, seed 10000); 2 cut at the step cap of 7")
 
 
 def test_set_and_field_options_reach_the_config(tmp_path, capsys):
@@ -143,3 +143,47 @@ def test_plot_draws_the_run_to_png(tmp_path, capsys):
     assert main(["plot", str(logged)]) == 0
     assert capsys.readouterr().out.splitlines() == [f"wrote {logged / 'curves.png'}", f"wrote {logged / 'gradients.png'}"]
     assert (logged / "gradients.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_version_print_config_the_preset_said_and_one_evaluation_seed(tmp_path, capsys):
+    from ppo_np import __version__
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"ppo-np {__version__}"
+
+    run = tmp_path / "run"
+    argv = ["train", "CartPole-v1", "--total-steps", "64", "--run-dir", str(run), *SMALL, "--seed", "3"]
+    assert main([*argv, "--print-config"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert not run.exists()                                   # printed, nothing written
+    assert main([*argv, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    saved = json.loads((run / "config.json").read_text())
+    assert printed.pop("preset") == summary["preset"] == "preset CartPole-v1"
+    assert printed == saved
+    assert main(["train", "--resume", str(run), "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["seed"] == 3
+
+    # train's own evaluation and eval's default are the same episodes
+    assert main(["eval", str(run), "--episodes", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["seed"] == summary["eval_seed"] == 3 + 10_000
+    assert main(["train", "Acrobot-v1", "--total-steps", "32", "--run-dir", str(tmp_path / "b"), *SMALL]) == 0
+    assert "ppo-np train: Acrobot-v1 with the preset Acrobot-v1, 32 steps" in capsys.readouterr().err
+    assert main(["train", "MountainCar-v0", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["preset"] == "generic discrete defaults (no preset for MountainCar-v0)"
+
+
+def test_run_files_honour_the_umask(tmp_path):
+    import os
+    import stat
+
+    previous = os.umask(0o027)
+    try:
+        assert main(["train", "CartPole-v1", "--total-steps", "32", "--run-dir", str(tmp_path / "r"), "--json",
+                     *SMALL]) == 0
+    finally:
+        os.umask(previous)
+    for name in ("checkpoint.npz", "config.json", "metrics.csv", ".lock"):
+        assert stat.S_IMODE((tmp_path / "r" / name).stat().st_mode) == 0o640, name
