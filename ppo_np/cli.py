@@ -471,10 +471,18 @@ def _cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in one line: the error and where the help is, not the whole usage (train's
+    lists every config field)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ppo_np import __version__
 
-    parser = argparse.ArgumentParser(prog="ppo-np", description="PPO in NumPy + Numba, every gradient by hand.")
+    parser = _Parser(prog="ppo-np", description="PPO in NumPy + Numba, every gradient by hand.")
     parser.add_argument("--version", action="version", version=f"ppo-np {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -64,13 +64,24 @@ def plot_gradients(run_dir: Path, out: Path | None = None) -> Path:
 
 
 def _rows(path: Path, run_dir: Path) -> list[dict]:
+    """The rows of a run's CSV; a ValueError naming the file when it is missing, unreadable, empty or not
+    one that ppo-np wrote (a non-numeric ``update`` or ``step``)."""
     if not path.is_file():
         raise ValueError(f"{run_dir} has no {path.name}; is it a ppo-np run directory"
                          + ("" if path.name == "metrics.csv" else " trained with log_gradients") + "?")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
     if not rows:
         raise ValueError(f"{path} has no rows yet")
+    for number, row in enumerate(rows, start=2):
+        try:
+            float(row.get("update") or "x"), float(row.get("step") or "x")
+        except (TypeError, ValueError):
+            raise ValueError(f"{path} line {number} is not a row ppo-np wrote (its update and step must be numbers): "
+                             f"{', '.join(f'{k}={v}' for k, v in list(row.items())[:3])}") from None
     return rows
 
 
@@ -87,8 +98,16 @@ def _pyplot():
 
 def _columns(rows: list[dict]):
     def column(name):
-        return [float(r[name]) if r.get(name) not in (None, "") else math.nan for r in rows]
+        return [_number(r.get(name)) for r in rows]
     return column
+
+
+def _number(text) -> float:
+    """A cell as a float: NaN for an empty or unreadable one (a value that does not apply, or a damaged cell)."""
+    try:
+        return float(text) if text not in (None, "") else math.nan
+    except ValueError:
+        return math.nan
 
 
 def _grid(plt, n: int, cols: int = 3):
@@ -111,6 +130,10 @@ def _label(ax, title: str):
 def _save(plt, fig, run_dir: Path, out: Path) -> Path:
     fig.suptitle(str(run_dir), fontsize=10)
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    try:
+        fig.savefig(out, dpi=100)
+    except OSError as exc:  # a read-only run directory, an --out in a folder that does not exist
+        raise ValueError(f"cannot write {out}: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)
     return out

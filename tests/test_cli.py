@@ -187,3 +187,33 @@ def test_run_files_honour_the_umask(tmp_path):
         os.umask(previous)
     for name in ("checkpoint.npz", "config.json", "metrics.csv", ".lock"):
         assert stat.S_IMODE((tmp_path / "r" / name).stat().st_mode) == 0o640, name
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    ("garbage", "line 2 is not a row ppo-np wrote"),
+    ("missing folder", "cannot write"),
+    ("read-only", "cannot write"),
+])
+def test_plot_refuses_bad_files_and_places_in_one_line(tmp_path, capsys, damage, fragment):
+    import os
+
+    run = tmp_path / "run"
+    assert main(["train", "CartPole-v1", "--total-steps", "32", "--run-dir", str(run), "--json", *SMALL]) == 0
+    capsys.readouterr()
+    argv = ["plot", str(run)]
+    if damage == "garbage":
+        (run / "metrics.csv").write_text("update,step,episode_return\nabc,def,1\n")
+    elif damage == "missing folder":
+        argv += ["--out", str(tmp_path / "no" / "such" / "folder" / "x.png")]
+    else:
+        os.chmod(run, 0o555)
+        if os.access(run, os.W_OK):  # root writes anyway: make the PNG's path a directory instead
+            os.chmod(run, 0o755)
+            (run / "curves.png").mkdir()
+    try:
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+    finally:
+        os.chmod(run, 0o755)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and fragment in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
