@@ -261,5 +261,5 @@ def test_cli_bad_usage_exits_2_with_message(capsys, argv, message):
         cli.main(argv)
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert message in err and "usage:" in err
+    assert message in err and "--help)" in err and len(err.strip().splitlines()) == 1   # one line, no usage block
     assert "Traceback" not in err
