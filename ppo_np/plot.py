@@ -9,31 +9,54 @@ from pathlib import Path
 
 from ppo_np.rundir import GRADIENTS_NAME
 
-PANELS = (("episode_return", "episode return"), ("entropy", "entropy"), ("approx_kl_k3", "approx KL (k3)"),
-          ("exact_kl", "exact KL"), ("clip_frac", "clip fraction"), ("explained_variance", "explained variance"),
-          ("value_loss", "value loss"), ("learning_rate", "learning rate"), ("beta", "KL penalty beta"))
-# TRPO has no clip range and no beta: its step size and line-search backtracks take their panels
-TRPO_PANELS = tuple(("step_size", "step size ||dtheta||") if key == "clip_frac"
-                    else ("line_search_backtracks", "line-search backtracks") if key == "beta" else (key, title)
-                    for key, title in PANELS)
+# the panels of every algorithm, then each algorithm's own
+COMMON_PANELS = (("episode_return", "episode return"), ("policy_loss", "policy loss"), ("value_loss", "value loss"),
+                 ("entropy", "entropy"), ("exact_kl", "exact KL after the update"),
+                 ("explained_variance", "explained variance"), ("grad_norm", "gradient norm (before the clip)"),
+                 ("learning_rate", "learning rate"))
+ALGO_PANELS = {"clip": (("clip_frac", "clip fraction"),),
+               "penalty": (("beta", "KL penalty beta"),),
+               "trpo": (("step_size", "step size ||dtheta||"), ("line_search_backtracks", "line-search backtracks"))}
+#: the smoothing of every curve: an exponential moving average over about this share of the run's updates
+SMOOTHING_SHARE = 0.05
+
+
+def panels_for(algo: str | None) -> tuple:
+    """The panels of a run of ``algo`` (PPO-clip's when the run does not say)."""
+    return COMMON_PANELS + ALGO_PANELS.get(algo or "clip", ALGO_PANELS["clip"])
+
+
+def smoothed(values: list[float], share: float = SMOOTHING_SHARE) -> list[float]:
+    """An exponential moving average with a span of ``share`` of the points (at least 1), skipping NaNs
+    (a NaN stays NaN), started at the first value so the curve does not rise from 0."""
+    span = max(1.0, share * len(values))
+    alpha = 2.0 / (span + 1.0)
+    out, average = [], math.nan
+    for v in values:
+        if not math.isnan(v):
+            average = v if math.isnan(average) else average + alpha * (v - average)
+        out.append(average if not math.isnan(v) else math.nan)
+    return out
 
 
 def plot_run(run_dir: Path, out: Path | None = None) -> Path:
-    """Draw every panel (``PANELS``, or ``TRPO_PANELS`` for a TRPO run) against environment steps.
-
-    Returns the PNG's path.
-    """
+    """Draw the panels of the run's algorithm (``panels_for``) against environment steps: each metric
+    faint as logged and smoothed over it (``smoothed``). Returns the PNG's path."""
     rows = _rows(run_dir / "metrics.csv", run_dir)
     plt = _pyplot()
     column = _columns(rows)
     steps = column("step")
     config = run_dir / "config.json"
     algo = json.loads(config.read_text()).get("algo") if config.is_file() else None
-    panels = TRPO_PANELS if algo == "trpo" else PANELS
+    panels = panels_for(algo)
     fig, axes = _grid(plt, len(panels))
     for ax, (key, title) in zip(axes.flat, panels):
-        _line(ax, steps, column(key))
+        values = column(key)
+        _line(ax, steps, values, alpha=0.3)
+        _line(ax, steps, smoothed(values), color="C0")
         _label(ax, title)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
     return _save(plt, fig, run_dir, out or run_dir / "curves.png")
 
 
@@ -115,10 +138,10 @@ def _grid(plt, n: int, cols: int = 3):
     return plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
 
 
-def _line(ax, steps, values, label=None):
+def _line(ax, steps, values, label=None, **style):
     points = [(x, y) for x, y in zip(steps, values) if not math.isnan(y)]  # updates with no episode end
     if points:
-        ax.plot(*zip(*points), lw=1.2, label=label)
+        ax.plot(*zip(*points), lw=1.2, label=label, **style)
 
 
 def _label(ax, title: str):
