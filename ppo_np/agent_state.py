@@ -56,6 +56,8 @@ def checkpoint_state(agent) -> dict[str, np.ndarray]:
               "config": np.array(agent.config.to_json()),
               "counters/global_step": np.array(agent.global_step), "counters/update": np.array(agent.update_count),
               "counters/total_steps": np.array(agent.total_steps),
+              "counters/schedule_horizon": np.array(agent.schedule_horizon),
+              "config_changes": np.array(json.dumps(agent.config_changes)),
               "recent_returns": np.array(agent.recent_returns, dtype=np.float64),
               "rng/action": np.array(json.dumps(agent.action_rng.bit_generator.state)),
               "rng/predict": np.array(json.dumps(agent.predict_rng.bit_generator.state))}
@@ -90,6 +92,16 @@ def load_checkpoint_state(agent, arrays: dict[str, np.ndarray]) -> None:
     if min(counters.values()) < 0:
         raise checkpoint.CheckpointError(f"negative counters {counters}")
     agent.global_step, agent.update_count, agent.total_steps = counters.values()
+    # a checkpoint of an older version ran its schedules over its total steps
+    agent.schedule_horizon = (int(take(arrays, "counters/schedule_horizon", np.array(0)))
+                              if "counters/schedule_horizon" in arrays else agent.total_steps)
+    if agent.schedule_horizon < 0:
+        raise checkpoint.CheckpointError(f"negative schedule horizon {agent.schedule_horizon}")
+    if "config_changes" in arrays:  # absent from checkpoints of older versions: none then
+        try:
+            agent.config_changes = list(json.loads(str(take(arrays, "config_changes", np.array("")))))
+        except (ValueError, TypeError) as exc:
+            raise checkpoint.CheckpointError(f"config_changes is not a JSON list ({exc})") from None
     agent.recent_returns = [float(r) for r in take(arrays, "recent_returns", ndim=1, kinds="f")]
     for name, generator in (("action", agent.action_rng), ("predict", agent.predict_rng)):
         if name == "predict" and "rng/predict" not in arrays:  # a checkpoint of an older version: a fresh one

@@ -112,19 +112,26 @@ def _preset_name(args: argparse.Namespace, source) -> str:
 
 def _train_config(args: argparse.Namespace, source) -> PPOConfig:
     base = PPOConfig(**PRESETS[args.preset]) if args.preset else PPOConfig.for_env(source)
+    return base.replace(**_config_changes(args))
+
+
+def _config_options(args: argparse.Namespace, allowed=()) -> list[str]:
+    """The config-changing options given on the command line, as the user wrote them, but for the fields
+    in ``allowed``."""
+    given = [f"--preset {args.preset}"] if args.preset else []
+    given += [f"--env-kwargs {key}=..." for key, _ in args.env_kwargs] + [f"--wrapper {w}" for w in args.wrapper]
+    given += [f"--set {key}=..." for key, _ in args.set if key not in allowed]
+    given += [f"--{name.replace('_', '-')}" for name in field_names()
+              if getattr(args, f"cfg_{name}") is not None and name not in allowed]
+    return given
+
+
+def _config_changes(args: argparse.Namespace) -> dict:
+    """The config fields the command line sets (``--set`` first, then the field options), parsed."""
     changes = {key: parse_value(key, text) for key, text in args.set}
     changes.update({name: parse_value(name, getattr(args, f"cfg_{name}"))
                     for name in field_names() if getattr(args, f"cfg_{name}") is not None})
-    return base.replace(**changes)
-
-
-def _config_options(args: argparse.Namespace) -> list[str]:
-    """The config-changing options given on the command line, as the user wrote them."""
-    given = [f"--preset {args.preset}"] if args.preset else []
-    given += [f"--env-kwargs {key}=..." for key, _ in args.env_kwargs] + [f"--wrapper {w}" for w in args.wrapper]
-    given += [f"--set {key}=..." for key, _ in args.set]
-    given += [f"--{name.replace('_', '-')}" for name in field_names() if getattr(args, f"cfg_{name}") is not None]
-    return given
+    return changes
 
 
 def _train_setup(args: argparse.Namespace):
@@ -133,6 +140,8 @@ def _train_setup(args: argparse.Namespace):
 
     if args.resume:
         run_dir = _train_setup_refusals(args)
+        if args.fork:
+            run_dir = _fork(run_dir, Path(args.fork))
         agent = PPO.load(run_dir / CHECKPOINT_NAME, run_dir=run_dir)
         _hold(agent)
         try:
@@ -145,6 +154,8 @@ def _train_setup(args: argparse.Namespace):
             total = args.total_steps or agent.total_steps
             if total < 1:
                 raise ValueError(f"the checkpoint in {run_dir} has no step budget; give one with --total-steps")
+            agent.change_config(**_config_changes(args))
+            _say_how_schedules_go(agent, total, args)
         except ValueError:
             agent.close()  # the environments, and the run directory's lock
             raise
@@ -187,25 +198,71 @@ def _effective_config(args: argparse.Namespace) -> dict:
         arrays = checkpoint.load(Path(args.resume) / CHECKPOINT_NAME)
         config = PPOConfig.from_json(str(arrays["config"]))
         recipe = str(arrays["env/recipe"]) if "env/recipe" in arrays else ""
+        changes = _config_changes(args)
+        old = json.loads(str(arrays["config_changes"])) if "config_changes" in arrays else []
         return {"env_id": str(arrays["env_id"]), "env_recipe": json.loads(recipe) if recipe else None,
                 "preset": "the resumed run's configuration",
                 "total_steps": args.total_steps or int(arrays["counters/total_steps"]),
-                **dataclasses.asdict(config)}
+                **dataclasses.asdict(config.replace(**changes)),
+                "config_changes": old + [{"update": int(arrays["counters/update"]), "field": k,
+                                          "old": getattr(config, k), "new": v}
+                                         for k, v in changes.items() if getattr(config, k) != v]}
     if not args.env_id:
         raise ValueError("train needs an ENV_ID (or --resume RUN_DIR)")
     source = _env_source(args)
     config = _train_config(args, source)
     return {"env_id": source.name, "env_recipe": source.recipe, "preset": _preset_name(args, source),
-            "total_steps": _total_steps(args), **dataclasses.asdict(config)}
+            "total_steps": _total_steps(args), **dataclasses.asdict(config), "config_changes": []}
+
+
+def _say_how_schedules_go(agent, total: int, args: argparse.Namespace) -> None:
+    """Extending a run past its schedules' horizon: say what they do there (stderr), unless --json."""
+    cfg = agent.config
+    scheduled = [name for name, on in (("learning rate", cfg.lr_schedule != "constant"),
+                                       ("clip range", cfg.clip_schedule != "constant"),
+                                       ("temperature", cfg.temperature_final is not None),
+                                       ("entropy coefficient", cfg.ent_schedule in ("linear", "exponential")))
+                 if on]
+    if args.json or not scheduled or total <= agent.schedule_horizon:
+        return
+    if args.reschedule:
+        print(f"ppo-np train: --reschedule: the {', '.join(scheduled)} now run over {total} steps, "
+              f"from their values at step {agent.global_step}", file=sys.stderr)
+    else:
+        print(f"ppo-np train: the {', '.join(scheduled)} ran over the first {agent.schedule_horizon} steps; from "
+              f"there to {total} they hold their final values (a learning rate annealed to 0 learns nothing); "
+              "--reschedule stretches them over the new total", file=sys.stderr)
+
+
+def _fork(source: Path, target: Path) -> Path:
+    """``target`` made a copy of the run in ``source`` (its checkpoint, config and CSVs), to continue there;
+    ``source`` is only read."""
+    import shutil
+
+    if target.resolve() == source.resolve():
+        raise ValueError(f"--fork {target} is the run being resumed; give a new directory")
+    if (target / CHECKPOINT_NAME).exists():
+        raise ValueError(f"--fork {target} already holds a run; give a new directory")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        for name in (CHECKPOINT_NAME, "config.json", "metrics.csv", GRADIENTS_NAME):
+            if (source / name).is_file():
+                shutil.copyfile(source / name, target / name)
+    except OSError as exc:
+        raise ValueError(f"cannot fork into {target}: {exc.strerror or exc}") from None
+    return target
 
 
 def _train_setup_refusals(args: argparse.Namespace) -> Path:
     """The run directory of ``--resume``, or a ValueError: options it cannot take, no directory, no checkpoint."""
+    from ppo_np.ppo import RESUMABLE_FIELDS
+
     run_dir = Path(args.resume)
-    ignored = _config_options(args) + ([f"--run-dir {args.run_dir}"] if args.run_dir else [])
+    ignored = _config_options(args, RESUMABLE_FIELDS) + ([f"--run-dir {args.run_dir}"] if args.run_dir else [])
     if ignored:
         raise ValueError(f"--resume continues the run with the configuration saved in {run_dir}; "
-                         f"{', '.join(ignored)} cannot be combined with it")
+                         f"{', '.join(ignored)} cannot be combined with it (a resumed run may change "
+                         f"{', '.join(RESUMABLE_FIELDS)})")
     if not run_dir.is_dir():
         raise ValueError(f"--resume {run_dir}: no such run directory")
     if not (run_dir / CHECKPOINT_NAME).exists():
@@ -340,7 +397,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     stop = _StopSignals()
     try:
         with stop:
-            agent.learn(total, callback=stop.callback, progress_bar=not args.json and not args.no_progress)
+            agent.learn(total, callback=stop.callback, progress_bar=not args.json and not args.no_progress,
+                        reschedule=args.reschedule)
         if stop.requested and agent.global_step < total:  # a stop in the last update still finished the run
             raise KeyboardInterrupt
         wall = time.perf_counter() - start
@@ -501,7 +559,13 @@ def build_parser() -> argparse.ArgumentParser:
                        f"preset budget, {DEFAULT_TOTAL_STEPS}, else 1e6)")
     train.add_argument("--run-dir", help="where config.json, metrics.csv and checkpoint.npz go "
                        "(default: runs/ENV_ID_TIMESTAMP)")
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR (it may change "
+                       "learning_rate, max_grad_norm, target_kl and checkpoint_every, recorded in config.json)")
+    train.add_argument("--fork", metavar="NEW_DIR", help="with --resume: continue the run in NEW_DIR, a copy, "
+                       "leaving RUN_DIR as it is")
+    train.add_argument("--reschedule", action="store_true", help="with --resume and a larger --total-steps: "
+                       "stretch the schedules over the new total (else they hold their final values past the "
+                       "run's first total)")
     train.add_argument("--set", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
                        help="set a config field, e.g. --set gae_lambda=0.9 (repeatable)")
     train.add_argument("--eval-episodes", type=_positive_int, default=20, help="evaluation episodes at the end")

@@ -21,8 +21,11 @@ One iteration ("update") in paper order (Schulman et al. 2017, Algorithm 1):
 
 ``learn(total_steps)`` trains until ``total_steps`` environment steps have been taken in total, so a
 resumed agent finishes the same run. Every schedule of one iteration (temperature, learning rate,
-clip range, entropy coefficient) reads the same progress p = steps taken before its rollout / total_steps,
-so the first update runs at the schedules' start values and the last one still learns.
+clip range, entropy coefficient) reads the same progress p = min(1, steps taken before its rollout /
+H), so the first update runs at the schedules' start values and the last one still learns. H, the
+schedules' horizon, is the total of the first ``learn`` call and is saved with the agent: resuming never
+moves a schedule, and a run extended past H continues at the schedules' final values, unless
+``learn(..., reschedule=True)`` stretches them over the new total (H = the new total).
 """
 from __future__ import annotations
 
@@ -57,6 +60,8 @@ from ppo_np.schedules import AdaptiveBeta, EntropyCoefficient, schedule
 from ppo_np.surrogate import normalize_advantages
 from ppo_np.timing import PhaseTimer
 
+#: the config fields a run may change on resume (``PPO.change_config``): read afresh at every update
+RESUMABLE_FIELDS = ("learning_rate", "max_grad_norm", "target_kl", "checkpoint_every")
 # the stream of the agent's seed that predict's generator draws from (training's come from the seed itself)
 PREDICT_STREAM = 1
 # TRPO's columns of the metrics, for an update that took no TRPO step
@@ -113,6 +118,8 @@ class PPO:
         self.global_step = 0
         self.update_count = 0
         self.total_steps = 0
+        self.schedule_horizon = 0  # H of the schedules: the first learn's total, or a rescheduled one
+        self.config_changes: list[dict] = []  # {"update", "field", "old", "new"} of every change_config
         self.recent_returns: list[float] = []
         # wall seconds per phase of learn(), accumulated: env_step, inference, storage (the rollout's
         # Collector); advantages; minibatch_fwd_bwd (gather + loss + gradients), optimizer (clip + Adam);
@@ -160,7 +167,11 @@ class PPO:
                               deterministic=deterministic)[0]
 
     def _progress(self) -> float:
-        return self.global_step / self.total_steps if self.total_steps else 0.0
+        return self._progress_at(self.global_step)
+
+    def _progress_at(self, step: int) -> float:
+        """The schedules' progress at ``step``: min(1, step / H), 0 before the first ``learn``."""
+        return min(1.0, step / self.schedule_horizon) if self.schedule_horizon else 0.0
 
     def _temperature(self, progress: float) -> float:
         cfg = self.config
@@ -171,13 +182,15 @@ class PPO:
     # --- training -------------------------------------------------------------------------------
 
     def learn(self, total_steps: int, callback: Optional[Callable[["PPO", dict], Optional[bool]]] = None,
-              progress_bar: bool = False) -> "PPO":
+              progress_bar: bool = False, reschedule: bool = False) -> "PPO":
         """Train until ``total_steps`` environment steps in total (counting those of earlier calls).
 
         ``callback(agent, metrics)`` runs after every update with that update's metrics row; returning
         False stops training. With a run directory, a checkpoint is written every
         ``checkpoint_every`` updates, at the end, and when anything (Ctrl-C, an environment's error)
         stops training, except a ``NonFiniteError``: then the last good checkpoint is kept as it is.
+        The schedules run over the horizon of the first call (module docstring); ``reschedule`` sets it
+        to ``total_steps``, which moves every schedule to its value at global_step / total_steps.
         """
         if not (isinstance(total_steps, (int, np.integer)) and total_steps >= 1):
             raise ValueError(f"total_steps must be an integer >= 1, got {total_steps!r}")
@@ -188,14 +201,16 @@ class PPO:
             return self
         locked_here = self.hold_run_dir()  # before the first file is touched: one writer per run directory
         try:
-            return self._learn(int(total_steps), callback, progress_bar)
+            return self._learn(int(total_steps), callback, progress_bar, reschedule)
         finally:
             if locked_here:
                 self.release_run_dir()
 
-    def _learn(self, total_steps: int, callback, progress_bar: bool) -> "PPO":
+    def _learn(self, total_steps: int, callback, progress_bar: bool, reschedule: bool) -> "PPO":
         cfg = self.config
         self.total_steps = total_steps
+        if reschedule or not self.schedule_horizon:
+            self.schedule_horizon = total_steps
         if self.envs is None:
             self.envs = self.env_source.make_vector(cfg.num_envs, cfg.vectorization)
             # a fresh episode seed per (seed, update): a resumed run restarts its episodes reproducibly
@@ -244,6 +259,21 @@ class PPO:
         if self.run_dir is not None:
             self.save(self.run_dir / CHECKPOINT_NAME)
         return self
+
+    def change_config(self, **changes) -> None:
+        """Change fields that may change during a run (``RESUMABLE_FIELDS``), each recorded with the update
+        after which it changed (``config_changes``, saved with the agent and in config.json). Any other
+        field is refused: the run would no longer be the one its checkpoint describes."""
+        refused = sorted(set(changes) - set(RESUMABLE_FIELDS))
+        if refused:
+            raise ValueError(f"{', '.join(refused)} cannot change during a run; the fields that can: "
+                             f"{', '.join(RESUMABLE_FIELDS)}")
+        config = self.config.replace(**changes)  # validated
+        for field, new in changes.items():
+            old = getattr(self.config, field)
+            if new != old:
+                self.config_changes.append({"update": self.update_count, "field": field, "old": old, "new": new})
+        self.config = config
 
     def hold_run_dir(self) -> bool:
         """Take the run directory's lock (``rundir.RunLock``) if not held; True if taken now. A
@@ -369,8 +399,7 @@ class PPO:
 
     def last_update_progress(self) -> float:
         """The progress (steps before its rollout / total steps) at which the last update ran; 0 before one."""
-        last = max(self.global_step - self.config.batch_size, 0)
-        return last / self.total_steps if self.total_steps else 0.0
+        return self._progress_at(max(self.global_step - self.config.batch_size, 0))
 
     def loss_coefs(self, progress: Optional[float] = None) -> LossCoefs:
         """The coefficients of the loss at ``progress``: the clip range's schedule, beta, the entropy
@@ -470,7 +499,7 @@ class PPO:
     def _prepare_run_dir(self) -> None:
         if self.run_dir is not None:
             rundir.start(self.run_dir, self.env_id, self.env_source.recipe, self.total_steps, self.config,
-                         self.update_count, self._gradient_columns())
+                         self.update_count, self._gradient_columns(), self.config_changes)
 
     def _gradient_columns(self) -> Optional[list[str]]:
         """The per-parameter columns of gradients.csv, None without ``log_gradients``."""

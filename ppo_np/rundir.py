@@ -1,7 +1,8 @@
 """A run directory: what a training run writes so that it can be read back and resumed.
 
     config.json      the environment (``env_id``, and ``env_recipe``: the id, kwargs and wrapper names that
-                     rebuild it, null when names cannot), the total steps and every hyperparameter
+                     rebuild it, null when names cannot), the total steps, every hyperparameter as it is
+                     now, and ``config_changes``: each field changed on resume, with the update after which
     metrics.csv      one row per update, the columns ``METRIC_FIELDS`` (a missing value is empty)
     gradients.csv    with ``log_gradients``: one row per update, the columns ``GRADIENT_FIELDS`` and each
                      parameter's gradient norm (``actor/W0``, ..., ``critic/b2``)
@@ -38,14 +39,14 @@ GRADIENT_FIELDS = ("update", "step", "grad_norm", "clip_scale_actor", "clip_scal
 
 
 def start(run_dir: Path, env_id: str, env_recipe: dict | None, total_steps: int, config, update: int,
-          gradient_columns: list[str] | None = None) -> None:
+          gradient_columns: list[str] | None = None, config_changes: list[dict] | None = None) -> None:
     """Create ``run_dir``, write config.json, and rewrite metrics.csv (and, with ``gradient_columns``,
     gradients.csv) as its header and the rows of updates 1..``update`` (those the agent's state already
     holds; none for a new run)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config.json", json.dumps(
-        {"env_id": env_id, "env_recipe": env_recipe, "total_steps": total_steps, **dataclasses.asdict(config)},
-        indent=2))
+        {"env_id": env_id, "env_recipe": env_recipe, "total_steps": total_steps, **dataclasses.asdict(config),
+         "config_changes": config_changes or []}, indent=2))
     _restart_csv(run_dir / "metrics.csv", METRIC_FIELDS, update)
     if gradient_columns is not None:
         _restart_csv(run_dir / GRADIENTS_NAME, (*GRADIENT_FIELDS, *gradient_columns), update)

@@ -1,4 +1,5 @@
 """The command line: train/eval JSON contracts, and bad input as exit status 2 with one clear line."""
+import csv
 import json
 
 import pytest
@@ -217,3 +218,45 @@ def test_plot_refuses_bad_files_and_places_in_one_line(tmp_path, capsys, damage,
         os.chmod(run, 0o755)
     err = capsys.readouterr().err
     assert info.value.code == 2 and fragment in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_resume_may_change_a_few_fields_recorded_and_fork_leaves_the_original_untouched(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "CartPole-v1", "--total-steps", "64", "--run-dir", str(run), "--json", *SMALL,
+                 "--set", "lr_schedule=constant"]) == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    fork = tmp_path / "fork"
+    assert main(["train", "--resume", str(run), "--fork", str(fork), "--total-steps", "128", "--learning-rate",
+                 "1e-4", "--set", "max_grad_norm=1.0", "--json", "--eval-episodes", "1"]) == 0
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before          # the original, byte for byte
+    saved = json.loads((fork / "config.json").read_text())
+    assert saved["learning_rate"] == 1e-4 and saved["max_grad_norm"] == 1.0
+    assert saved["config_changes"] == [{"update": 2, "field": "max_grad_norm", "old": 0.5, "new": 1.0},
+                                       {"update": 2, "field": "learning_rate", "old": 1e-3, "new": 1e-4}]
+    with open(fork / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["update"]) for r in rows] == [1, 2, 3, 4]                 # its history, then its own updates
+    assert [float(r["learning_rate"]) for r in rows] == [1e-3] * 2 + [1e-4] * 2
+    capsys.readouterr()
+    for argv, fragment in ((["--gamma", "0.9"], "--gamma cannot be combined with it (a resumed run may change "
+                                                "learning_rate, max_grad_norm, target_kl, checkpoint_every)"),
+                           (["--fork", str(run)], "is the run being resumed"),
+                           (["--fork", str(fork)], "already holds a run")):
+        with pytest.raises(SystemExit) as info:
+            main(["train", "--resume", str(run), *argv])
+        assert info.value.code == 2 and fragment in capsys.readouterr().err
+
+
+def test_extending_a_run_says_what_its_schedules_do(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "CartPole-v1", "--total-steps", "64", "--run-dir", str(run), *SMALL,
+                 "--set", "lr_schedule=linear"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--total-steps", "96", "--eval-episodes", "1", "--no-progress"]) == 0
+    assert "ran over the first 64 steps; from there to 96 they hold their final values" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--total-steps", "128", "--reschedule", "--eval-episodes", "1",
+                 "--no-progress"]) == 0
+    assert "now run over 128 steps, from their values at step 96" in capsys.readouterr().err
+    with open(run / "metrics.csv") as f:
+        lrs = [float(r["learning_rate"]) for r in csv.DictReader(f)]
+    assert lrs == pytest.approx([1e-3, 1e-3 * (1 - 32 / 64), 0.0, 1e-3 * (1 - 96 / 128)])

@@ -75,9 +75,9 @@ def test_resume_continues_counters_schedules_and_metrics(tmp_path):
     full = metrics_of(straight, 192)
 
     first = PPO("CartPole-v1", cfg, run_dir=tmp_path)
-    first.learn(96)  # 3 of 6 updates, then "the process ends"
+    first.learn(192, callback=lambda a, row: a.global_step < 96)  # 3 of 6 updates, then "the process ends"
     resumed = PPO.load(tmp_path / CHECKPOINT_NAME, run_dir=tmp_path)
-    assert (resumed.update_count, resumed.global_step, resumed.total_steps) == (3, 96, 96)
+    assert (resumed.update_count, resumed.global_step, resumed.schedule_horizon) == (3, 96, 192)
     assert resumed.beta.beta == first.beta.beta != cfg.beta_init  # the controller's state, not its start
     rows = metrics_of(resumed, 192)
     assert [r["update"] for r in rows] == [4, 5, 6]
@@ -87,6 +87,22 @@ def test_resume_continues_counters_schedules_and_metrics(tmp_path):
         assert [r[key] for r in rows] == pytest.approx([r[key] for r in full[3:]])
     with open(tmp_path / "metrics.csv") as f:
         assert [int(r["update"]) for r in csv.DictReader(f)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_extending_a_run_keeps_its_schedules_unless_told_to_reschedule():
+    """The horizon H of the schedules is the first learn's total: past it, the schedules hold their final
+    values (p = 1); ``reschedule`` stretches them over the new total, p = steps / new total."""
+    cfg = PPOConfig(**TINY, lr_schedule="linear", clip_schedule="linear", temperature=2.0, temperature_final=1.0)
+    for reschedule, progress in ((False, [1.0, 1.0, 1.0]), (True, [96 / 192, 128 / 192, 160 / 192])):
+        agent = PPO("CartPole-v1", cfg)
+        agent.learn(96)
+        assert agent.schedule_horizon == 96
+        rows = []
+        agent.learn(192, callback=lambda a, row: rows.append(row), reschedule=reschedule)
+        assert agent.schedule_horizon == (192 if reschedule else 96)
+        assert [r["learning_rate"] for r in rows] == pytest.approx([cfg.learning_rate * (1 - p) for p in progress],
+                                                                     abs=1e-12)
+        assert [r["temperature"] for r in rows] == pytest.approx([2.0 - p for p in progress])
 
 
 @pytest.mark.parametrize("damage", ["empty", "truncated", "foreign", "garbage", "newer"])
@@ -276,3 +292,23 @@ def test_predict_gives_actions_the_env_takes_and_the_raw_sample_on_request():
     np.testing.assert_array_equal(agent.predict(obs), np.full((3, 1), 2.0, np.float32))
     assert np.all(agent.predict(obs, raw=True) > 4.9)
     assert agent.env_source.action_space.contains(agent.predict(obs[0], deterministic=False))
+
+
+def test_change_config_takes_the_resumable_fields_records_them_and_refuses_the_rest(tmp_path):
+    from ppo_np.ppo import RESUMABLE_FIELDS
+
+    agent = tiny()
+    agent.learn(64)
+    agent.change_config(learning_rate=1e-4, target_kl=0.05, checkpoint_every=7)
+    agent.change_config(checkpoint_every=7)        # no change: nothing recorded
+    assert agent.config_changes == [{"update": 2, "field": "learning_rate", "old": agent.config_changes[0]["old"],
+                                     "new": 1e-4},
+                                    {"update": 2, "field": "target_kl", "old": None, "new": 0.05},
+                                    {"update": 2, "field": "checkpoint_every", "old": 20, "new": 7}]
+    with pytest.raises(ValueError, match=f"gamma cannot change during a run; the fields that can: "
+                                         f"{', '.join(RESUMABLE_FIELDS)}"):
+        agent.change_config(gamma=0.5)
+    with pytest.raises(ValueError, match="learning_rate must be a finite number > 0"):
+        agent.change_config(learning_rate=-1.0)
+    loaded = PPO.load(agent.save(tmp_path / "a.npz"))
+    assert loaded.config_changes == agent.config_changes and loaded.config.learning_rate == 1e-4

@@ -299,7 +299,7 @@ def test_trpo_save_load_and_resume(tmp_path):
     straight = []
     PPO("CartPole-v1", cfg).learn(192, callback=lambda a, r: straight.append(r))
     first = PPO("CartPole-v1", cfg, run_dir=tmp_path)
-    first.learn(96)
+    first.learn(192, callback=lambda a, r: a.global_step < 96)  # stopped half-way
     loaded = PPO.load(tmp_path / CHECKPOINT_NAME, run_dir=tmp_path)
     assert loaded.config.algo == "trpo" and loaded.config.trpo_max_kl == cfg.trpo_max_kl
     obs = np.random.default_rng(0).normal(size=(5, loaded.obs_dim))
