@@ -398,7 +398,8 @@ class PPO:
         return {**_means(sums, n_minibatches), **NO_TRPO_STEP}, epochs_run
 
     def last_update_progress(self) -> float:
-        """The progress (steps before its rollout / total steps) at which the last update ran; 0 before one."""
+        """The schedules' progress, min(1, steps before its rollout / H), at which the last update ran;
+        0 before the first."""
         return self._progress_at(max(self.global_step - self.config.batch_size, 0))
 
     def loss_coefs(self, progress: Optional[float] = None) -> LossCoefs:
