@@ -260,3 +260,23 @@ def test_extending_a_run_says_what_its_schedules_do(tmp_path, capsys):
     with open(run / "metrics.csv") as f:
         lrs = [float(r["learning_rate"]) for r in csv.DictReader(f)]
     assert lrs == pytest.approx([1e-3, 1e-3 * (1 - 32 / 64), 0.0, 1e-3 * (1 - 96 / 128)])
+
+
+@pytest.mark.parametrize("command", ["eval", "gradcheck", "study", "plot"])
+@pytest.mark.parametrize("place", ["missing", "empty dir", "damaged checkpoint", "a csv for a checkpoint"])
+def test_every_command_refuses_bad_paths_in_one_line(tmp_path, capsys, command, place):
+    path = tmp_path / "x"
+    if place == "empty dir":
+        path.mkdir()
+    elif place == "damaged checkpoint":
+        path.mkdir()
+        (path / "checkpoint.npz").write_bytes(b"PK\x03\x04 not really a zip")
+        (path / "metrics.csv").write_text("update,step\n1,oops\n")
+    elif place == "a csv for a checkpoint":
+        path = tmp_path / "metrics.csv"
+        path.write_text("update,step\n1,32\n")
+    with pytest.raises(SystemExit) as info:
+        main([command, str(path)])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith(f"ppo-np {command}: error: ") and str(path.name) in err
