@@ -164,6 +164,9 @@ def _train_setup(args: argparse.Namespace):
 
     if not args.env_id:
         raise ValueError("train needs an ENV_ID (or --resume RUN_DIR)")
+    for option, given in (("--fork", args.fork), ("--reschedule", args.reschedule)):
+        if given:
+            raise ValueError(f"{option} continues a saved run: it goes with --resume RUN_DIR")
     source = _env_source(args)
     config = _train_config(args, source)
     if config.vectorization == "native" and not source.has_native_vector_env:
@@ -560,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run-dir", help="where config.json, metrics.csv and checkpoint.npz go "
                        "(default: runs/ENV_ID_TIMESTAMP)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR (it may change "
-                       "learning_rate, max_grad_norm, target_kl and checkpoint_every, recorded in config.json)")
+                       "learning_rate, ent_coef, max_grad_norm, target_kl and checkpoint_every, recorded in config.json)")
     train.add_argument("--fork", metavar="NEW_DIR", help="with --resume: continue the run in NEW_DIR, a copy, "
                        "leaving RUN_DIR as it is")
     train.add_argument("--reschedule", action="store_true", help="with --resume and a larger --total-steps: "

@@ -61,7 +61,7 @@ from ppo_np.surrogate import normalize_advantages
 from ppo_np.timing import PhaseTimer
 
 #: the config fields a run may change on resume (``PPO.change_config``): read afresh at every update
-RESUMABLE_FIELDS = ("learning_rate", "max_grad_norm", "target_kl", "checkpoint_every")
+RESUMABLE_FIELDS = ("learning_rate", "ent_coef", "max_grad_norm", "target_kl", "checkpoint_every")
 # the stream of the agent's seed that predict's generator draws from (training's come from the seed itself)
 PREDICT_STREAM = 1
 # TRPO's columns of the metrics, for an update that took no TRPO step
@@ -263,12 +263,17 @@ class PPO:
     def change_config(self, **changes) -> None:
         """Change fields that may change during a run (``RESUMABLE_FIELDS``), each recorded with the update
         after which it changed (``config_changes``, saved with the agent and in config.json). Any other
-        field is refused: the run would no longer be the one its checkpoint describes."""
+        field is refused: the run would no longer be the one its checkpoint describes. A new ``ent_coef``
+        is the start of its schedule from the next update on (refused for the auto-tuned one)."""
         refused = sorted(set(changes) - set(RESUMABLE_FIELDS))
         if refused:
             raise ValueError(f"{', '.join(refused)} cannot change during a run; the fields that can: "
                              f"{', '.join(RESUMABLE_FIELDS)}")
         config = self.config.replace(**changes)  # validated
+        if "ent_coef" in changes and config.ent_schedule == "auto" and changes["ent_coef"] != self.config.ent_coef:
+            raise ValueError("ent_coef is only the starting point of the auto-tuned entropy coefficient, which "
+                             "the run has moved on from; it cannot change during a run")
+        self.ent_coef.start = config.ent_coef  # a schedule's start: its next value follows (no-op for auto)
         for field, new in changes.items():
             old = getattr(self.config, field)
             if new != old:

@@ -99,6 +99,8 @@ def test_set_and_field_options_reach_the_config(tmp_path, capsys):
     (["train", "CartPole-v1", "--set", "nonsense=1"], "nonsense"),
     (["train", "CartPole-v1", "--set", "gamma"], "key=value"),
     (["train", "no_such_module:Line-v0"], "cannot import module 'no_such_module'"),
+    (["train", "CartPole-v1", "--fork", "x"], "--fork continues a saved run: it goes with --resume RUN_DIR"),
+    (["train", "CartPole-v1", "--reschedule"], "--reschedule continues a saved run"),
     (["train", "custom_envs:Line-v0", "--env-kwargs", "lenght=3"], "unexpected keyword argument 'lenght'"),
     (["train", "custom_envs:Line-v0", "--env-kwargs", "length"], "key=value"),
     (["train", "custom_envs:Line-v0", "--wrapper", "no_such_module:Wrapper"], "cannot import 'no_such_module:Wrapper'"),
@@ -239,7 +241,7 @@ def test_resume_may_change_a_few_fields_recorded_and_fork_leaves_the_original_un
     assert [float(r["learning_rate"]) for r in rows] == [1e-3] * 2 + [1e-4] * 2
     capsys.readouterr()
     for argv, fragment in ((["--gamma", "0.9"], "--gamma cannot be combined with it (a resumed run may change "
-                                                "learning_rate, max_grad_norm, target_kl, checkpoint_every)"),
+                                                "learning_rate, ent_coef, max_grad_norm, target_kl, checkpoint_every)"),
                            (["--fork", str(run)], "is the run being resumed"),
                            (["--fork", str(fork)], "already holds a run")):
         with pytest.raises(SystemExit) as info:

@@ -276,7 +276,8 @@ def invalid_command_lines(draw):
         return ["train", env, f"--kl-min={kl_min!r}"], ["kl_min", repr(kl_min), "kl_max"]
     if kind == "option":
         options = ("--preset", "--total-steps", "--run-dir", "--resume", "--set", "--eval-episodes", "--json",
-                   "--no-progress", "--help", "--env-kwargs", "--wrapper")
+                   "--no-progress", "--help", "--env-kwargs", "--wrapper", "--fork", "--reschedule",
+                   "--print-config")
         option = draw(st.from_regex(r"--[a-z][a-z-]{0,12}", fullmatch=True).filter(  # no option, nor its prefix
             lambda o: not any(a.startswith(o) for a in (*options, *(f"--{n.replace('_', '-')}" for n in FIELDS)))))
         return ["train", env, f"{option}=1"], [option]

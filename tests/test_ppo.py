@@ -312,3 +312,16 @@ def test_change_config_takes_the_resumable_fields_records_them_and_refuses_the_r
         agent.change_config(learning_rate=-1.0)
     loaded = PPO.load(agent.save(tmp_path / "a.npz"))
     assert loaded.config_changes == agent.config_changes and loaded.config.learning_rate == 1e-4
+
+
+def test_a_new_entropy_coefficient_takes_effect_at_the_next_update_and_the_tuned_one_is_refused():
+    agent = tiny(ent_coef=0.01)
+    agent.learn(64)
+    agent.change_config(ent_coef=0.02)
+    rows = []
+    agent.learn(96, callback=lambda a, row: rows.append(row))
+    assert rows[0]["ent_coef"] == 0.02 and agent.config_changes[-1]["field"] == "ent_coef"
+    tuned = tiny(ent_schedule="auto", ent_coef=0.01)
+    tuned.learn(32)
+    with pytest.raises(ValueError, match="ent_coef is only the starting point of the auto-tuned"):
+        tuned.change_config(ent_coef=0.05)
