@@ -106,7 +106,7 @@ class PolicyHead:
 
     The defaults here are those of a head whose distribution parameters are the network's outputs
     themselves (y = z: logits), with no parameters of its own; a head with its own (the Gaussian's
-    log_std) overrides all four.
+    log_std) overrides them, and stores its actions as floats.
     """
 
     name: str
@@ -118,6 +118,11 @@ class PolicyHead:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.net_dim})"
+
+    @staticmethod
+    def action_dtype(dtype) -> np.dtype:
+        """Actions are stored as int64 (indices, or zeros and ones), whatever the networks' float dtype."""
+        return np.dtype(np.int64)
 
     def init_params(self, dtype, log_std_init: float) -> dict:
         """The head's own parameters: none."""

@@ -51,11 +51,6 @@ class Bernoulli(PolicyHead):
         self.net_dim = self.dist_dim = check_size("n", n)
         self.action_shape = (self.net_dim,)
 
-    @staticmethod
-    def action_dtype(dtype) -> np.dtype:
-        """Actions are stored as int64 zeros and ones, whatever the networks' float dtype."""
-        return np.dtype(np.int64)
-
     @classmethod
     def for_space(cls, space) -> "Bernoulli | None":
         """The head for a 1-D gymnasium MultiBinary action space, or None for any other space."""

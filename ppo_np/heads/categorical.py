@@ -64,11 +64,6 @@ class Categorical(PolicyHead):
         self.net_dim = self.dist_dim = check_size("n_actions", n_actions)
         self.action_shape = ()
 
-    @staticmethod
-    def action_dtype(dtype) -> np.dtype:
-        """Actions are stored as int64, whatever the networks' float dtype."""
-        return np.dtype(np.int64)
-
     @classmethod
     def for_space(cls, space) -> "Categorical | None":
         """The head for a gymnasium action space, or None unless it is a Discrete one starting at 0."""

@@ -44,11 +44,6 @@ class MultiCategorical(PolicyHead):
     def __repr__(self) -> str:
         return f"MultiCategorical({self.nvec.tolist()})"
 
-    @staticmethod
-    def action_dtype(dtype) -> np.dtype:
-        """Actions are stored as int64, whatever the networks' float dtype."""
-        return np.dtype(np.int64)
-
     @classmethod
     def for_space(cls, space) -> "MultiCategorical | None":
         """The head for a 1-D gymnasium MultiDiscrete space starting at 0, or None for any other space."""
