@@ -3,7 +3,7 @@
     ppo-np train ENV_ID [--env-kwargs key=value ...] [--wrapper module:Name ...] [--preset NAME]
                         [--total-steps N] [--run-dir DIR] [--resume DIR] [--json]
                         [--set key=value ...] [--<any config field> VALUE ...]
-    ppo-np eval PATH [--episodes N] [--seed S] [--stochastic] [--max-episode-steps N] [--json]
+    ppo-np eval PATH [--episodes N] [--seed S] [--stochastic] [--max-episode-steps N] [--video DIR] [--json]
     ppo-np plot RUN_DIR [--out PNG]
     ppo-np gradcheck [RUN_DIR] [--json] [--seed S] [--trials K] [--samples N]
     ppo-np study RUN_DIR [--max-samples N] [--estimates K] [--value-steps N] [--value-states N]
@@ -44,7 +44,8 @@ import traceback
 from pathlib import Path
 
 from ppo_np import checkpoint
-from ppo_np.config import DEFAULT_TOTAL_STEPS, PRESETS, PPOConfig, field_doc, field_names, parse_value
+from ppo_np.config import (DEFAULT_TOTAL_STEPS, PRESETS, RESUMABLE_FIELDS, PPOConfig, field_doc, field_names,
+                           parse_value)
 from ppo_np.rundir import CHECKPOINT_NAME, GRADIENTS_NAME
 
 
@@ -258,8 +259,6 @@ def _fork(source: Path, target: Path) -> Path:
 
 def _train_setup_refusals(args: argparse.Namespace) -> Path:
     """The run directory of ``--resume``, or a ValueError: options it cannot take, no directory, no checkpoint."""
-    from ppo_np.ppo import RESUMABLE_FIELDS
-
     run_dir = Path(args.resume)
     ignored = _config_options(args, RESUMABLE_FIELDS) + ([f"--run-dir {args.run_dir}"] if args.run_dir else [])
     if ignored:
@@ -443,14 +442,16 @@ def _checkpoint_path(path: str) -> Path:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from ppo_np.evaluation import evaluate
+    from ppo_np.evaluation import check_video_output, evaluate
     from ppo_np.ppo import PPO
 
     agent = PPO.load(_checkpoint_path(args.path))  # a bad file raises CheckpointError: exit status 2
     seed = eval_seed(agent) if args.seed is None else args.seed
+    if args.video:
+        check_video_output(args.video)  # before the first episode: exit status 2
     try:
         result = evaluate(agent, episodes=args.episodes, seed=seed, deterministic=not args.stochastic,
-                          max_episode_steps=args.max_episode_steps)
+                          max_episode_steps=args.max_episode_steps, video_dir=args.video)
     except Exception as exc:  # the environment's fault, not the input's
         print(f"ppo-np eval: evaluation stopped by {_describe(exc)}", file=sys.stderr)
         return 1
@@ -462,6 +463,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print(f"{agent.env_id}: mean return {result['mean_return']:.2f} +- {result['std_return']:.2f} "
               f"over {result['episodes']} episodes ({'stochastic' if args.stochastic else 'deterministic'} "
               f"actions, seed {seed}){capped}")
+        for video in result.get("videos", []):
+            print(f"  {video['path']}: return {video['return']:.2f}, {video['length']} steps")
     return 0
 
 
@@ -563,7 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run-dir", help="where config.json, metrics.csv and checkpoint.npz go "
                        "(default: runs/ENV_ID_TIMESTAMP)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR (it may change "
-                       "learning_rate, ent_coef, max_grad_norm, target_kl and checkpoint_every, recorded in config.json)")
+                       f"{', '.join(RESUMABLE_FIELDS)}, recorded in config.json)")
     train.add_argument("--fork", metavar="NEW_DIR", help="with --resume: continue the run in NEW_DIR, a copy, "
                        "leaving RUN_DIR as it is")
     train.add_argument("--reschedule", action="store_true", help="with --resume and a larger --total-steps: "
@@ -579,8 +582,10 @@ def build_parser() -> argparse.ArgumentParser:
     config_group = train.add_argument_group("config fields (see PPOConfig)")
     for f in dataclasses.fields(PPOConfig):
         choices = f.metadata.get("choices")
+        switch = {"nargs": "?", "const": "true"} if f.type in ("bool", bool) else {}  # --tensorboard means true
         config_group.add_argument(f"--{f.name.replace('_', '-')}", dest=f"cfg_{f.name}", metavar="VALUE",
-                                  default=None, help=field_doc(f.name) + (f" {{{', '.join(choices)}}}" if choices else ""))
+                                  default=None, **switch,
+                                  help=field_doc(f.name) + (f" {{{', '.join(choices)}}}" if choices else ""))
     train.set_defaults(func=_cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate a saved agent")
@@ -591,8 +596,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--stochastic", action="store_true", help="sample actions from the policy instead of its mode")
     ev.add_argument("--max-episode-steps", type=_positive_int, help="cut an episode after this many steps "
                     "(default: the environment's time limit, else 10000)")
+    ev.add_argument("--video", metavar="DIR", help="record every episode to DIR/episode-J.mp4 with gymnasium's "
+                    "RecordVideo (needs the video extra: pip install 'ppo-np[video]')")
     ev.add_argument("--json", action="store_true", help='print {"mean_return", "std_return", "episodes", "mean_length", "capped_episodes", '
-                    '"max_episode_steps"}')
+                    '"max_episode_steps"}, and "videos" (path, return, length of each) with --video')
     ev.set_defaults(func=_cmd_eval)
 
     plot = sub.add_parser("plot", help="learning curves and diagnostics of a run to PNG, and its gradients to "

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 _CHOICES = "choices"
+#: the fields a run may change on resume (``PPO.change_config``): read afresh at every update (or learn)
+RESUMABLE_FIELDS = ("learning_rate", "ent_coef", "max_grad_norm", "target_kl", "checkpoint_every", "tensorboard")
 
 
 def _param(default, doc: str, **choices):
@@ -41,6 +43,9 @@ class PPOConfig:
     log_gradients: bool = _param(False, "write gradients.csv beside metrics.csv: per update, each parameter's "
                                  "gradient norm before the clip, the clip scales and the surrogate's outside "
                                  "share (PPO-clip and PPO-penalty; it changes no trained weight)")
+    tensorboard: bool = _param(False, "also write every metrics.csv (and gradients.csv) value to TensorBoard event "
+                               "files in RUN_DIR/tensorboard (needs the tensorboard extra: "
+                               "pip install 'ppo-np[tensorboard]')")
 
     # --- networks ---
     hidden_sizes: tuple = _param((64, 64), "hidden layer sizes of both the actor and the critic MLP")

@@ -55,9 +55,11 @@ class EnvSource:
     """
 
     def __init__(self, name: str, make_one: Optional[Callable[[], gym.Env]], recipe: Optional[dict],
-                 vector_env: Optional[gym.vector.VectorEnv] = None, instance: Optional[gym.Env] = None):
+                 vector_env: Optional[gym.vector.VectorEnv] = None, instance: Optional[gym.Env] = None,
+                 make_rendering: Optional[Callable[[], gym.Env]] = None):
         self.name, self.recipe = name, recipe
         self._make_one, self._vector_env, self._instance = make_one, vector_env, instance
+        self._make_rendering = make_rendering or make_one  # an id is made again with render_mode="rgb_array"
         self.num_envs = vector_env.num_envs if vector_env is not None else None  # fixed by a given vector env
         if vector_env is not None:
             self.observation_space = vector_env.single_observation_space
@@ -91,7 +93,9 @@ class EnvSource:
             _find_spec(env)
             names = [_importable_name(w) for w in wrappers]
             recipe = {"id": env, "kwargs": kwargs, "wrappers": names} if None not in names else None
-            return cls(env, functools.partial(_wrap, functools.partial(gym.make, env, **kwargs), wrappers), recipe)
+            rendering = functools.partial(gym.make, env, **{**kwargs, "render_mode": "rgb_array"})
+            return cls(env, functools.partial(_wrap, functools.partial(gym.make, env, **kwargs), wrappers), recipe,
+                       make_rendering=functools.partial(_wrap, rendering, wrappers))
         if isinstance(env, gym.vector.VectorEnv):
             if wrappers:
                 raise ValueError("wrappers apply to each environment; wrap the environments of the vector env "
@@ -164,6 +168,18 @@ class EnvSource:
             raise ValueError(f"the {self.name} has no way to build further environments (it is not a gymnasium "
                              "SyncVectorEnv or AsyncVectorEnv)")
         return _flatten_observations(self._make_one)
+
+    def make_rendering(self) -> gym.Env:
+        """One new environment like ``make_one``'s whose ``render()`` returns an RGB array (for videos): an id
+        is made with ``render_mode="rgb_array"``; any other source must build its environments so."""
+        if self._make_rendering is None:
+            raise ValueError(f"the {self.name} has no way to build further environments to record")
+        env = self._build(functools.partial(_flatten_observations, self._make_rendering))
+        if env.render_mode != "rgb_array":
+            env.close()
+            raise ValueError(f"the {self.name} renders in mode {env.render_mode!r}; a video needs frames: build the "
+                             "environment with render_mode='rgb_array'")
+        return env
 
     @property
     def has_native_vector_env(self) -> bool:

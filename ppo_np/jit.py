@@ -33,6 +33,9 @@ passes that way too.
 from __future__ import annotations
 
 import functools
+import os
+import types
+from pathlib import Path
 
 import numba
 
@@ -50,3 +53,15 @@ jit = functools.partial(numba.njit, **JIT_OPTIONS)
 def plain(args):
     """``args`` with every (nested) NamedTuple made a plain tuple, the same elements in the same order."""
     return tuple(plain(a) for a in args) if isinstance(args, tuple) else args
+
+
+def cached_since_edited(module: types.ModuleType) -> bool:
+    """Whether ``module``'s kernels have been compiled into numba's cache since its source last changed, so
+    that a run will load them rather than compile them (for a message, not for correctness: a new type
+    signature still compiles). True when nothing compiles (``NUMBA_DISABLE_JIT=1``)."""
+    kernels = [k for k in vars(module).values() if isinstance(k, numba.core.dispatcher.Dispatcher)]
+    if not kernels:
+        return True
+    source = Path(module.__file__)
+    indexes = Path(kernels[0].stats.cache_path).glob(f"{source.stem}.*.nbi")  # numba's index of each kernel
+    return any(os.stat(index).st_mtime >= os.stat(source).st_mtime for index in indexes)

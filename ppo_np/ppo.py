@@ -33,6 +33,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -41,9 +42,9 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ppo_np import agent_state, checkpoint, gradients, rundir, trpo
+from ppo_np import agent_state, checkpoint, fused, gradients, rundir, trpo
 from ppo_np.advantages import gae, rewards_to_go
-from ppo_np.config import PPOConfig
+from ppo_np.config import RESUMABLE_FIELDS, PPOConfig
 from ppo_np.envs import EnvSource
 from ppo_np.fused import FusedLoss
 from ppo_np.heads import head_for
@@ -55,13 +56,12 @@ from ppo_np.optim import Adam, clip_coefficient, clip_grad_norm, global_norm
 from ppo_np.policy import Actor, Critic
 from ppo_np.ratios import importance_ratios
 from ppo_np.rollout import Collector, RolloutBuffer
+from ppo_np.jit import cached_since_edited
 from ppo_np.rundir import CHECKPOINT_NAME
 from ppo_np.schedules import AdaptiveBeta, EntropyCoefficient, schedule
 from ppo_np.surrogate import normalize_advantages
 from ppo_np.timing import PhaseTimer
 
-#: the config fields a run may change on resume (``PPO.change_config``): read afresh at every update
-RESUMABLE_FIELDS = ("learning_rate", "ent_coef", "max_grad_norm", "target_kl", "checkpoint_every")
 # the stream of the agent's seed that predict's generator draws from (training's come from the seed itself)
 PREDICT_STREAM = 1
 # TRPO's columns of the metrics, for an update that took no TRPO step
@@ -128,8 +128,16 @@ class PPO:
         self.timer = PhaseTimer(self.phase_times)
         self._fused_loss: Optional[FusedLoss] = None  # the minibatch step's buffers, made at the first update
         self._gradient_monitor: Optional[gradients.GradientMonitor] = None  # with log_gradients, made beside them
+        self._tensorboard: Optional[rundir.TensorBoardLog] = None  # with tensorboard, open during learn
         self.run_dir = rundir.check_new_run_dir(run_dir, overwrite) if run_dir is not None else None
         self._run_lock: Optional[rundir.RunLock] = None
+        self._check_tensorboard(cfg)
+
+    def _check_tensorboard(self, config: PPOConfig) -> None:
+        """TensorBoard events are written by tensorboardX: refused at once when it is missing (``learn``
+        refuses them without a run directory)."""
+        if config.tensorboard and self.run_dir is not None:
+            rundir.tensorboard_writer_class()
 
     def _target_entropy(self) -> float:
         cfg = self.config
@@ -199,6 +207,9 @@ class PPO:
                           f"already, and total_steps counts every step, those of earlier calls included; "
                           f"to train N more, call learn(agent.global_step + N)", stacklevel=2)
             return self
+        if self.config.tensorboard and self.run_dir is None:
+            raise ValueError("tensorboard=True writes into the run directory, and this agent has none: give it a "
+                             "run_dir, or change_config(tensorboard=False)")
         locked_here = self.hold_run_dir()  # before the first file is touched: one writer per run directory
         try:
             return self._learn(int(total_steps), callback, progress_bar, reschedule)
@@ -218,7 +229,13 @@ class PPO:
             self.collector = Collector(self.envs, env_seed, self.obs_norm, self.reward_scaler, self.phase_times)
         buf = RolloutBuffer.allocate(cfg.num_steps, cfg.num_envs, self.obs_dim, self.head, self.actor.dtype)
         self._prepare_run_dir()
-        bar = _progress_bar(progress_bar, self.total_steps, self.global_step)
+        if self.run_dir is not None and cfg.tensorboard:
+            self._tensorboard = rundir.TensorBoardLog(self.run_dir, self.global_step, self.update_count,
+                                                      self._gradient_columns())
+        if progress_bar and not cached_since_edited(fused):
+            print("ppo-np: compiling the numba kernels, once: the first run after an install takes longer before its "
+                  "first update", file=sys.stderr)
+        bar = None  # made after the first update, which may compile kernels: its ETA is that of the updates to come
         start, start_step = time.perf_counter(), self.global_step
         # One BLAS thread: at these matrix sizes threads cost more than they give (on busy cores many
         # times more), and a fixed summation order keeps runs bit-reproducible.
@@ -239,25 +256,31 @@ class PPO:
                 wall = time.perf_counter() - start
                 row.update(step=self.global_step, wall_s=wall, steps_per_s=(self.global_step - start_step) / wall)
                 self._log(row)
-                if bar is not None:
-                    bar.update(cfg.batch_size)
+                if progress_bar:
+                    if bar is None:
+                        bar = _progress_bar(self.total_steps, self.global_step)
+                    else:
+                        bar.update(cfg.batch_size)
                     bar.set_postfix(update=self.update_count, ret=f"{self.mean_recent_return():.1f}")
                 if self.run_dir is not None and self.update_count % cfg.checkpoint_every == 0:
-                    self.save(self.run_dir / CHECKPOINT_NAME)
+                    self._checkpoint()
                 if callback is not None and callback(self, row) is False:
                     break
         except NonFiniteError:
             raise  # keep the last good checkpoint: this state may already hold the bad numbers
         except BaseException:  # Ctrl-C, an environment that raised, anything: save the work, then stop
             if self.run_dir is not None:
-                self.save(self.run_dir / CHECKPOINT_NAME)
+                self._checkpoint()
             raise
         finally:
             blas.restore_original_limits()
             if bar is not None:
                 bar.close()
+            if self._tensorboard is not None:
+                self._tensorboard.close()
+                self._tensorboard = None
         if self.run_dir is not None:
-            self.save(self.run_dir / CHECKPOINT_NAME)
+            self._checkpoint()
         return self
 
     def change_config(self, **changes) -> None:
@@ -270,6 +293,7 @@ class PPO:
             raise ValueError(f"{', '.join(refused)} cannot change during a run; the fields that can: "
                              f"{', '.join(RESUMABLE_FIELDS)}")
         config = self.config.replace(**changes)  # validated
+        self._check_tensorboard(config)
         if "ent_coef" in changes and config.ent_schedule == "auto" and changes["ent_coef"] != self.config.ent_coef:
             raise ValueError("ent_coef is only the starting point of the auto-tuned entropy coefficient, which "
                              "the run has moved on from; it cannot change during a run")
@@ -518,6 +542,14 @@ class PPO:
             rundir.append_metrics(self.run_dir, row)
             if self.config.log_gradients:
                 rundir.append_gradients(self.run_dir, row, self._gradient_columns())
+        if self._tensorboard is not None:
+            self._tensorboard.write(row)
+
+    def _checkpoint(self) -> None:
+        """The checkpoint in the run directory, and the TensorBoard events up to it on disk."""
+        self.save(self.run_dir / CHECKPOINT_NAME)
+        if self._tensorboard is not None:
+            self._tensorboard.flush()
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Everything a resumed run needs, as plain arrays (``agent_state.checkpoint_state``)."""
@@ -585,9 +617,7 @@ def _minibatch_gatherer(flat: Minibatch, max_rows: int):
     return lambda idx: Minibatch(*gather(idx))
 
 
-def _progress_bar(enabled: bool, total: int, initial: int):
-    if not enabled:
-        return None
+def _progress_bar(total: int, initial: int):
     from tqdm import tqdm
 
     return tqdm(total=total, initial=initial, unit="step", unit_scale=True, dynamic_ncols=True)

@@ -6,6 +6,7 @@
     metrics.csv      one row per update, the columns ``METRIC_FIELDS`` (a missing value is empty)
     gradients.csv    with ``log_gradients``: one row per update, the columns ``GRADIENT_FIELDS`` and each
                      parameter's gradient norm (``actor/W0``, ..., ``critic/b2``)
+    tensorboard/     with ``tensorboard``: the same values as TensorBoard event files (``TensorBoardLog``)
     checkpoint.npz   the agent's state (``PPO.save``), named ``CHECKPOINT_NAME``
     .lock            held by the one process writing the run (``RunLock``): its pid and start time
 
@@ -22,6 +23,7 @@ import dataclasses
 import fcntl
 import io
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -36,6 +38,16 @@ METRIC_FIELDS = ("update", "step", "wall_s", "steps_per_s", "episode_return", "e
                  "grad_norm", "epochs_run", "step_size", "line_search_backtracks", "cg_residual")
 LOCK_NAME = ".lock"
 GRADIENT_FIELDS = ("update", "step", "grad_norm", "clip_scale_actor", "clip_scale_critic", "outside_share")
+TENSORBOARD_NAME = "tensorboard"
+#: the TensorBoard section of each metrics column (update and step are the axes, not charts)
+TENSORBOARD_SECTIONS = {
+    "episode": ("episode_return", "episode_length"),
+    "loss": ("policy_loss", "value_loss", "entropy", "grad_norm"),
+    "update": ("approx_kl_k1", "approx_kl_k3", "exact_kl", "clip_frac", "explained_variance", "epochs_run"),
+    "schedule": ("learning_rate", "clip_range", "ent_coef", "beta", "temperature"),
+    "trpo": ("step_size", "line_search_backtracks", "cg_residual"),
+    "time": ("wall_s", "steps_per_s"),
+}
 
 
 def start(run_dir: Path, env_id: str, env_recipe: dict | None, total_steps: int, config, update: int,
@@ -151,3 +163,61 @@ def check_new_run_dir(run_dir: str | os.PathLike, overwrite: bool) -> Path:
         raise ValueError(f"run directory {path} already holds a run; resume it with PPO.load(path / "
                          f"'{CHECKPOINT_NAME}', run_dir=path), or pass overwrite=True to replace it")
     return path
+
+
+def tensorboard_writer_class():
+    """tensorboardX's ``SummaryWriter``; a ValueError saying how to install it when it is missing."""
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError as exc:
+        raise ValueError(f"tensorboard=True writes with tensorboardX, which does not import ({exc}); install it "
+                         "with: pip install 'ppo-np[tensorboard]'") from None
+    return SummaryWriter
+
+
+class TensorBoardLog:
+    """RUN_DIR/tensorboard: each update's metrics (and gradient norms) as TensorBoard scalars at its
+    environment step, tagged ``section/column`` (``TENSORBOARD_SECTIONS``; gradients.csv's columns under
+    ``gradients/``), written by tensorboardX. Missing values (NaN, as in an update where no episode
+    ended) are not written.
+
+    Each ``learn`` adds an event file. A resumed run's first file purges the events past its checkpoint's
+    step (those a stopped run wrote after it), so every update appears once, as in the CSVs. A run
+    that turns TensorBoard on when resumed gets its earlier updates from the CSVs first.
+    """
+
+    def __init__(self, run_dir: Path, step: int, update: int, gradient_columns: list[str] | None):
+        directory = run_dir / TENSORBOARD_NAME
+        backfill = update > 0 and not directory.exists()
+        metric_tags = {column: f"{section}/{column}" for section, columns in TENSORBOARD_SECTIONS.items()
+                       for column in columns}
+        gradient_tags = {column: f"gradients/{column}" for column in (*GRADIENT_FIELDS, *(gradient_columns or ()))
+                         if column not in metric_tags and column not in ("update", "step")}
+        self._tags = {**metric_tags, **(gradient_tags if gradient_columns is not None else {})}
+        # tensorboardX names a file by the second it was made in; the update it starts at tells apart (and
+        # orders) the files of one second, which would otherwise overwrite each other
+        self._writer = tensorboard_writer_class()(str(directory), purge_step=step + 1 if update > 0 else None,
+                                                  filename_suffix=f".update{update:09d}")
+        if backfill:
+            for name, tags in (("metrics.csv", metric_tags), (GRADIENTS_NAME, gradient_tags)):
+                rows = _read_metrics(run_dir / name) if (run_dir / name).exists() else []
+                for row in rows:
+                    if _update_of(row) <= update:
+                        self._write(row, tags)
+
+    def write(self, row: dict) -> None:
+        """One update's row (the metrics, and the gradient norms with ``log_gradients``)."""
+        self._write(row, self._tags)
+
+    def _write(self, row: dict, tags: dict[str, str]) -> None:
+        step = int(float(row["step"]))
+        for column, tag in tags.items():
+            value = row.get(column, "")
+            if value != "" and value is not None and math.isfinite(float(value)):
+                self._writer.add_scalar(tag, float(value), global_step=step)
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()

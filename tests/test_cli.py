@@ -241,7 +241,7 @@ def test_resume_may_change_a_few_fields_recorded_and_fork_leaves_the_original_un
     assert [float(r["learning_rate"]) for r in rows] == [1e-3] * 2 + [1e-4] * 2
     capsys.readouterr()
     for argv, fragment in ((["--gamma", "0.9"], "--gamma cannot be combined with it (a resumed run may change "
-                                                "learning_rate, ent_coef, max_grad_norm, target_kl, checkpoint_every)"),
+                                                "learning_rate, ent_coef, max_grad_norm, target_kl, checkpoint_every, tensorboard)"),
                            (["--fork", str(run)], "is the run being resumed"),
                            (["--fork", str(fork)], "already holds a run")):
         with pytest.raises(SystemExit) as info:

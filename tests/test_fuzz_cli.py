@@ -284,7 +284,7 @@ def invalid_command_lines(draw):
     if kind == "preset":
         name = draw(st.text(min_size=1, max_size=10).filter(lambda t: t not in cli.PRESETS))
         return ["train", env, f"--preset={name}"], ["--preset", repr(name)]
-    # --resume with a config option outside ppo.RESUMABLE_FIELDS: refused
+    # --resume with a config option outside config.RESUMABLE_FIELDS: refused
     name = draw(st.sampled_from(["gamma", "clip_coef", "seed"]))  # fields a resumed run may not change
     return ["train", "--resume", "runs/x", f"--set={name}=1"], ["--resume", f"--set {name}"]
 

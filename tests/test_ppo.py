@@ -295,7 +295,7 @@ def test_predict_gives_actions_the_env_takes_and_the_raw_sample_on_request():
 
 
 def test_change_config_takes_the_resumable_fields_records_them_and_refuses_the_rest(tmp_path):
-    from ppo_np.ppo import RESUMABLE_FIELDS
+    from ppo_np.config import RESUMABLE_FIELDS
 
     agent = tiny()
     agent.learn(64)
