@@ -43,7 +43,7 @@ import time
 import traceback
 from pathlib import Path
 
-from ppo_np import checkpoint
+from ppo_np import checkpoint, rundir
 from ppo_np.config import (DEFAULT_TOTAL_STEPS, PRESETS, RESUMABLE_FIELDS, PPOConfig, field_doc, field_names,
                            parse_value)
 from ppo_np.rundir import CHECKPOINT_NAME, GRADIENTS_NAME
@@ -146,7 +146,7 @@ def _train_setup(args: argparse.Namespace):
         agent = PPO.load(run_dir / CHECKPOINT_NAME, run_dir=run_dir)
         _hold(agent)
         try:
-            _remove_stale_temps(run_dir)  # ours to delete once the directory is ours
+            rundir.remove_stale_temps(run_dir)  # ours to delete once the directory is ours
             if args.env_id and args.env_id != agent.env_id:
                 raise ValueError(f"--resume {run_dir} holds a run on {agent.env_id}, not {args.env_id}")
             if args.total_steps is not None and args.total_steps < agent.global_step:
@@ -186,7 +186,7 @@ def _train_setup(args: argparse.Namespace):
         raise ValueError(f"run directory {run_dir} is not writable")
     agent = PPO(source, config, run_dir=run_dir)
     _hold(agent)
-    _remove_stale_temps(run_dir)  # ours to delete once the directory is ours
+    rundir.remove_stale_temps(run_dir)  # ours to delete once the directory is ours
     args.preset_used = _preset_name(args, source)
     return agent, run_dir, _total_steps(args)
 
@@ -283,12 +283,6 @@ def _hold(agent) -> None:
         raise
 
 
-def _remove_stale_temps(run_dir: Path) -> None:
-    """Temporary files of writes killed mid-way (never mistaken for the files themselves): ours to delete."""
-    checkpoint.remove_stale_temps(*(run_dir / name for name in (CHECKPOINT_NAME, "metrics.csv", "config.json",
-                                                                GRADIENTS_NAME)))
-
-
 def _restart_command(run_dir: Path, env_id: str | None) -> str:
     recipe = {"id": env_id or "ENV_ID"}
     if env_id is None:  # the run's config.json names its environment, if it got that far
@@ -377,13 +371,8 @@ def _interrupted(agent, run_dir: Path, phase: str, status: int = 130) -> int:
     return status
 
 
-def eval_seed(agent) -> int:
-    """The seed of a run's evaluation episodes, the same for ``train``'s final evaluation and ``eval``."""
-    return agent.config.seed + 10_000
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ppo_np.evaluation import evaluate
+    from ppo_np.evaluation import eval_seed, evaluate
     from ppo_np.ppo import NonFiniteError
 
     if args.print_config:
@@ -442,7 +431,7 @@ def _checkpoint_path(path: str) -> Path:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from ppo_np.evaluation import check_video_output, evaluate
+    from ppo_np.evaluation import check_video_output, eval_seed, evaluate
     from ppo_np.ppo import PPO
 
     agent = PPO.load(_checkpoint_path(args.path))  # a bad file raises CheckpointError: exit status 2
@@ -465,6 +454,70 @@ def _cmd_eval(args: argparse.Namespace) -> int:
               f"actions, seed {seed}){capped}")
         for video in result.get("videos", []):
             print(f"  {video['path']}: return {video['return']:.2f}, {video['length']} steps")
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from ppo_np import sweep
+
+    spec = sweep.SweepSpec(env=args.env_id, seeds=sweep.parse_seeds(args.seeds), grid=sweep.grid_from_args(args.grid),
+                           fixed=_config_changes(args), total_steps=args.total_steps,
+                           env_kwargs={key: _env_value(text) for key, text in args.env_kwargs},
+                           wrappers=tuple(args.wrapper), eval_episodes=args.eval_episodes)
+    out = Path(args.out) if args.out else Path("sweeps") / (
+        f"{args.env_id.replace(':', '_').replace('/', '_')}_{time.strftime('%Y%m%d-%H%M%S')}")
+    sweep.check_output(spec, out)  # bad input refused before anything is said or started
+    if not args.json:
+        print(f"ppo-np sweep: {args.env_id} into {out}" + (f" on the Ray cluster at {args.address}" if args.address
+                                                           else ", on a Ray instance of this machine"), file=sys.stderr)
+    try:
+        summary = sweep.run_sweep(spec, out, address=args.address, workers=args.workers, retries=args.retries,
+                                  progress=not (args.json or args.no_progress))
+    except sweep.SweepInterrupted as exc:
+        print(f"\nppo-np sweep: {exc}; run the same command again to resume", file=sys.stderr)
+        return 130
+    unfinished = sum(len(c["unfinished"]) for c in summary["configurations"])
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(_sweep_table(summary))
+        for config in summary["configurations"]:
+            for trial in config["unfinished"]:
+                print(f"  failed: {trial['run_dir']}: {trial.get('error', 'not finished')}")
+        print(f"summary: {out / sweep.SUMMARY_NAME}" + (f"; curves: {summary['curves']}" if "curves" in summary else ""))
+    return 1 if unfinished else 0
+
+
+def _sweep_table(summary: dict) -> str:
+    def estimate(config, name):
+        e = config.get(name)
+        if e is None:
+            return "-"
+        return f"{e['value']:.1f}" + (f" [{e['ci_low']:.1f}, {e['ci_high']:.1f}]" if e["ci_low"] is not None else "")
+
+    lines = [f"{summary['env']}, {summary['total_steps']} steps per trial: final return "
+             f"(95% bootstrap intervals over seeds)",
+             f"{'configuration':<40} {'seeds':>5}  {'IQM':<24} {'median':<24} {'mean':<24}"]
+    for c in summary["configurations"]:
+        lines.append(f"{c['label']:<40} {len(c['final_returns']):>5}  {estimate(c, 'iqm'):<24} "
+                     f"{estimate(c, 'median'):<24} {estimate(c, 'mean'):<24}")
+    return "\n".join(lines)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from ppo_np import sweep
+
+    result = sweep.compare(args.sweep_a, args.sweep_b)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{result['env']}: P(a run of A beats a run of B), 95% bootstrap interval\nA = {result['a']}\n"
+          f"B = {result['b']}")
+    for pair in result["pairs"]:
+        p = pair["probability_of_improvement"]
+        interval = f" [{p['ci_low']:.2f}, {p['ci_high']:.2f}]" if p["ci_low"] is not None else " (one seed: no interval)"
+        print(f"  {pair['a']} ({pair['seeds_a']} seeds) vs {pair['b']} ({pair['seeds_b']} seeds): "
+              f"{p['value']:.2f}{interval}")
     return 0
 
 
@@ -602,6 +655,41 @@ def build_parser() -> argparse.ArgumentParser:
                     '"max_episode_steps"}, and "videos" (path, return, length of each) with --video')
     ev.set_defaults(func=_cmd_eval)
 
+    sw = sub.add_parser("sweep", help="train many seeds, over a grid of settings, as Ray tasks on every core "
+                        "(or a Ray cluster), and summarise them with bootstrap intervals (pip install 'ppo-np[sweep]')",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sw.add_argument("env_id", help="gymnasium environment id, or module:EnvId")
+    sw.add_argument("--seeds", default="0-4", help="seeds of every configuration: 0-9, 0,3,5 or 0-3,8")
+    sw.add_argument("--grid", action="append", default=[], type=_key_value, metavar="KEY=V1,V2",
+                    help="a config field and its values, crossed with the other --grid fields (repeatable; "
+                    "tuples in brackets: hidden_sizes=[64,64],[32,32])")
+    sw.add_argument("--set", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+                    help="a config field fixed for every trial (repeatable)")
+    sw.add_argument("--total-steps", type=_positive_int, help="environment steps of each trial (default: as train)")
+    sw.add_argument("--out", help="the sweep's directory (default: sweeps/ENV_ID_TIMESTAMP); running the same "
+                    "sweep into it again resumes it")
+    sw.add_argument("--address", help="join this Ray cluster (auto, or the head's HOST:PORT) instead of starting "
+                    "a Ray instance on this machine")
+    sw.add_argument("--workers", type=_positive_int, help="trials at once (default: one per CPU)")
+    sw.add_argument("--retries", type=_non_negative_int, default=2, help="retries of a trial that failed or whose "
+                    "worker died, each from its last checkpoint")
+    sw.add_argument("--eval-episodes", type=_positive_int, default=20, help="evaluation episodes of each trial")
+    sw.add_argument("--env-kwargs", nargs="+", action="extend", default=[], type=_key_value, metavar="KEY=VALUE",
+                    help="keyword arguments of the environment (as for train)")
+    sw.add_argument("--wrapper", action="append", default=[], metavar="MODULE:NAME", help="as for train")
+    sw.add_argument("--json", action="store_true", help="print the summary as one JSON object, no progress bar")
+    sw.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for f in dataclasses.fields(PPOConfig):  # _config_changes reads them: --set is the sweep's way
+        sw.set_defaults(**{f"cfg_{f.name}": None})
+    sw.set_defaults(func=_cmd_sweep)
+
+    cmp = sub.add_parser("compare", help="the probability that a run of one sweep beats a run of another, with "
+                         "its 95%% bootstrap interval")
+    cmp.add_argument("sweep_a", help="a sweep directory")
+    cmp.add_argument("sweep_b", help="another sweep directory, of the same environment")
+    cmp.add_argument("--json", action="store_true", help="print one JSON object")
+    cmp.set_defaults(func=_cmd_compare)
+
     plot = sub.add_parser("plot", help="learning curves and diagnostics of a run to PNG, and its gradients to "
                           "RUN_DIR/gradients.png when it logged them (needs matplotlib)")
     plot.add_argument("run_dir", help="a run directory holding metrics.csv")
@@ -647,7 +735,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for dest, value in vars(args).items():
         # Python 3.11's argparse drops a value that is exactly '--' (``--gamma=--``) and stores [] in its place
-        if isinstance(value, list) and ((value == [] and dest not in ("set", "env_kwargs", "wrapper"))
+        if isinstance(value, list) and ((value == [] and dest not in ("set", "env_kwargs", "wrapper", "grid"))
                                         or [] in value):
             name = dest[len("cfg_"):] if dest.startswith("cfg_") else dest
             parser.exit(2, f"ppo-np {args.command}: error: argument --{name.replace('_', '-')}"

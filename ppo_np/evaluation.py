@@ -18,6 +18,14 @@ from ppo_np.envs import EnvSource, LeanSyncVectorEnv
 DEFAULT_MAX_EPISODE_STEPS = 10_000
 #: environments stepped together by one evaluation (fewer when fewer episodes are asked for)
 EVAL_ENVS = 8
+#: a run's evaluation episodes are seeded ``config.seed + EVAL_SEED_OFFSET`` (``eval_seed``)
+EVAL_SEED_OFFSET = 10_000
+
+
+def eval_seed(agent) -> int:
+    """The seed of a run's evaluation episodes, the same for ``train``'s final evaluation, ``eval`` and a
+    sweep's trials, apart from the seeds of its training episodes."""
+    return agent.config.seed + EVAL_SEED_OFFSET
 
 
 def evaluate(agent, episodes: int = 20, seed: int = 0, deterministic: bool = True, *, env=None,

@@ -86,6 +86,49 @@ def plot_gradients(run_dir: Path, out: Path | None = None) -> Path:
     return _save(plt, fig, run_dir, out or run_dir / "gradients.png")
 
 
+def plot_sweep(curves: dict[str, list[Path]], out: Path, title: str, points: int = 100) -> Path:
+    """Each configuration's training return against steps (``curves``: label -> its runs' directories): the
+    IQM over runs with its 95% bootstrap band (``stats.curve_band``) at up to ``points`` steps. A run's
+    ``episode_return`` carries its last value over updates in which no episode ended and is smoothed
+    (``smoothed``); steps before every run has one, or past the shortest run, are left out."""
+    import numpy as np
+
+    from ppo_np import stats
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for color, (label, run_dirs) in enumerate(curves.items()):
+        if not run_dirs:
+            continue
+        runs = [_columns(_rows(d / "metrics.csv", d)) for d in run_dirs]
+        length = min(len(run("step")) for run in runs)
+        steps = np.array(runs[0]("step")[:length])
+        returns = np.array([smoothed(_carried(run("episode_return")[:length])) for run in runs])
+        shown = np.flatnonzero(np.isfinite(returns).all(axis=0))
+        shown = shown[np.unique(np.linspace(0, len(shown) - 1, min(points, len(shown))).astype(int))] if len(shown) else shown
+        if not len(shown):
+            continue
+        value, low, high = stats.curve_band(returns[:, shown])
+        ax.plot(steps[shown], value, color=f"C{color}", lw=1.4, label=f"{label} ({len(run_dirs)} seeds)")
+        if len(run_dirs) > 1:
+            ax.fill_between(steps[shown], low, high, color=f"C{color}", alpha=0.2, lw=0)
+    if ax.lines:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no training episode has ended in every run yet", ha="center", transform=ax.transAxes)
+    _label(ax, f"{title}: training return, IQM over seeds and its 95% bootstrap band")
+    return _save(plt, fig, out.parent, out)
+
+
+def _carried(values: list[float]) -> list[float]:
+    """NaNs (updates with no episode end) replaced by the last value before them."""
+    out, last = [], math.nan
+    for v in values:
+        last = v if not math.isnan(v) else last
+        out.append(last)
+    return out
+
+
 def _rows(path: Path, run_dir: Path) -> list[dict]:
     """The rows of a run's CSV; a ValueError naming the file when it is missing, unreadable, empty or not
     one that ppo-np wrote (a non-numeric ``update`` or ``step``)."""

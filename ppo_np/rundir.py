@@ -28,7 +28,7 @@ import os
 import time
 from pathlib import Path
 
-from ppo_np.checkpoint import write_text_atomic
+from ppo_np.checkpoint import remove_stale_temps as remove_stale_temp_files, write_text_atomic
 
 CHECKPOINT_NAME = "checkpoint.npz"
 GRADIENTS_NAME = "gradients.csv"
@@ -73,6 +73,13 @@ def _restart_csv(path: Path, fields, update: int) -> None:
     writer.writeheader()
     writer.writerows(kept)
     write_text_atomic(path, text.getvalue())  # a kill here leaves the old file or the new one
+
+
+def remove_stale_temps(run_dir: Path) -> None:
+    """Temporary files of writes killed mid-way (never mistaken for the files themselves): call it holding
+    the run's lock, when they are the writer's to delete."""
+    remove_stale_temp_files(*(run_dir / name for name in (CHECKPOINT_NAME, "metrics.csv", "config.json",
+                                                          GRADIENTS_NAME)))
 
 
 def append_metrics(run_dir: Path, row: dict) -> None:

@@ -1,5 +1,8 @@
 """Environments a user would write, registered on import: ``ppo-np train custom_envs:Line-v0`` imports
 this module (the tests directory is on the path), as gymnasium's ``module:EnvId`` form does."""
+import os
+import signal
+
 import gymnasium as gym
 import numpy as np
 
@@ -68,6 +71,27 @@ class CueDict(gym.Env):
         return self._obs(), reward, False, self.t >= 8, {}
 
 
+class FaultyLineEnv(LineEnv):
+    """``LineEnv`` that fails at its ``after_steps``-th step: ``fault`` "raise" raises a RuntimeError,
+    "kill" SIGKILLs its own process. Once per ``marker`` file (made as it fails), or every time with
+    ``always``: a fault that a retry gets past, or one that it does not."""
+
+    def __init__(self, marker: str, fault: str = "raise", after_steps: int = 100, always: bool = False):
+        super().__init__()
+        self.marker, self.fault, self.after_steps, self.always, self.steps = marker, fault, after_steps, always, 0
+
+    def step(self, action):
+        self.steps += 1
+        if self.steps >= self.after_steps and (self.always or not os.path.exists(self.marker)):
+            with open(self.marker, "a") as f:
+                f.write(f"{os.getpid()}\n")
+            if self.fault == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise RuntimeError(f"injected fault after {self.steps} steps")
+        return super().step(action)
+
+
 gym.register("Line-v0", entry_point=LineEnv, max_episode_steps=50)
+gym.register("FaultyLine-v0", entry_point=FaultyLineEnv, max_episode_steps=50)
 gym.register("Endless-v0", entry_point=EndlessEnv)
 gym.register("CueDict-v0", entry_point=CueDict)
