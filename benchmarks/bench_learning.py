@@ -2,21 +2,21 @@
 
     python benchmarks/bench_learning.py                      # a markdown table (as in the README)
     python benchmarks/bench_learning.py --json               # one JSON object (machine, versions, results)
-    python benchmarks/bench_learning.py --seeds 3 --envs CartPole-v1 --algos clip,penalty
+    python benchmarks/bench_learning.py --seeds 3 --envs CartPole-v1 --algos clip,penalty --out runs/bench
 
-For every environment (CartPole-v1 100k steps, Acrobot-v1 100k, Pendulum-v1 200k: ``DEFAULT_TOTAL_STEPS``),
-every algorithm and seeds 0 .. K-1: train with the environment's preset
-(``preset_for(env_id, continuous)``) with ``seed`` and ``algo`` replaced, then evaluate the final
-policy over 20 episodes with deterministic actions (``evaluate(agent, episodes=20, seed=EVAL_SEED + seed)``).
-Reported per (environment, algorithm): mean, std (over seeds, ddof=1), min and max of the final
-evaluation return, and the training wall time (mean per seed and total; construction + ``learn``,
-evaluation excluded). Each (environment, algorithm) first runs one warm-up update, so Numba's
-compilation or cache loading is not charged to seed 0.
+Each (environment, algorithm) is a sweep (``ppo_np.sweep``: the one multi-seed mechanism, Ray tasks on
+every core) of seeds 0 .. K-1 at the environment's step budget (CartPole-v1 100k steps, Acrobot-v1 100k,
+Pendulum-v1 200k: ``DEFAULT_TOTAL_STEPS``), each trial the environment's preset with ``algo`` (and
+``ALGO_OVERRIDES``) and its seed, evaluated as ``ppo-np train`` ends: 20 episodes, deterministic
+actions, seeded ``eval_seed`` (training seed + 10000). Reported per (environment, algorithm): the IQM
+of the final returns with its 95% bootstrap interval (``stats.interval_estimates``), mean, std over
+seeds (ddof=1), min and max, each trial's training seconds (two trials ran at once, one per core)
+and the sweep's wall time. One Ray instance serves every sweep; one short warm-up trial first loads
+or compiles the Numba kernels, so that no seed pays it. With ``--out`` the trials stay (and a re-run
+resumes them); without, they go to a temporary directory.
 
-An algorithm is any value of ``PPOConfig.algo`` (its field's choices, e.g. clip and penalty): the run
-config is ``preset.replace(algo=name)``. A new algorithm added to ``PPOConfig`` (e.g. trpo) needs
-no change here, unless it wants its own hyperparameters: then add them to ``ALGO_OVERRIDES``.
-Benchmarks are scripts, never tests.
+An algorithm is any value of ``PPOConfig.algo``; a new one needs no change here, unless it wants its own
+hyperparameters: then add them to ``ALGO_OVERRIDES``. Benchmarks are scripts, never tests.
 """
 from __future__ import annotations
 
@@ -24,20 +24,19 @@ import argparse
 import dataclasses
 import json
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from _common import add_output_options, load_average, machine_info, parse_list, print_saved_run, summary
 
-import gymnasium as gym
-
-from ppo_np import PPO, evaluate
-from ppo_np.config import DEFAULT_TOTAL_STEPS, PPOConfig, preset_for
+from ppo_np.config import DEFAULT_TOTAL_STEPS, PPOConfig
+from ppo_np.sweep import RESULT_NAME, SweepSpec, plan, ray_instance, run_sweep, run_trial
 
 EVAL_EPISODES = 20
-EVAL_SEED = 1000                 # evaluation episodes of seed s are seeded EVAL_SEED + s + i, i < 20
 DEFAULT_ENVS = ("CartPole-v1", "Acrobot-v1", "Pendulum-v1")
 
-#: per-algorithm changes to the preset beyond ``algo=name`` (none needed for clip or penalty)
+#: per-algorithm changes to the preset beyond ``algo=name`` (none needed for clip, penalty or trpo)
 ALGO_OVERRIDES: dict[str, dict] = {}
 
 
@@ -46,64 +45,41 @@ def known_algos() -> tuple[str, ...]:
     return next(f for f in dataclasses.fields(PPOConfig) if f.name == "algo").metadata["choices"]
 
 
-def run_config(env_id: str, algo: str, seed: int) -> PPOConfig:
-    """The environment's preset with ``algo``, its overrides and ``seed``."""
-    continuous = isinstance(gym.make(env_id).action_space, gym.spaces.Box)
-    return preset_for(env_id, continuous).replace(algo=algo, seed=seed, **ALGO_OVERRIDES.get(algo, {}))
-
-
-def run_seed(env_id: str, config: PPOConfig, total_steps: int) -> dict:
-    """Train one agent, evaluate it; the result row of that seed."""
+def bench(env_id: str, algo: str, seeds: int, total_steps: int, out: Path, log=None) -> dict:
+    """K seeds of (env_id, algo) as one sweep: its statistics and each trial's result."""
+    spec = SweepSpec(env=env_id, seeds=tuple(range(seeds)), fixed={"algo": algo, **ALGO_OVERRIDES.get(algo, {})},
+                     total_steps=total_steps, eval_episodes=EVAL_EPISODES)
     start = time.perf_counter()
-    agent = PPO(env_id, config)
-    agent.learn(total_steps)
+    config = run_sweep(spec, out)["configurations"][0]
     wall = time.perf_counter() - start
-    start_eval = time.perf_counter()
-    result = evaluate(agent, episodes=EVAL_EPISODES, seed=EVAL_SEED + config.seed, deterministic=True)
-    eval_wall = time.perf_counter() - start_eval
-    row = {"seed": config.seed, "final_return": round(result["mean_return"], 3),
-           "final_return_std_over_episodes": round(result["std_return"], 3),
-           "train_return_last_20": round(agent.mean_recent_return(), 3),
-           "steps": agent.global_step, "wall_s": round(wall, 3), "steps_per_s": round(agent.global_step / wall, 1),
-           "eval_wall_s": round(eval_wall, 3)}
-    agent.close()
-    return row
-
-
-def bench(env_id: str, algo: str, seeds: int, total_steps: int, log=None) -> dict:
-    """K seeds of (env_id, algo): per-seed rows and their summary."""
-    config = run_config(env_id, algo, 0)
-    start = time.perf_counter()
-    warm = PPO(env_id, config)
-    warm.learn(config.batch_size)                      # one update: compile or load the Numba kernels
-    warm.close()
-    warmup = time.perf_counter() - start
-    runs = []
-    for seed in range(seeds):
-        runs.append(run_seed(env_id, config.replace(seed=seed), total_steps))
-        if log:
-            log(f"{env_id} {algo} seed {seed}: return {runs[-1]['final_return']:.1f} in {runs[-1]['wall_s']:.1f} s "
-                f"(load {load_average()})")
-    returns = summary([r["final_return"] for r in runs], 3)
-    walls = [r["wall_s"] for r in runs]
+    runs = [json.loads((out / "default" / f"seed-{seed}" / RESULT_NAME).read_text()) for seed in config["seeds"]]
+    if log:
+        log(f"{env_id} {algo}: IQM {config['iqm']['value']:.1f} [{config['iqm']['ci_low']:.1f}, "
+            f"{config['iqm']['ci_high']:.1f}] in {wall:.0f} s (load {load_average()})")
+    trains = [r["train_s_last_attempt"] for r in runs]
     return {"env": env_id, "algo": algo, "total_steps": total_steps, "seeds": seeds,
-            "final_return": returns, "wall_mean_s": round(sum(walls) / len(walls), 2),
-            "wall_total_s": round(sum(walls), 2), "wall_std_s": summary(walls, 2)["std"],
-            "warmup_s": round(warmup, 2), "config": dataclasses.asdict(config) | {"seed": "0 .. K-1"}, "runs": runs}
+            "final_return": summary(config["final_returns"], 3),
+            **{name: config[name] for name in ("iqm", "median", "mean")},
+            "train_s_per_trial": summary(trains, 2), "sweep_wall_s": round(wall, 2),
+            "failed": config["unfinished"],
+            "runs": [{"seed": r["seed"], "final_return": r["final_return"], "train_s": r["train_s_last_attempt"],
+                      "train_return_last20": r["train_return_last20"]} for r in runs]}
 
 
 def markdown(report: dict) -> str:
     """The results as a markdown table with the machine under it."""
-    lines = ["| env | algo | steps | seeds | final return mean ± std | min | max | wall / seed (s) | wall total (s) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| env | algo | steps | seeds | IQM [95% CI] | mean ± std | min | max | train s / trial | sweep wall (s) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["results"]:
-        f = r["final_return"]
+        f, i = r["final_return"], r["iqm"]
+        interval = f" [{i['ci_low']:.1f}, {i['ci_high']:.1f}]" if i["ci_low"] is not None else ""
         lines.append(f"| {r['env']} | {r['algo']} | {r['total_steps'] // 1000}k | {r['seeds']} | "
-                     f"{f['mean']:.1f} ± {f['std']:.1f} | {f['min']:.1f} | {f['max']:.1f} | "
-                     f"{r['wall_mean_s']:.1f} | {r['wall_total_s']:.0f} |")
+                     f"{i['value']:.1f}{interval} | {f['mean']:.1f} ± {f['std']:.1f} | {f['min']:.1f} | {f['max']:.1f} | "
+                     f"{r['train_s_per_trial']['mean']:.1f} | {r['sweep_wall_s']:.0f} |")
     m, v = report["machine"], report["versions"]
     lines.append("")
-    lines.append(f"Final return: {EVAL_EPISODES} deterministic evaluation episodes per seed; std over seeds. "
+    lines.append(f"Final return: {EVAL_EPISODES} deterministic evaluation episodes per seed; IQM and its percentile "
+                 f"bootstrap interval over seeds; std over seeds. {report['workers']} trials at a time. "
                  f"{m['cpu']} ({m['logical_cpus']} logical CPUs, one BLAS thread), Python {m['python']}, "
                  + ", ".join(f"{k} {val}" for k, val in v.items() if val)
                  + f"; load average {m['load_average_start']} at start, {report['load_average_end']} at end.")
@@ -118,6 +94,8 @@ def main(argv=None) -> int:
     parser.add_argument("--algos", default="clip", help=f"comma-separated, of: {', '.join(known_algos())}")
     parser.add_argument("--total-steps", type=int, default=None,
                         help="steps per run for every env (default: 100k CartPole and Acrobot, 200k Pendulum)")
+    parser.add_argument("--workers", type=int, default=None, help="trials at a time (default: one per CPU)")
+    parser.add_argument("--out", help="keep the sweeps here, OUT/ENV/ALGO (a re-run resumes them)")
     add_output_options(parser)
     args = parser.parse_args(argv)
     if args.from_json:
@@ -136,14 +114,19 @@ def main(argv=None) -> int:
         if not args.quiet:
             print(msg, file=sys.stderr, flush=True)
 
-    report = machine_info()
+    report = machine_info(extra=("ray", "scipy"))
     report.update(benchmark="learning", seeds=args.seeds,
-                  evaluation={"episodes": EVAL_EPISODES, "deterministic": True,
-                              "seed": f"{EVAL_SEED} + training seed"}, results=[])
-    for env_id in envs:
-        for algo in algos:
-            steps = args.total_steps or DEFAULT_TOTAL_STEPS[env_id]
-            report["results"].append(bench(env_id, algo, args.seeds, steps, log))
+                  evaluation={"episodes": EVAL_EPISODES, "deterministic": True, "seed": "training seed + 10000"},
+                  results=[])
+    with tempfile.TemporaryDirectory() as scratch, ray_instance(workers=args.workers) as ray:
+        report["workers"] = int(ray.cluster_resources().get("CPU", 1))
+        root = Path(args.out) if args.out else Path(scratch)
+        warm_spec, warm = plan(SweepSpec(env=envs[0], seeds=(0,), total_steps=2048), Path(scratch) / "warm-up")
+        run_trial(warm_spec.to_dict(), warm[0])
+        for env_id in envs:
+            for algo in algos:
+                steps = args.total_steps or DEFAULT_TOTAL_STEPS[env_id]
+                report["results"].append(bench(env_id, algo, args.seeds, steps, root / env_id / algo, log))
     report["load_average_end"] = load_average()
     print(json.dumps(report) if args.json else markdown(report))
     return 0

@@ -30,6 +30,7 @@ nodes must each have ppo-np installed and see OUT at the same path (a shared fil
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -218,12 +219,8 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, *, address: Optional[str]
     todo = [t for t in trials if not (Path(t.run_dir) / RESULT_NAME).exists()]
     failed = {}
     if todo:
-        ray, started = _start_ray(address, workers)
-        try:
+        with ray_instance(address, workers) as ray:
             failed = _run_tasks(ray, spec, todo, workers, retries, progress, on_result)
-        finally:
-            if started:
-                ray.shutdown()
     return summarize(out, failed)
 
 
@@ -245,6 +242,19 @@ def check_output(spec: SweepSpec, out: str | os.PathLike) -> SweepSpec:
     elif out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out} is not an empty directory and holds no sweep; give a new or empty output directory")
     return spec
+
+
+@contextlib.contextmanager
+def ray_instance(address: Optional[str] = None, workers: Optional[int] = None):
+    """Ray, connected for the ``with`` block as a sweep connects it (module docstring): the process's own
+    instance if it has one, else a new embedded one of ``workers`` CPUs, or the cluster at ``address``.
+    Sweeps inside the block share it (and its start-up of a few seconds)."""
+    ray, started = _start_ray(address, workers)
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def _start_ray(address: Optional[str], workers: Optional[int]):
