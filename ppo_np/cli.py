@@ -511,8 +511,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"{result['env']}: P(a run of A beats a run of B), 95% bootstrap interval\nA = {result['a']}\n"
-          f"B = {result['b']}")
+    (steps_a, steps_b), (episodes_a, episodes_b) = result["total_steps"], result["eval_episodes"]
+    print(f"{result['env']}: P(a run of A beats a run of B), 95% bootstrap interval\n"
+          f"A = {result['a']} ({steps_a} steps, {episodes_a} evaluation episodes per trial)\n"
+          f"B = {result['b']} ({steps_b} steps, {episodes_b} evaluation episodes per trial)")
+    if steps_a != steps_b or episodes_a != episodes_b:
+        print("  (the sweeps trained or evaluated for different lengths: the comparison includes that)")
     for pair in result["pairs"]:
         p = pair["probability_of_improvement"]
         interval = f" [{p['ci_low']:.2f}, {p['ci_high']:.2f}]" if p["ci_low"] is not None else " (one seed: no interval)"

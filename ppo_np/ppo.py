@@ -304,10 +304,16 @@ class PPO:
                 self.config_changes.append({"update": self.update_count, "field": field, "old": old, "new": new})
         self.config = config
 
-    def hold_run_dir(self) -> bool:
+    def hold_run_dir(self, lock: Optional[rundir.RunLock] = None) -> bool:
         """Take the run directory's lock (``rundir.RunLock``) if not held; True if taken now. A
         ``rundir.RunDirectoryInUse`` (a ValueError) names the process that holds it. ``learn`` takes it
-        for its duration; a caller that takes it first keeps it until ``release_run_dir`` or ``close``."""
+        for its duration; a caller that takes it first keeps it until ``release_run_dir`` or ``close``.
+        ``lock``: the directory's lock, already held by the caller, handed to the agent."""
+        if lock is not None:
+            if self.run_dir is None or not lock.held or lock.path.parent.resolve() != self.run_dir.resolve():
+                raise ValueError(f"the lock handed over is not a held lock of the run directory {self.run_dir}")
+            self._run_lock = lock
+            return True
         if self.run_dir is None or (self._run_lock is not None and self._run_lock.held):
             return False
         self._run_lock = self._run_lock or rundir.RunLock(self.run_dir)

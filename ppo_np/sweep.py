@@ -38,7 +38,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 from ppo_np.checkpoint import write_text_atomic
 from ppo_np.config import DEFAULT_TOTAL_STEPS, PPOConfig
@@ -91,6 +91,8 @@ def plan(spec: SweepSpec, out: Path) -> tuple[SweepSpec, list[Trial]]:
         raise ValueError(f"seeds must be integers >= 0, at least one; got {list(seeds)}")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must differ; got {list(seeds)}")
+    if "seed" in spec.fixed:
+        raise ValueError("seed cannot be fixed: the seeds of a sweep are set by its seeds")
     for field, values in spec.grid.items():
         if not isinstance(values, (list, tuple)) or len(values) == 0:
             raise ValueError(f"grid {field}: give a list of values, got {values!r}")
@@ -108,6 +110,9 @@ def plan(spec: SweepSpec, out: Path) -> tuple[SweepSpec, list[Trial]]:
     for values in itertools.product(*(spec.grid[f] for f in fields)):
         point = dict(zip(fields, values))
         label = ",".join(f"{f}={_text(v)}" for f, v in point.items()) or "default"
+        if trials and any(t.label == label for t in trials):
+            raise ValueError(f"grid: the point {label} comes twice (a value given twice, or as two spellings of one "
+                             "number); a tuple value goes in brackets: hidden_sizes=[64,64],[32,32]")
         for seed in seeds:
             config = PPOConfig.for_env(source, **spec.fixed, **point, seed=seed)  # validated, naming the field
             trials.append(Trial(label, {f: getattr(config, f) for f in fields}, seed,
@@ -134,16 +139,25 @@ def run_trial(spec: dict, trial: Trial) -> dict:
     from ppo_np import rundir
 
     run_dir = Path(trial.run_dir)
-    if (run_dir / RESULT_NAME).exists():
-        return json.loads((run_dir / RESULT_NAME).read_text())
+    finished = read_result(run_dir)
+    if finished is not None:  # not even its lock file is touched
+        return finished
     source = EnvSource.of(spec["env"], spec["env_kwargs"] or None, [import_name(name) for name in spec["wrappers"]])
-    _wait_for_lock(run_dir)
-    if (run_dir / CHECKPOINT_NAME).exists():
-        agent = PPO.load(run_dir / CHECKPOINT_NAME, run_dir=run_dir, env=source)
-    else:
-        agent = PPO(source, PPOConfig.from_json(trial.config), run_dir=run_dir, overwrite=False)
+    lock = _wait_for_lock(run_dir)  # held to the end: an attempt and the one it replaces never overlap
     try:
-        agent.hold_run_dir()
+        finished = read_result(run_dir)  # checked holding the lock: the attempt before may have just finished
+        if finished is not None:
+            lock.release()
+            return finished
+        if (run_dir / CHECKPOINT_NAME).exists():
+            agent = PPO.load(run_dir / CHECKPOINT_NAME, run_dir=run_dir, env=source)
+        else:
+            agent = PPO(source, PPOConfig.from_json(trial.config), run_dir=run_dir, overwrite=False)
+    except BaseException:
+        lock.release()
+        raise
+    agent.hold_run_dir(lock)
+    try:
         rundir.remove_stale_temps(run_dir)
         start = time.perf_counter()
         if agent.global_step < spec["total_steps"]:
@@ -173,16 +187,16 @@ def _node_address() -> str:
     return os.uname().nodename
 
 
-def _wait_for_lock(run_dir: Path) -> None:
-    """Until the trial's directory is free: a retry may start while the worker it replaces is still dying."""
+def _wait_for_lock(run_dir: Path):
+    """The trial directory's lock, held, once it is free: a retry may start while the worker it replaces
+    is still dying (past ``LOCK_WAIT_S``, a ``RunDirectoryInUse`` fails this attempt)."""
     from ppo_np.rundir import RunDirectoryInUse, RunLock
 
     lock, deadline = RunLock(run_dir), time.monotonic() + LOCK_WAIT_S
     while True:
         try:
             lock.acquire()
-            lock.release()
-            return
+            return lock
         except RunDirectoryInUse:
             if time.monotonic() > deadline:
                 raise
@@ -197,8 +211,7 @@ class SweepInterrupted(KeyboardInterrupt):
 
 
 def run_sweep(spec: SweepSpec, out: str | os.PathLike, *, address: Optional[str] = None,
-              workers: Optional[int] = None, retries: int = 2, progress: bool = False,
-              on_result: Optional[Callable[[Trial, dict], None]] = None) -> dict:
+              workers: Optional[int] = None, retries: int = 2, progress: bool = False) -> dict:
     """Run every unfinished trial of ``spec`` into ``out`` (module docstring), then summarise the sweep
     (``summarize``) and return the summary. ``workers`` caps the trials running at once (default: one per
     CPU of the Ray instance). A trial that still fails after ``retries`` retries is reported in the
@@ -216,11 +229,11 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, *, address: Optional[str]
             write_text_atomic(out / SPEC_NAME, json.dumps(spec.to_dict(), indent=2))
         except OSError as exc:
             raise ValueError(f"cannot write the sweep into {out}: {exc.strerror or exc}") from None
-    todo = [t for t in trials if not (Path(t.run_dir) / RESULT_NAME).exists()]
+    todo = [t for t in trials if read_result(Path(t.run_dir)) is None]
     failed = {}
     if todo:
         with ray_instance(address, workers) as ray:
-            failed = _run_tasks(ray, spec, todo, workers, retries, progress, on_result)
+            failed = _run_tasks(ray, spec, todo, workers, retries, progress)
     return summarize(out, failed)
 
 
@@ -235,8 +248,9 @@ def check_output(spec: SweepSpec, out: str | os.PathLike) -> SweepSpec:
             saved = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise ValueError(f"{path} does not read as a sweep ({exc})") from None
-        if saved != spec.to_dict():
-            differ = sorted(k for k in set(saved) | set(spec.to_dict()) if saved.get(k) != spec.to_dict().get(k))
+        wanted = spec.to_dict()
+        if saved != wanted or list(saved.get("grid", {})) != list(wanted["grid"]):  # the grid's order names dirs
+            differ = sorted(k for k in set(saved) | set(wanted) if json.dumps(saved.get(k)) != json.dumps(wanted.get(k)))
             raise ValueError(f"{out} holds another sweep (its {', '.join(differ)} differ); running the same sweep "
                              "resumes it: give another output directory for this one")
     elif out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -277,14 +291,13 @@ def _start_ray(address: Optional[str], workers: Optional[int]):
 
         ray_constants.ENABLE_RAY_CLUSTER = False
     _cluster_messages_to_stderr()
-    runtime_env = {"env_vars": dict(THREAD_ENV)}
     if address is None:
         # "local": a new instance, even where a `ray start` cluster runs on this machine
         ray.init(address="local", num_cpus=workers or os.cpu_count(), include_dashboard=False,
-                 runtime_env=runtime_env, logging_level="WARNING", log_to_driver=False)
+                 logging_level="WARNING", log_to_driver=False)
     else:
         try:
-            ray.init(address=address, runtime_env=runtime_env, logging_level="WARNING", log_to_driver=False)
+            ray.init(address=address, logging_level="WARNING", log_to_driver=False)
         except ConnectionError as exc:
             raise ValueError(f"cannot join the Ray cluster at {address}: {exc}") from None
     return ray, True
@@ -306,12 +319,12 @@ def _cluster_messages_to_stderr() -> None:
     worker.print_to_stdstream = to_stderr
 
 
-def _run_tasks(ray, spec: SweepSpec, todo: list[Trial], workers: Optional[int], retries: int, progress: bool,
-               on_result) -> dict[str, str]:
+def _run_tasks(ray, spec: SweepSpec, todo: list[Trial], workers: Optional[int], retries: int,
+               progress: bool) -> dict[str, str]:
     """Run ``todo`` as Ray tasks, at most ``workers`` at once; the errors of those that failed, by run dir."""
     # Retries are the driver's, not Ray's (max_retries=0): Ray would print each retried task's traceback
     # into this process's stdout; here a retry is one more task for the trial, from its checkpoint.
-    task = ray.remote(num_cpus=1, max_retries=0)(run_trial)
+    task = ray.remote(num_cpus=1, max_retries=0, runtime_env={"env_vars": dict(THREAD_ENV)})(run_trial)
     spec_dict = spec.to_dict()
     queue, running, failed, attempts = list(todo), {}, {}, {t.run_dir: 0 for t in todo}
     cap = workers or len(todo)
@@ -326,15 +339,12 @@ def _run_tasks(ray, spec: SweepSpec, todo: list[Trial], workers: Optional[int], 
             for ref in done:
                 trial = running.pop(ref)
                 try:
-                    result = ray.get(ref)
+                    ray.get(ref)
                 except Exception as exc:  # the trial's own error, or its worker or node lost
                     if attempts[trial.run_dir] <= retries:
                         queue.insert(0, trial)
                         continue
                     failed[trial.run_dir] = _error_text(exc)
-                else:
-                    if on_result is not None:
-                        on_result(trial, result)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(running=len(running), failed=len(failed),
@@ -342,8 +352,9 @@ def _run_tasks(ray, spec: SweepSpec, todo: list[Trial], workers: Optional[int], 
     except KeyboardInterrupt:
         for ref in running:
             ray.cancel(ref)  # a KeyboardInterrupt inside the trial: learn saves its checkpoint, then stops
-        ray.wait(list(running), num_returns=len(running), timeout=LOCK_WAIT_S)
-        raise SweepInterrupted(f"stopped with {len(running)} trials under way, their checkpoints saved") from None
+        stopped, still = ray.wait(list(running), num_returns=len(running), timeout=LOCK_WAIT_S)
+        raise SweepInterrupted(f"stopped {len(stopped)} trials under way, each after saving its checkpoint"
+                               + (f"; {len(still)} did not answer within {LOCK_WAIT_S:.0f} s" if still else "")) from None
     finally:
         if bar is not None:
             bar.close()
@@ -381,7 +392,7 @@ def summarize(out: str | os.PathLike, failed: Optional[dict[str, str]] = None, w
     configurations = []
     for label, group in itertools.groupby(trials, key=lambda t: t.label):
         group = list(group)
-        results = [_result(t) for t in group]
+        results = [read_result(Path(t.run_dir)) for t in group]
         finished = [(t, r) for t, r in zip(group, results) if r is not None]
         scores = [r["final_return"] for _, r in finished]
         configurations.append({
@@ -419,8 +430,9 @@ def _read_spec(out: Path) -> SweepSpec:
         raise ValueError(f"{path} does not read as a sweep ({type(exc).__name__}: {exc})") from None
 
 
-def _result(trial: Trial) -> Optional[dict]:
-    path = Path(trial.run_dir) / RESULT_NAME
+def read_result(run_dir: Path) -> Optional[dict]:
+    """A trial's result.json, None unless it is there, readable and finite: a trial is finished by it."""
+    path = run_dir / RESULT_NAME
     if not path.exists():
         return None
     try:
@@ -435,10 +447,12 @@ def compare(out_a: str | os.PathLike, out_b: str | os.PathLike) -> dict:
     of sweep B (``stats.probability_of_improvement`` of their final returns)."""
     from ppo_np import stats
 
+    specs = _read_spec(Path(out_a)), _read_spec(Path(out_b))
+    for field in ("env", "env_kwargs", "wrappers"):
+        if getattr(specs[0], field) != getattr(specs[1], field):
+            raise ValueError(f"the sweeps ran different environments ({field} {getattr(specs[0], field)!r} and "
+                             f"{getattr(specs[1], field)!r}): their returns do not compare")
     a, b = summarize(out_a, write=False), summarize(out_b, write=False)
-    if a["env"] != b["env"]:
-        raise ValueError(f"the sweeps ran different environments, {a['env']} and {b['env']}: their returns "
-                         "do not compare")
     pairs = []
     for config_a, config_b in itertools.product(a["configurations"], b["configurations"]):
         if not config_a["final_returns"] or not config_b["final_returns"]:
@@ -449,7 +463,8 @@ def compare(out_a: str | os.PathLike, out_b: str | os.PathLike) -> dict:
                           config_a["final_returns"], config_b["final_returns"])})
     if not pairs:
         raise ValueError(f"no finished trials to compare in {out_a} and {out_b}")
-    return {"env": a["env"], "a": str(out_a), "b": str(out_b), "pairs": pairs}
+    return {"env": a["env"], "a": str(out_a), "b": str(out_b), "pairs": pairs,
+            "total_steps": [a["total_steps"], b["total_steps"]], "eval_episodes": [a["eval_episodes"], b["eval_episodes"]]}
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:

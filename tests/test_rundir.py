@@ -90,3 +90,21 @@ def test_two_concurrent_trainings_of_one_directory_one_refused_nothing_interleav
     with open(run / "metrics.csv", newline="") as f:
         updates = [int(r["update"]) for r in csv.DictReader(f)]
     assert updates == list(range(1, len(updates) + 1)) and updates[-1] == -(-100000 // 32)  # ceil: the last update may overshoot
+
+
+def test_a_lock_handed_to_the_agent_must_be_its_directorys_and_held_and_goes_with_it(tmp_path):
+    agent = PPO("CartPole-v1", PPOConfig(**TINY), run_dir=tmp_path / "run")
+    other = RunLock(tmp_path / "other")
+    other.acquire()
+    with pytest.raises(ValueError, match="not a held lock of the run directory"):
+        agent.hold_run_dir(other)
+    own = RunLock(tmp_path / "run")
+    with pytest.raises(ValueError, match="not a held lock"):
+        agent.hold_run_dir(own)  # not held
+    own.acquire()
+    assert agent.hold_run_dir(own)
+    agent.learn(64)                 # runs under the handed lock
+    with pytest.raises(RunDirectoryInUse):
+        PPO.load(tmp_path / "run" / CHECKPOINT_NAME, run_dir=tmp_path / "run").hold_run_dir()
+    agent.close()
+    assert not own.held

@@ -2,6 +2,7 @@
 resume and never rewrite a finished trial, Ctrl-C that keeps every checkpoint, statistics that are
 those of the trials' results."""
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -15,7 +16,7 @@ import pytest
 
 from ppo_np import PPO, stats
 from ppo_np.rundir import CHECKPOINT_NAME
-from ppo_np.sweep import RESULT_NAME, SweepSpec, parse_grid_values, parse_seeds, run_sweep
+from ppo_np.sweep import RESULT_NAME, SweepSpec, parse_grid_values, parse_seeds, plan, run_sweep, run_trial
 
 TESTS = Path(__file__).parent
 TINY = {"num_envs": 2, "num_steps": 16, "minibatch_size": 16, "update_epochs": 1, "hidden_sizes": (8, 8),
@@ -65,10 +66,15 @@ def test_every_trial_is_a_run_directory_and_the_summary_is_its_results(tmp_path,
     before = {p: v for p, v in files_of(tmp_path / "sweep").items() if p.name not in ("summary.json", "curves.png")}
     again = run_sweep(spec, tmp_path / "sweep")  # finished: nothing runs, nothing is rewritten
     assert again["configurations"] == summary["configurations"]
-    assert {p: v for p, v in files_of(tmp_path / "sweep").items() if p in before} == before
+    filled, trials = plan(spec, tmp_path / "sweep")
+    assert run_trial(filled.to_dict(), trials[0]) == json.loads((Path(trials[0].run_dir) / RESULT_NAME).read_text())
+    assert {p: v for p, v in files_of(tmp_path / "sweep").items() if p in before} == before  # not even by a retry
     with pytest.raises(ValueError, match="holds another sweep .*seeds"):
         run_sweep(SweepSpec(env="CartPole-v1", seeds=(0, 1), grid={"gae_lambda": [0.9, 0.8]}, fixed=TINY,
                             total_steps=96, eval_episodes=2), tmp_path / "sweep")
+    with pytest.raises(ValueError, match="holds another sweep .*grid"):  # the same grid in another order names
+        run_sweep(dataclasses.replace(spec, grid={"gae_lambda": [0.9, 0.8], "gamma": [0.99]}), tmp_path / "grid")
+        run_sweep(dataclasses.replace(spec, grid={"gamma": [0.99], "gae_lambda": [0.9, 0.8]}), tmp_path / "grid")
 
 
 def test_a_trial_that_raises_is_retried_from_its_checkpoint_and_one_that_keeps_failing_is_reported(
@@ -166,6 +172,9 @@ def test_bad_sweeps_are_refused_before_anything_is_written(tmp_path):
             (SweepSpec(env="CartPole-v1", seeds=(0,), grid={"gamma": [0.9, 2.0]}), "gamma must be in"),
             (SweepSpec(env="CartPole-v1", seeds=(0, 0)), "seeds must differ"),
             (SweepSpec(env="CartPole-v1", seeds=(0,), grid={"seed": [1]}), "set by the seeds"),
+            (SweepSpec(env="CartPole-v1", seeds=(0,), fixed={"seed": 1}), "set by its seeds"),
+            (SweepSpec(env="CartPole-v1", seeds=(0,), grid={"learning_rate": [1e-3, 0.001]}), "comes twice"),
+            (SweepSpec(env="CartPole-v1", seeds=(0,), grid={"hidden_sizes": [(64,), (64,)]}), "comes twice"),
             (SweepSpec(env="NoSuchEnv-v0", seeds=(0,)), "unknown environment id")):
         with pytest.raises(ValueError, match=message):
             run_sweep(spec, tmp_path / "sweep")
