@@ -38,6 +38,10 @@ class PPOConfig:
     vectorization: str = _param("auto", "how environments run in parallel: auto (the env's native vectorised "
                                 "implementation if it has one and num_envs >= 8, else sync), native, sync or async",
                                 choices=("auto", "native", "sync", "async"))
+    env_backend: str = _param("gymnasium", "gymnasium, or numba: the compiled ports of classic control "
+                              "(classic_control.PORTS: CartPole-v1, MountainCar-v0, Pendulum-v1), gymnasium's "
+                              "dynamics bit for bit, all environments stepped by one call (vectorization unused)",
+                              choices=("gymnasium", "numba"))
     dtype: str = _param("float32", "floating type of networks and rollout buffers", choices=("float32", "float64"))
     checkpoint_every: int = _param(20, "write a checkpoint every this many updates (and always at the end)")
     log_gradients: bool = _param(False, "write gradients.csv beside metrics.csv: per update, each parameter's "

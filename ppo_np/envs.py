@@ -126,14 +126,21 @@ class EnvSource:
     def rebuildable(self) -> bool:
         return self.recipe is not None
 
-    def make_vector(self, num_envs: int, vectorization: str = "auto", *, fresh: bool = False) -> gym.vector.VectorEnv:
+    def make_vector(self, num_envs: int, vectorization: str = "auto", *, fresh: bool = False,
+                    backend: str = "gymnasium") -> gym.vector.VectorEnv:
         """``num_envs`` environments stepped together, their observations flat 1-D Boxes.
 
         "sync" steps them in a ``LeanSyncVectorEnv``; "async" in subprocesses; "native" uses the
         id's own vectorised implementation; "auto" takes the native one where the id has it, with no
         kwargs or wrappers, and ``num_envs`` >= 8. The first environment is a given instance itself
         unless ``fresh`` (evaluation asks for copies, so as not to disturb training's episodes).
+        ``backend="numba"``: the compiled port of the id (``classic_control.NumbaVectorEnv``) instead.
         """
+        if backend == "numba":
+            self.check_backend(backend)
+            from ppo_np.classic_control import NumbaVectorEnv
+
+            return NumbaVectorEnv(self.name, num_envs)
         if vectorization not in ("auto", *VECTORIZE_MODES):
             raise ValueError(f"vectorization must be auto, native, sync or async; got {vectorization!r}")
         if self._vector_env is not None and not fresh:
@@ -161,6 +168,15 @@ class EnvSource:
         except ValueError:
             envs.close()
             raise
+
+    def check_backend(self, backend: str) -> None:
+        """A ValueError unless ``backend`` can run this source: "numba" needs a ported id, as it is."""
+        if backend == "numba":
+            from ppo_np.classic_control import PORTS
+
+            if self.recipe is None or self.name not in PORTS or self.recipe["kwargs"] or self.recipe["wrappers"]:
+                raise ValueError(f"env_backend numba runs the compiled ports of {', '.join(PORTS)}, without kwargs "
+                                 f"or wrappers; {self.name} is not one of them: use env_backend gymnasium")
 
     def make_one(self) -> gym.Env:
         """One new environment with flat observations (a copy, for a given instance), for single-env studies."""

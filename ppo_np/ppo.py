@@ -132,6 +132,7 @@ class PPO:
         self.run_dir = rundir.check_new_run_dir(run_dir, overwrite) if run_dir is not None else None
         self._run_lock: Optional[rundir.RunLock] = None
         self._check_tensorboard(cfg)
+        self.env_source.check_backend(cfg.env_backend)
 
     def _check_tensorboard(self, config: PPOConfig) -> None:
         """TensorBoard events are written by tensorboardX: refused at once when it is missing (``learn``
@@ -223,7 +224,7 @@ class PPO:
         if reschedule or not self.schedule_horizon:
             self.schedule_horizon = total_steps
         if self.envs is None:
-            self.envs = self.env_source.make_vector(cfg.num_envs, cfg.vectorization)
+            self.envs = self.env_source.make_vector(cfg.num_envs, cfg.vectorization, backend=cfg.env_backend)
             # a fresh episode seed per (seed, update): a resumed run restarts its episodes reproducibly
             env_seed = int(np.random.SeedSequence([cfg.seed, self.update_count]).generate_state(1)[0])
             self.collector = Collector(self.envs, env_seed, self.obs_norm, self.reward_scaler, self.phase_times)

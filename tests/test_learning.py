@@ -28,6 +28,11 @@ def test_cartpole_reaches_475_within_100k_steps():
     assert evaluate(agent, episodes=20, seed=123)["mean_return"] >= 475
 
 
+def test_cartpole_on_the_compiled_port_reaches_475_within_100k_steps():
+    agent = train("CartPole-v1", 100_000, seed=1, env_backend="numba")
+    assert evaluate(agent, episodes=20, seed=123)["mean_return"] >= 475  # evaluated on gymnasium's own CartPole
+
+
 def test_ppo_penalty_learns_cartpole():
     agent = train("CartPole-v1", 50_000, seed=1, algo="penalty")
     assert evaluate(agent, episodes=20, seed=123)["mean_return"] >= 300

@@ -1,0 +1,211 @@
+"""Classic control, compiled: gymnasium 1.x's CartPole-v1, MountainCar-v0 and Pendulum-v1 as Numba kernels
+that step N environments in one call, behind a gymnasium ``VectorEnv`` (``NumbaVectorEnv``, chosen by
+``PPOConfig.env_backend = "numba"``).
+
+The dynamics, rewards, termination and time limits are gymnasium's, operation for operation, so that a
+``NumbaVectorEnv`` and gymnasium's ``SyncVectorEnv`` of the same id, reset with the same seed and given
+the same actions, return the same observations, rewards and flags, bit for bit
+(``tests/test_classic_control.py``). Two details make that hold:
+
+- resets draw from one ``numpy.random.Generator`` per environment, seeded as gymnasium seeds env i of a
+  vector env (seed + i), with gymnasium's own calls (``uniform(-0.05, 0.05, size=4)`` for CartPole), so
+  the initial states, and those of every autoreset after them, are gymnasium's;
+- gymnasium computes on NumPy scalars: Pendulum's torque terms in the action's own precision (float32),
+  and squares as ``x ** 2``, which is libm's ``pow``, not the rounded product ``x * x`` (they differ for
+  0.1-0.2% of inputs: 0.26163244 ** 2 is 0.06845154 in float32, where u * u is 0.06845153). The kernels
+  do the same: the action's terms in its dtype, and ``x ** two`` with the exponent an argument, which
+  compiles to a call of ``pow`` (a constant 2 would compile to ``x * x``).
+
+Autoreset is gymnasium's next-step mode, as ppo-np's rollout expects: the step after an episode's end
+resets that environment (reward 0, flags False, the action ignored).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple
+
+import gymnasium as gym
+import numpy as np
+
+from ppo_np.jit import jit
+
+
+# --- the kernels: one call steps every environment not being reset -------------------------------------
+
+
+@jit
+def cartpole_step(state, actions, stepping, rewards, terminated):
+    """gymnasium's CartPoleEnv.step (Euler integration) on each row of ``state`` (x, x_dot, theta, theta_dot)."""
+    gravity, masscart, masspole, length, force_mag, tau = 9.8, 1.0, 0.1, 0.5, 10.0, 0.02
+    total_mass = masspole + masscart
+    polemass_length = masspole * length
+    theta_threshold = 12 * 2 * math.pi / 360
+    for i in range(state.shape[0]):
+        if not stepping[i]:
+            continue
+        x, x_dot, theta, theta_dot = state[i, 0], state[i, 1], state[i, 2], state[i, 3]
+        force = force_mag if actions[i] == 1 else -force_mag
+        costheta, sintheta = np.cos(theta), np.sin(theta)
+        temp = (force + polemass_length * np.square(theta_dot) * sintheta) / total_mass
+        thetaacc = (gravity * sintheta - costheta * temp) / (
+            length * (4.0 / 3.0 - masspole * np.square(costheta) / total_mass))
+        xacc = temp - polemass_length * thetaacc * costheta / total_mass
+        state[i, 0] = x + tau * x_dot
+        state[i, 1] = x_dot + tau * xacc
+        state[i, 2] = theta + tau * theta_dot
+        state[i, 3] = theta_dot + tau * thetaacc
+        terminated[i] = (state[i, 0] < -2.4 or state[i, 0] > 2.4 or state[i, 2] < -theta_threshold
+                         or state[i, 2] > theta_threshold)
+        rewards[i] = 1.0
+
+
+@jit
+def mountain_car_step(state, actions, stepping, rewards, terminated):
+    """gymnasium's MountainCarEnv.step on each row of ``state`` (position, velocity)."""
+    for i in range(state.shape[0]):
+        if not stepping[i]:
+            continue
+        position, velocity = state[i, 0], state[i, 1]
+        velocity += (actions[i] - 1) * 0.001 + math.cos(3 * position) * (-0.0025)
+        velocity = min(max(velocity, -0.07), 0.07)
+        position += velocity
+        position = min(max(position, -1.2), 0.6)
+        if position == -1.2 and velocity < 0:
+            velocity = 0.0
+        state[i, 0], state[i, 1] = position, velocity
+        terminated[i] = position >= 0.5 and velocity >= 0.0
+        rewards[i] = -1.0
+
+
+@jit
+def pendulum_step(state, torques, torque_constants, stepping, rewards, terminated):
+    """gymnasium's PendulumEnv.step on each row of ``state`` (theta, theta_dot). ``torques``: the clipped
+    actions u; ``torque_constants``: (2, 3, 0.001) in their dtype, so that the terms of u are computed in
+    the action's precision, and every square by ``pow`` as NumPy's scalars take it (module docstring)."""
+    two, three, milli = torque_constants[0], torque_constants[1], torque_constants[2]
+    two64 = np.float64(two)
+    g, length, dt = 10.0, 1.0, 0.05  # and m = 1: ``three`` is 3 / (m l^2)
+    for i in range(state.shape[0]):
+        if not stepping[i]:
+            continue
+        th, thdot, u = state[i, 0], state[i, 1], torques[i]
+        normalized = ((th + np.pi) % (2 * np.pi)) - np.pi
+        costs = normalized ** two64 + 0.1 * thdot ** two64 + np.float64(milli * u ** two)
+        newthdot = thdot + (3 * g / (2 * length) * np.sin(th) + np.float64(three * u)) * dt
+        newthdot = min(max(newthdot, -8.0), 8.0)
+        state[i, 0] = th + newthdot * dt
+        state[i, 1] = newthdot
+        terminated[i] = False
+        rewards[i] = -costs
+
+
+@jit
+def cartpole_observe(state, obs):
+    for i in range(state.shape[0]):
+        for j in range(4):
+            obs[i, j] = state[i, j]
+
+
+@jit
+def mountain_car_observe(state, obs):
+    for i in range(state.shape[0]):
+        obs[i, 0], obs[i, 1] = state[i, 0], state[i, 1]
+
+
+@jit
+def pendulum_observe(state, obs):
+    for i in range(state.shape[0]):
+        obs[i, 0], obs[i, 1], obs[i, 2] = np.cos(state[i, 0]), np.sin(state[i, 0]), state[i, 1]
+
+
+# --- what each port is ------------------------------------------------------------------------------------
+
+
+def _pendulum_actions(actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The clipped torques u, in the actions' dtype, and (2, 3, 0.001) in that dtype (``pendulum_step``)."""
+    torques = np.clip(actions, -2.0, 2.0)[:, 0]
+    return torques, np.array([2.0, 3.0, 0.001], torques.dtype)
+
+
+def _discrete_actions(actions: np.ndarray) -> tuple[np.ndarray]:
+    return (np.asarray(actions, np.int64),)
+
+
+class Port(NamedTuple):
+    """A ported environment: its state size, gymnasium's reset draw from an env's generator, and kernels."""
+    state_dim: int
+    obs_dim: int
+    reset: Callable[[np.random.Generator], np.ndarray]
+    step: Callable
+    observe: Callable
+    actions: Callable[[np.ndarray], tuple]   # the vector env's actions as the step kernel's arguments
+
+
+PORTS: dict[str, Port] = {
+    "CartPole-v1": Port(4, 4, lambda rng: rng.uniform(low=-0.05, high=0.05, size=(4,)), cartpole_step,
+                        cartpole_observe, _discrete_actions),
+    "MountainCar-v0": Port(2, 2, lambda rng: np.array([rng.uniform(low=-0.6, high=-0.4), 0]), mountain_car_step,
+                           mountain_car_observe, _discrete_actions),
+    "Pendulum-v1": Port(2, 3, lambda rng: rng.uniform(low=-np.array([np.pi, 1.0]), high=np.array([np.pi, 1.0])),
+                        pendulum_step, pendulum_observe, _pendulum_actions),
+}
+
+
+class NumbaVectorEnv(gym.vector.VectorEnv):
+    """``num_envs`` copies of a ported environment (``PORTS``), stepped by one kernel call; next-step
+    autoreset; the spaces, time limit and metadata of gymnasium's own environment of that id."""
+
+    def __init__(self, env_id: str, num_envs: int):
+        if env_id not in PORTS:
+            raise ValueError(f"no compiled port of {env_id}; the ported environments: {', '.join(PORTS)}")
+        self.port = PORTS[env_id]
+        reference = gym.make(env_id)
+        self.env_id, self.num_envs = env_id, int(num_envs)
+        self.single_observation_space = reference.observation_space
+        self.single_action_space = reference.action_space
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
+        self.max_episode_steps = reference.spec.max_episode_steps
+        self.spec = reference.spec
+        self.metadata = {**reference.metadata, "autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
+        reference.close()
+        n = self.num_envs
+        self._state = np.zeros((n, self.port.state_dim))
+        self._obs = np.zeros((n, self.port.obs_dim), np.float32)
+        self._rewards, self._terminated = np.zeros(n), np.zeros(n, bool)
+        self._elapsed = np.zeros(n, np.int64)
+        self._autoreset = np.zeros(n, bool)
+        self._rngs = [np.random.default_rng() for _ in range(n)]
+
+    def reset(self, *, seed=None, options=None):
+        """gymnasium's vector reset: env i seeded with seed + i (a list gives each its own), or only those
+        in ``options["reset_mask"]``."""
+        mask = np.ones(self.num_envs, bool) if not options or "reset_mask" not in options else \
+            np.asarray(options["reset_mask"], bool)
+        seeds = seed if isinstance(seed, (list, tuple)) else [None if seed is None else seed + i
+                                                              for i in range(self.num_envs)]
+        for i in np.flatnonzero(mask):
+            if seeds[i] is not None:
+                self._rngs[i] = np.random.default_rng(seeds[i])
+            self._reset_one(i)
+        self._autoreset[mask] = False
+        self.port.observe(self._state, self._obs)
+        return self._obs.copy(), {}
+
+    def step(self, actions):
+        resetting = self._autoreset.copy()
+        for i in np.flatnonzero(resetting):
+            self._reset_one(i)
+        stepping = ~resetting
+        self._rewards[:] = 0.0
+        self._terminated[:] = False
+        self.port.step(self._state, *self.port.actions(np.asarray(actions)), stepping, self._rewards, self._terminated)
+        self._elapsed += stepping
+        truncated = stepping & (self._elapsed >= self.max_episode_steps)
+        np.logical_or(self._terminated, truncated, out=self._autoreset)
+        self.port.observe(self._state, self._obs)
+        return self._obs.copy(), self._rewards.copy(), self._terminated.copy(), truncated, {}
+
+    def _reset_one(self, i: int) -> None:
+        self._state[i] = self.port.reset(self._rngs[i])
+        self._elapsed[i] = 0

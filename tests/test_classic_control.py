@@ -1,0 +1,118 @@
+"""The compiled classic-control ports against gymnasium's own environments: step by step from the same
+states, and whole vector envs from the same seed, bit for bit."""
+import gymnasium as gym
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ppo_np.classic_control import PORTS, NumbaVectorEnv
+
+#: states around each env's boundaries: the termination thresholds, the position and speed clips
+STATE_RANGES = {"CartPole-v1": [(-2.6, 2.6), (-3.0, 3.0), (-0.25, 0.25), (-3.0, 3.0)],
+                "MountainCar-v0": [(-1.2, 0.6), (-0.07, 0.07)],
+                "Pendulum-v1": [(-8.0, 8.0), (-8.5, 8.5)]}
+
+
+def gymnasium_step(env_id, state, action):
+    env = gym.make(env_id).unwrapped
+    env.reset(seed=0)
+    env.state = np.array(state, np.float64) if env_id != "MountainCar-v0" else tuple(np.float64(s) for s in state)
+    obs, reward, terminated, _, _ = env.step(action)
+    return np.asarray(obs, np.float32), float(reward), bool(terminated), np.array(env.state, np.float64)
+
+
+def port_step(env_id, state, action):
+    port = PORTS[env_id]
+    states = np.array([state], np.float64)
+    rewards, terminated, obs = np.zeros(1), np.zeros(1, bool), np.zeros((1, port.obs_dim), np.float32)
+    port.step(states, *port.actions(np.array([action])), np.ones(1, bool), rewards, terminated)
+    port.observe(states, obs)
+    return obs[0], float(rewards[0]), bool(terminated[0]), states[0]
+
+
+def action_strategy(env_id):
+    space = gym.make(env_id).action_space
+    if isinstance(space, gym.spaces.Discrete):
+        return st.integers(0, int(space.n) - 1).map(np.int64)
+    # beyond the clip too; and u = 0.26163244, where an array's float32 rounding differs from a scalar's
+    return st.one_of(st.just(np.float32(0.26163244)), st.floats(-3.0, 3.0, width=32)).map(
+        lambda u: np.array([u], np.float32))
+
+
+@pytest.mark.parametrize("env_id", sorted(PORTS))
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_a_step_from_any_state_is_gymnasiums_bit_for_bit(env_id, data):
+    state = [data.draw(st.floats(low, high, allow_nan=False)) for low, high in STATE_RANGES[env_id]]
+    action = data.draw(action_strategy(env_id))
+    want, got = gymnasium_step(env_id, state, action), port_step(env_id, state, action)
+    np.testing.assert_array_equal(got[0], want[0])                     # observation
+    assert (got[1], got[2]) == (want[1], want[2])                      # reward, terminated
+    np.testing.assert_array_equal(got[3], want[3])                     # the next state
+
+
+@pytest.mark.parametrize("env_id", sorted(PORTS))
+@pytest.mark.parametrize("action_dtype", ["natural", "float64"])
+def test_a_vector_env_runs_as_gymnasiums_from_the_same_seed_through_resets_and_time_limits(env_id, action_dtype):
+    n, steps = 4, 1200  # past CartPole's 500-step and MountainCar's and Pendulum's 200-step limits
+    ours, theirs = NumbaVectorEnv(env_id, n), gym.make_vec(env_id, num_envs=n, vectorization_mode="sync")
+    assert (ours.single_observation_space, ours.single_action_space) == (
+        theirs.single_observation_space, theirs.single_action_space)
+    rng = np.random.default_rng(7)
+    obs_a, _ = ours.reset(seed=11)
+    obs_b, _ = theirs.reset(seed=11)
+    np.testing.assert_array_equal(obs_a, obs_b)
+    ends = 0
+    for t in range(steps):
+        if isinstance(theirs.single_action_space, gym.spaces.Discrete):
+            actions = rng.integers(0, theirs.single_action_space.n, size=n)
+            if env_id == "CartPole-v1" and t % 7:  # a pole held up for long enough to reach the time limit
+                actions = (obs_b[:, 2] + 0.5 * obs_b[:, 3] > 0).astype(np.int64)
+        else:
+            actions = rng.uniform(-2.5, 2.5, size=(n, 1)).astype(np.float32 if action_dtype == "natural" else np.float64)
+        a, b = ours.step(actions), theirs.step(actions)
+        for x, y in zip(a[:4], b[:4]):
+            np.testing.assert_array_equal(x, y)
+        obs_b = b[0]
+        ends += int(np.sum(b[2] | b[3]))
+    assert ends >= n  # the comparison went through episode ends and autoresets
+    ours.close()
+    theirs.close()
+
+
+def test_a_masked_reset_and_refusals():
+    env = NumbaVectorEnv("CartPole-v1", 3)
+    first, _ = env.reset(seed=1)
+    again, _ = env.reset(options={"reset_mask": np.array([False, True, False])})
+    np.testing.assert_array_equal(again[[0, 2]], first[[0, 2]])
+    assert not np.array_equal(again[1], first[1])
+    with pytest.raises(ValueError, match="no compiled port of Acrobot-v1; the ported environments: CartPole-v1"):
+        NumbaVectorEnv("Acrobot-v1", 2)
+
+
+@pytest.mark.parametrize("env_id", sorted(PORTS))
+def test_training_on_the_ports_is_bit_identical_to_training_on_gymnasiums_sync_envs(env_id):
+    from ppo_np import PPO, PPOConfig
+
+    weights = {}
+    for backend in ("gymnasium", "numba"):
+        config = PPOConfig.for_env(env_id, seed=3, env_backend=backend, vectorization="sync", num_envs=4,
+                                   num_steps=64, minibatch_size=64, update_epochs=2)
+        agent = PPO(env_id, config)
+        agent.learn(8 * config.batch_size)  # through CartPole's and MountainCar's resets and time limits
+        weights[backend] = {k: v.copy() for k, v in agent.actor.params.items()}, agent.recent_returns
+        agent.close()
+    (gym_weights, gym_returns), (numba_weights, numba_returns) = weights["gymnasium"], weights["numba"]
+    assert numba_returns == gym_returns and len(gym_returns) > 0
+    for name in gym_weights:
+        np.testing.assert_array_equal(numba_weights[name], gym_weights[name])
+
+
+def test_the_numba_backend_is_refused_for_environments_it_has_no_port_of():
+    from ppo_np import PPO, PPOConfig
+
+    with pytest.raises(ValueError, match="env_backend numba runs the compiled ports of .*Acrobot-v1 is not one"):
+        PPO("Acrobot-v1", PPOConfig(env_backend="numba"))
+    with pytest.raises(ValueError, match="without kwargs or wrappers"):
+        PPO("Pendulum-v1", PPOConfig(env_backend="numba"), env_kwargs={"g": 9.81})
