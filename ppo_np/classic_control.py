@@ -1,4 +1,4 @@
-"""Classic control, compiled: gymnasium 1.x's CartPole-v1, MountainCar-v0 and Pendulum-v1 as Numba kernels
+"""Classic control, compiled: gymnasium 1.x's Acrobot-v1, CartPole-v1, MountainCar-v0 and Pendulum-v1 as Numba kernels
 that step N environments in one call, behind a gymnasium ``VectorEnv`` (``NumbaVectorEnv``, chosen by
 ``PPOConfig.env_backend = "numba"``).
 
@@ -100,6 +100,69 @@ def pendulum_step(state, torques, torque_constants, stepping, rewards, terminate
 
 
 @jit
+def acrobot_derivatives(s, torque, two):
+    """gymnasium's AcrobotEnv._dsdt ("book" dynamics): (dtheta1, dtheta2, ddtheta1, ddtheta2) at state ``s``,
+    in gymnasium's order of operations (squares of variables by ``pow``: ``two`` is 2.0)."""
+    m1, m2, l1, lc1, lc2, i1, i2, g = 1.0, 1.0, 1.0, 0.5, 0.5, 1.0, 1.0, 9.8
+    theta1, theta2, dtheta1, dtheta2 = s[0], s[1], s[2], s[3]
+    d1 = m1 * lc1 ** 2 + m2 * (l1 ** 2 + lc2 ** 2 + 2 * l1 * lc2 * np.cos(theta2)) + i1 + i2
+    d2 = m2 * (lc2 ** 2 + l1 * lc2 * np.cos(theta2)) + i2
+    phi2 = m2 * lc2 * g * np.cos(theta1 + theta2 - np.pi / 2.0)
+    phi1 = (-m2 * l1 * lc2 * dtheta2 ** two * np.sin(theta2)
+            - 2 * m2 * l1 * lc2 * dtheta2 * dtheta1 * np.sin(theta2)
+            + (m1 * lc1 + m2 * l1) * g * np.cos(theta1 - np.pi / 2)
+            + phi2)
+    ddtheta2 = (torque + d2 / d1 * phi1 - m2 * l1 * lc2 * dtheta1 ** two * np.sin(theta2) - phi2) / (
+        m2 * lc2 ** 2 + i2 - d2 ** two / d1)
+    ddtheta1 = -(d2 * ddtheta2 + phi1) / d1
+    return dtheta1, dtheta2, ddtheta1, ddtheta2
+
+
+@jit
+def acrobot_step(state, actions, two, stepping, rewards, terminated):
+    """gymnasium's AcrobotEnv.step on each row of ``state`` (theta1, theta2, dtheta1, dtheta2): one RK4 step
+    of dt = 0.2 as gymnasium's ``rk4`` takes it, the angles wrapped to [-pi, pi], the speeds bounded."""
+    dt = 0.2
+    dt2, sixth = dt / 2.0, dt / 6.0
+    k1, k2, k3, k4, y = np.empty(4), np.empty(4), np.empty(4), np.empty(4), np.empty(4)
+    for i in range(state.shape[0]):
+        if not stepping[i]:
+            continue
+        torque = actions[i] - 1.0  # AVAIL_TORQUE = [-1.0, 0.0, +1]
+        y0 = state[i]
+        k1[:] = acrobot_derivatives(y0, torque, two)
+        for j in range(4):
+            y[j] = y0[j] + dt2 * k1[j]
+        k2[:] = acrobot_derivatives(y, torque, two)
+        for j in range(4):
+            y[j] = y0[j] + dt2 * k2[j]
+        k3[:] = acrobot_derivatives(y, torque, two)
+        for j in range(4):
+            y[j] = y0[j] + dt * k3[j]
+        k4[:] = acrobot_derivatives(y, torque, two)
+        for j in range(4):
+            y[j] = y0[j] + sixth * (k1[j] + 2 * k2[j] + 2 * k3[j] + k4[j])
+        for j in range(2):
+            while y[j] > np.pi:
+                y[j] = y[j] - 2 * np.pi
+            while y[j] < -np.pi:
+                y[j] = y[j] + 2 * np.pi
+        y[2] = min(max(y[2], -4 * np.pi), 4 * np.pi)
+        y[3] = min(max(y[3], -9 * np.pi), 9 * np.pi)
+        state[i, :] = y
+        terminated[i] = -np.cos(y[0]) - np.cos(y[1] + y[0]) > 1.0
+        rewards[i] = 0.0 if terminated[i] else -1.0
+
+
+@jit
+def acrobot_observe(state, obs):
+    for i in range(state.shape[0]):
+        obs[i, 0], obs[i, 1] = np.cos(state[i, 0]), np.sin(state[i, 0])
+        obs[i, 2], obs[i, 3] = np.cos(state[i, 1]), np.sin(state[i, 1])
+        obs[i, 4], obs[i, 5] = state[i, 2], state[i, 3]
+
+
+@jit
 def cartpole_observe(state, obs):
     for i in range(state.shape[0]):
         for j in range(4):
@@ -141,7 +204,14 @@ class Port(NamedTuple):
     actions: Callable[[np.ndarray], tuple]   # the vector env's actions as the step kernel's arguments
 
 
+def _acrobot_actions(actions: np.ndarray) -> tuple:
+    return np.asarray(actions, np.int64), 2.0
+
+
 PORTS: dict[str, Port] = {
+    # gymnasium stores Acrobot's reset state as float32 (then float64 from the first step on)
+    "Acrobot-v1": Port(4, 6, lambda rng: rng.uniform(low=-0.1, high=0.1, size=(4,)).astype(np.float32),
+                       acrobot_step, acrobot_observe, _acrobot_actions),
     "CartPole-v1": Port(4, 4, lambda rng: rng.uniform(low=-0.05, high=0.05, size=(4,)), cartpole_step,
                         cartpole_observe, _discrete_actions),
     "MountainCar-v0": Port(2, 2, lambda rng: np.array([rng.uniform(low=-0.6, high=-0.4), 0]), mountain_car_step,
