@@ -1,4 +1,5 @@
-"""Classic control, compiled: gymnasium 1.x's Acrobot-v1, CartPole-v1, MountainCar-v0 and Pendulum-v1 as Numba kernels
+"""Classic control, compiled: gymnasium 1.x's Acrobot-v1, CartPole-v1, MountainCar-v0, MountainCarContinuous-v0 and
+Pendulum-v1 as Numba kernels
 that step N environments in one call, behind a gymnasium ``VectorEnv`` (``NumbaVectorEnv``, chosen by
 ``PPOConfig.env_backend = "numba"``).
 
@@ -97,6 +98,77 @@ def pendulum_step(state, torques, torque_constants, stepping, rewards, terminate
         state[i, 1] = newthdot
         terminated[i] = False
         rewards[i] = -costs
+
+
+# NumPy 2's scalar kinds, which MountainCarContinuous's arithmetic mixes (NEP 50): a Python float, an
+# np.float64, an np.float32. An operation takes the widest NumPy kind of its operands, a Python float
+# being weak (np.float32 op float is float32, with the float rounded to float32 first); comparisons too.
+PYTHON, WIDE, SINGLE = 0, 1, 2
+
+
+@jit
+def _kind_of(kind_x, kind_y):
+    if kind_x == WIDE or kind_y == WIDE:
+        return WIDE
+    return SINGLE if kind_x == SINGLE or kind_y == SINGLE else PYTHON
+
+
+@jit
+def _greater(x, kind, constant):
+    """x > constant as NumPy compares a scalar of ``kind`` with a Python float (in float32 for SINGLE)."""
+    return np.float32(x) > np.float32(constant) if kind == SINGLE else x > constant
+
+
+@jit
+def _less(x, kind, constant):
+    return np.float32(x) < np.float32(constant) if kind == SINGLE else x < constant
+
+
+@jit
+def _clip(x, kind, low, high):
+    """x bounded to [low, high] as gymnasium bounds a NumPy scalar of ``kind`` by Python floats (max then
+    min, or two ifs): a bound that x passes replaces it, as a Python float."""
+    if _less(x, kind, low):
+        return low, PYTHON
+    if _greater(x, kind, high):
+        return high, PYTHON
+    return x, kind
+
+
+@jit
+def _add(x, y, kind):
+    """x + y (or x - (-y)) in the precision of ``kind``, the kind of the result."""
+    return np.float64(np.float32(x) + np.float32(y)) if kind == SINGLE else x + y
+
+
+@jit
+def mountain_car_continuous_step(state, actions, action_kind, two, stepping, rewards, terminated):
+    """gymnasium's Continuous_MountainCarEnv.step on each row of ``state`` (position, velocity, stored):
+    ``stored`` is 1 once gymnasium holds the state as float32 (after a step; a reset's is float64). Each
+    quantity carries its NumPy scalar kind, and each operation is done in the precision that kind
+    gives, as gymnasium's expressions on NumPy scalars do."""
+    for i in range(state.shape[0]):
+        if not stepping[i]:
+            continue
+        kind = SINGLE if state[i, 2] == 1.0 else WIDE
+        position, velocity, a = state[i, 0], state[i, 1], actions[i]
+        force, force_kind = _clip(a, action_kind, -1.0, 1.0)      # min(max(a, -1.0), 1.0)
+        pushed = (np.float64(np.float32(force) * np.float32(0.0015)) if force_kind == SINGLE
+                  else force * 0.0015)                             # force * power
+        slope = 0.0025 * math.cos(np.float64(np.float32(3.0) * np.float32(position)) if kind == SINGLE
+                                  else 3 * position)               # a Python float
+        change = _add(pushed, -slope, force_kind)                 # pushed - slope: the kind of pushed
+        velocity_kind = _kind_of(kind, force_kind)
+        velocity, velocity_kind = _clip(_add(velocity, change, velocity_kind), velocity_kind, -0.07, 0.07)
+        position_kind = _kind_of(kind, velocity_kind)
+        position, position_kind = _clip(_add(position, velocity, position_kind), position_kind, -1.2, 0.6)
+        if not _greater(position, position_kind, -1.2) and not _less(position, position_kind, -1.2) \
+                and _less(velocity, velocity_kind, 0.0):         # position == min_position and velocity < 0
+            velocity = 0.0
+        done = not _less(position, position_kind, 0.45) and not _less(velocity, velocity_kind, 0.0)
+        terminated[i] = done
+        rewards[i] = (100.0 if done else 0.0) - a ** two * 0.1    # math.pow(action[0], 2) * 0.1
+        state[i, 0], state[i, 1], state[i, 2] = np.float32(position), np.float32(velocity), 1.0
 
 
 @jit
@@ -204,6 +276,11 @@ class Port(NamedTuple):
     actions: Callable[[np.ndarray], tuple]   # the vector env's actions as the step kernel's arguments
 
 
+def _mountain_car_continuous_actions(actions: np.ndarray) -> tuple:
+    """The force per environment as float64 values, the NumPy kind of its dtype, and the exponent 2.0."""
+    return (np.asarray(actions[:, 0], np.float64), SINGLE if actions.dtype == np.float32 else WIDE, 2.0)
+
+
 def _acrobot_actions(actions: np.ndarray) -> tuple:
     return np.asarray(actions, np.int64), 2.0
 
@@ -216,6 +293,10 @@ PORTS: dict[str, Port] = {
                         cartpole_observe, _discrete_actions),
     "MountainCar-v0": Port(2, 2, lambda rng: np.array([rng.uniform(low=-0.6, high=-0.4), 0]), mountain_car_step,
                            mountain_car_observe, _discrete_actions),
+    # (position, velocity, stored as float32): gymnasium's reset state is float64, its stepped one float32
+    "MountainCarContinuous-v0": Port(3, 2, lambda rng: np.array([rng.uniform(low=-0.6, high=-0.4), 0, 0.0]),
+                                     mountain_car_continuous_step, mountain_car_observe,
+                                     _mountain_car_continuous_actions),
     "Pendulum-v1": Port(2, 3, lambda rng: rng.uniform(low=-np.array([np.pi, 1.0]), high=np.array([np.pi, 1.0])),
                         pendulum_step, pendulum_observe, _pendulum_actions),
 }
@@ -263,12 +344,12 @@ class NumbaVectorEnv(gym.vector.VectorEnv):
         return self._obs.copy(), {}
 
     def step(self, actions):
-        resetting = self._autoreset.copy()
-        for i in np.flatnonzero(resetting):
-            self._reset_one(i)
-        stepping = ~resetting
-        self._rewards[:] = 0.0
-        self._terminated[:] = False
+        stepping = ~self._autoreset
+        if not stepping.all():
+            for i in np.flatnonzero(self._autoreset):
+                self._reset_one(i)
+            self._rewards[~stepping] = 0.0       # the kernels write the rows they step
+            self._terminated[~stepping] = False
         self.port.step(self._state, *self.port.actions(np.asarray(actions)), stepping, self._rewards, self._terminated)
         self._elapsed += stepping
         truncated = stepping & (self._elapsed >= self.max_episode_steps)

@@ -39,7 +39,7 @@ class PPOConfig:
                                 "implementation if it has one and num_envs >= 8, else sync), native, sync or async",
                                 choices=("auto", "native", "sync", "async"))
     env_backend: str = _param("gymnasium", "gymnasium, or numba: the compiled ports of classic control "
-                              "(classic_control.PORTS: Acrobot-v1, CartPole-v1, MountainCar-v0, Pendulum-v1), gymnasium's "
+                              "(classic_control.PORTS: Acrobot, CartPole, MountainCar, MountainCarContinuous, Pendulum), gymnasium's "
                               "dynamics bit for bit, all environments stepped by one call (vectorization unused)",
                               choices=("gymnasium", "numba"))
     dtype: str = _param("float32", "floating type of networks and rollout buffers", choices=("float32", "float64"))

@@ -12,19 +12,22 @@ from ppo_np.classic_control import PORTS, NumbaVectorEnv
 STATE_RANGES = {"Acrobot-v1": [(-3.3, 3.3), (-3.3, 3.3), (-13.0, 13.0), (-29.0, 29.0)],
                 "CartPole-v1": [(-2.6, 2.6), (-3.0, 3.0), (-0.25, 0.25), (-3.0, 3.0)],
                 "MountainCar-v0": [(-1.2, 0.6), (-0.07, 0.07)],
+                "MountainCarContinuous-v0": [(-1.2, 0.6), (-0.07, 0.07)],
                 "Pendulum-v1": [(-8.0, 8.0), (-8.5, 8.5)]}
 
 
-def gymnasium_step(env_id, state, action):
+def gymnasium_step(env_id, state, action, stored_as=np.float64):
     env = gym.make(env_id).unwrapped
     env.reset(seed=0)
-    env.state = np.array(state, np.float64) if env_id != "MountainCar-v0" else tuple(np.float64(s) for s in state)
+    env.state = np.array(state, stored_as) if env_id != "MountainCar-v0" else tuple(np.float64(s) for s in state)
     obs, reward, terminated, _, _ = env.step(action)
     return np.asarray(obs, np.float32), float(reward), bool(terminated), np.array(env.state, np.float64)
 
 
-def port_step(env_id, state, action):
+def port_step(env_id, state, action, stored_as=np.float64):
     port = PORTS[env_id]
+    if env_id == "MountainCarContinuous-v0":  # the third column says whether gymnasium holds it as float32
+        state = [*np.array(state, stored_as), float(stored_as == np.float32)]
     states = np.array([state], np.float64)
     rewards, terminated, obs = np.zeros(1), np.zeros(1, bool), np.zeros((1, port.obs_dim), np.float32)
     port.step(states, *port.actions(np.array([action])), np.ones(1, bool), rewards, terminated)
@@ -47,14 +50,16 @@ def action_strategy(env_id):
 def test_a_step_from_any_state_is_gymnasiums_bit_for_bit(env_id, data):
     state = [data.draw(st.floats(low, high, allow_nan=False)) for low, high in STATE_RANGES[env_id]]
     action = data.draw(action_strategy(env_id))
-    want, got = gymnasium_step(env_id, state, action), port_step(env_id, state, action)
+    # MountainCarContinuous holds a reset's state as float64 and a stepped one as float32
+    stored_as = data.draw(st.sampled_from([np.float32, np.float64])) if "Continuous" in env_id else np.float64
+    want, got = gymnasium_step(env_id, state, action, stored_as), port_step(env_id, state, action, stored_as)
     np.testing.assert_array_equal(got[0], want[0])                     # observation
     assert (got[1], got[2]) == (want[1], want[2])                      # reward, terminated
-    np.testing.assert_array_equal(got[3], want[3])                     # the next state
+    np.testing.assert_array_equal(got[3][:len(want[3])], want[3])      # the next state
 
 
 @pytest.mark.parametrize("env_id, action_dtype", [(env_id, "natural") for env_id in sorted(PORTS)]
-                         + [("Pendulum-v1", "float64")])
+                         + [("MountainCarContinuous-v0", "float64"), ("Pendulum-v1", "float64")])
 def test_a_vector_env_runs_as_gymnasiums_from_the_same_seed_through_resets_and_time_limits(env_id, action_dtype):
     # past every time limit (CartPole's 500 steps), and long enough that Acrobot's squares by pow rather
     # than x * x show (taken as x * x, its states part after 6, 263 and 2288 steps of 8 envs)
@@ -78,7 +83,8 @@ def test_a_vector_env_runs_as_gymnasiums_from_the_same_seed_through_resets_and_t
         for x, y in zip(a[:4], b[:4]):
             np.testing.assert_array_equal(x, y)
         # and the float64 states behind the float32 observations
-        np.testing.assert_array_equal(ours._state, [np.asarray(e.unwrapped.state, np.float64) for e in theirs.envs])
+        np.testing.assert_array_equal(ours._state[:, :len(theirs.envs[0].unwrapped.state)],
+                                      [np.asarray(e.unwrapped.state, np.float64) for e in theirs.envs])
         obs_b = b[0]
         ends += int(np.sum(b[2] | b[3]))
     assert ends >= n  # the comparison went through episode ends and autoresets
@@ -105,7 +111,7 @@ def test_training_on_the_ports_is_bit_identical_to_training_on_gymnasiums_sync_e
         config = PPOConfig.for_env(env_id, seed=3, env_backend=backend, vectorization="sync", num_envs=4,
                                    num_steps=64, minibatch_size=64, update_epochs=2)
         agent = PPO(env_id, config)
-        agent.learn(8 * config.batch_size)  # through CartPole's and MountainCar's resets and time limits
+        agent.learn(16 * config.batch_size)  # 1024 steps per env: through every port's time limit (999 the longest)
         weights[backend] = {k: v.copy() for k, v in agent.actor.params.items()}, agent.recent_returns
         agent.close()
     (gym_weights, gym_returns), (numba_weights, numba_returns) = weights["gymnasium"], weights["numba"]
@@ -117,7 +123,25 @@ def test_training_on_the_ports_is_bit_identical_to_training_on_gymnasiums_sync_e
 def test_the_numba_backend_is_refused_for_environments_it_has_no_port_of():
     from ppo_np import PPO, PPOConfig
 
-    with pytest.raises(ValueError, match="env_backend numba runs the compiled ports of .*MountainCarContinuous-v0 is"):
-        PPO("MountainCarContinuous-v0", PPOConfig(env_backend="numba"))
+    with pytest.raises(ValueError, match="env_backend numba runs the compiled ports of .*custom_envs:Line-v0 is not"):
+        PPO("custom_envs:Line-v0", PPOConfig(env_backend="numba"))
     with pytest.raises(ValueError, match="without kwargs or wrappers"):
         PPO("Pendulum-v1", PPOConfig(env_backend="numba"), env_kwargs={"g": 9.81})
+
+
+CONSTANTS = [-1.2, -1.0, -0.07, 0.0, 0.0015, 0.07, 0.45, 0.6, 1.0]
+
+
+@settings(max_examples=300, deadline=None)
+@given(x=st.one_of(st.sampled_from(CONSTANTS), st.floats(-2.0, 2.0)), c=st.sampled_from(CONSTANTS))
+def test_the_scalar_kinds_compare_and_add_as_numpys_scalars(x, c):
+    """MountainCarContinuous's arithmetic, piece by piece: an np.float32 against a Python float compares
+    and adds in float32 (np.float32(0.45) >= 0.45, though 0.44999998 < 0.45), an np.float64 in float64."""
+    from ppo_np.classic_control import SINGLE, WIDE, _add, _greater, _less
+
+    single, wide = np.float32(x), np.float64(x)
+    assert _greater(float(single), SINGLE, c) == bool(single > c)
+    assert _less(float(single), SINGLE, c) == bool(single < c)
+    assert _greater(float(wide), WIDE, c) == bool(wide > c) and _less(float(wide), WIDE, c) == bool(wide < c)
+    assert _add(float(single), c, SINGLE) == float(single + c)
+    assert _add(float(wide), c, WIDE) == float(wide + c)
