@@ -28,7 +28,10 @@ Differences that remain (both are how each library runs, and both are in the wal
 steps the same ``gym.make(env_id)`` environments in its ``LeanSyncVectorEnv`` ("auto"; CartPole with
 8 or more envs in gymnasium's native vectorised env), SB3 in a DummyVecEnv of single envs;
 gymnasium's vector envs reset on the step after an episode ends, and ppo-np masks that reset step
-out of the update (about one sample per episode fewer than SB3 trains on).
+out of the update (about one sample per episode fewer than SB3 trains on). ``--env-backend numba``
+runs ppo-np on the compiled ports of classic control instead (``ppo_np.classic_control``: gymnasium's
+dynamics bit for bit, every environment stepped by one call); the breakdown's env-alone limit then
+steps those.
 
 Return against wall-clock (cartpole-zoo): after every update, the mean return of the last 100
 finished training episodes (ppo-np: ``agent.mean_recent_return(100)`` from the ``learn`` callback;
@@ -74,7 +77,7 @@ import time  # noqa: E402
 from _common import (add_output_options, load_average, machine_info, parse_list, print_saved_run,  # noqa: E402
                      summary)
 from bench_kernels import median_time  # noqa: E402
-from bench_learning import EVAL_EPISODES, EVAL_SEED  # noqa: E402
+from bench_learning import EVAL_EPISODES  # noqa: E402
 
 import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
@@ -103,6 +106,8 @@ CONFIGS: dict[str, dict] = {
 }
 COMMON = dict(ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5, normalize_obs=False, hidden_sizes=(64, 64),
               activation="tanh", dtype="float32")
+#: both sides' evaluation episodes of seed s are seeded EVAL_SEED + s + i (the README's tables were measured so)
+EVAL_SEED = 1000
 CURVE_CONFIG = "cartpole-zoo"
 CURVE_WINDOW = 100                              # episodes in the running mean of the curves (SB3's ep_info_buffer)
 SOLVED = 475.0                                  # CartPole-v1's reward threshold
@@ -111,13 +116,14 @@ PHASES = ("env_step", "inference", "storage", "advantages", "minibatch_fwd_bwd",
 
 # --- ppo-np ------------------------------------------------------------------------------------
 
-def ppo_np_config(spec: dict, seed: int, vectorization: str) -> PPOConfig:
-    """The ppo-np config of a CONFIGS entry, built explicitly (no preset)."""
+def ppo_np_config(spec: dict, seed: int, envs: dict) -> PPOConfig:
+    """The ppo-np config of a CONFIGS entry, built explicitly (no preset), with ``envs``: the
+    ``vectorization`` and ``env_backend`` of the command line."""
     values = {k: v for k, v in spec.items() if k not in ("env_id", "total_steps")}
-    return PPOConfig(seed=seed, vectorization=vectorization, **values, **COMMON)
+    return PPOConfig(seed=seed, **envs, **values, **COMMON)
 
 
-def run_ppo_np(spec: dict, seed: int, vectorization: str, curve: bool) -> tuple[dict, PPO]:
+def run_ppo_np(spec: dict, seed: int, envs: dict, curve: bool) -> tuple[dict, PPO]:
     """Train and evaluate one ppo-np agent; its result row (and the agent, for the breakdown)."""
     points = []
 
@@ -125,7 +131,7 @@ def run_ppo_np(spec: dict, seed: int, vectorization: str, curve: bool) -> tuple[
         points.append((round(row["wall_s"], 4), agent.global_step, agent.mean_recent_return(CURVE_WINDOW)))
 
     start = time.perf_counter()
-    agent = PPO(spec["env_id"], ppo_np_config(spec, seed, vectorization))
+    agent = PPO(spec["env_id"], ppo_np_config(spec, seed, envs))
     learn_start = time.perf_counter()
     agent.learn(spec["total_steps"], callback=record if curve else None)
     end = time.perf_counter()
@@ -241,11 +247,12 @@ def run_sb3(spec: dict, seed: int, curve: bool) -> dict:
 
 # --- the breakdown's limits ----------------------------------------------------------------------
 
-def random_action_time(env_id: str, num_envs: int, vector_steps: int, seed: int) -> float:
-    """Seconds that ``EnvSource.of(env_id).make_vector(num_envs)`` spends in ``step`` over ``vector_steps``
+def random_action_time(env_id: str, num_envs: int, vector_steps: int, seed: int, config: PPOConfig) -> float:
+    """Seconds that ``EnvSource.of(env_id).make_vector(num_envs)`` (with ``config``'s vectorization and
+    env backend, as the run had them) spends in ``step`` over ``vector_steps``
     steps with batched random actions (the rollout's floor: the environment alone). Drawing the actions
     (``action_space.sample()``: ~50 us for a batch of four Pendulum actions) is not timed."""
-    envs = EnvSource.of(env_id).make_vector(num_envs)
+    envs = EnvSource.of(env_id).make_vector(num_envs, config.vectorization, backend=config.env_backend)
     clock = time.perf_counter
     try:
         envs.reset(seed=seed)
@@ -314,7 +321,7 @@ def breakdown_row(agent: PPO, spec: dict, learn_wall: float, seed: int, rate: di
     phases = {k: float(phases.get(k, 0.0)) for k in PHASES}
     phases["other"] = learn_wall - sum(phases.values())
     vector_steps = agent.global_step // spec["num_envs"]
-    random_s = random_action_time(spec["env_id"], spec["num_envs"], vector_steps, seed)
+    random_s = random_action_time(spec["env_id"], spec["num_envs"], vector_steps, seed, agent.config)
     samples = agent.update_count * spec["update_epochs"] * spec["num_envs"] * spec["num_steps"]
     rollout_s = phases["env_step"] + phases["inference"] + phases["storage"]
     minibatch_s = phases["minibatch_fwd_bwd"] + phases["optimizer"]
@@ -357,11 +364,11 @@ def summarise_breakdown(rows: list[dict], rate: dict) -> dict:
 
 # --- the benchmark -------------------------------------------------------------------------------
 
-def warm_up(spec: dict, vectorization: str, sb3: bool) -> dict:
+def warm_up(spec: dict, envs: dict, sb3: bool) -> dict:
     """One update per side, untimed in the results: Numba compilation / cache loading, torch's first calls."""
     times = {}
     start = time.perf_counter()
-    PPO(spec["env_id"], ppo_np_config(spec, 0, vectorization)).learn(spec["num_envs"] * spec["num_steps"]).close()
+    PPO(spec["env_id"], ppo_np_config(spec, 0, envs)).learn(spec["num_envs"] * spec["num_steps"]).close()
     times["ppo_np_s"] = round(time.perf_counter() - start, 3)
     if sb3:
         start = time.perf_counter()
@@ -383,14 +390,14 @@ def side_summary(runs: list[dict]) -> dict:
     return out
 
 
-def bench_config(name: str, seeds: int, vs_sb3: bool, vectorization: str, breakdown: bool, log,
+def bench_config(name: str, seeds: int, vs_sb3: bool, envs: dict, breakdown: bool, log,
                  total_steps: int | None = None) -> tuple[dict, dict]:
     """Every seed of one config on both sides; (the config's report, its curves)."""
     spec = CONFIGS[name] | ({"total_steps": total_steps} if total_steps else {})
     curve = name == CURVE_CONFIG
     report = {"name": name, "env": spec["env_id"], "total_steps": spec["total_steps"],
               "hyperparameters": {k: v for k, v in spec.items() if k not in ("env_id", "total_steps")} | COMMON,
-              "ppo_np_vectorization": vectorization, "warmup": warm_up(spec, vectorization, vs_sb3)}
+              "ppo_np_envs": envs, "warmup": warm_up(spec, envs, vs_sb3)}
     ours, theirs, parts = [], [], []
     rate = None
     for seed in range(seeds):
@@ -402,7 +409,7 @@ def bench_config(name: str, seeds: int, vs_sb3: bool, vectorization: str, breakd
                 theirs.append(run_sb3(spec, seed, curve))
                 row = theirs[-1]
             else:
-                row, agent = run_ppo_np(spec, seed, vectorization, curve)
+                row, agent = run_ppo_np(spec, seed, envs, curve)
                 ours.append(row)
                 if breakdown:
                     if rate is None:
@@ -520,6 +527,9 @@ def main(argv=None) -> int:
                         help="ppo-np's time per phase, against two limits, and one loss call timed alone")
     parser.add_argument("--vectorization", default="auto", choices=("auto", "native", "sync", "async"),
                         help="ppo-np's vector env (auto: gymnasium's native one where it exists)")
+    parser.add_argument("--env-backend", default="gymnasium", choices=("gymnasium", "numba"),
+                        help="ppo-np's environments: gymnasium's, or the compiled ports of classic control "
+                        "(every config's env has one)")
     parser.add_argument("--total-steps", type=int, default=None,
                         help="steps per run for every config, for a quick check (default: each config's own)")
     add_output_options(parser)
@@ -562,7 +572,8 @@ def main(argv=None) -> int:
         report["sb3_skipped"] = skipped
     all_curves = {}
     for name in names:
-        config_report, curves = bench_config(name, args.seeds, vs == "sb3", args.vectorization, args.breakdown, log,
+        envs = {"vectorization": args.vectorization, "env_backend": args.env_backend}
+        config_report, curves = bench_config(name, args.seeds, vs == "sb3", envs, args.breakdown, log,
                                               args.total_steps)
         report["configs"].append(config_report)
         all_curves.update(curves)
