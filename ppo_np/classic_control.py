@@ -23,7 +23,7 @@ resets that environment (reward 0, flags False, the action ignored).
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -274,6 +274,15 @@ class Port(NamedTuple):
     step: Callable
     observe: Callable
     actions: Callable[[np.ndarray], tuple]   # the vector env's actions as the step kernel's arguments
+    # the observation of a state just reset, where gymnasium's differs from ``observe``'s (None: it does not)
+    reset_observation: Optional[Callable[[np.ndarray], np.ndarray]] = None
+
+
+def _acrobot_reset_observation(state: np.ndarray) -> np.ndarray:
+    """gymnasium's Acrobot observation of its float32 reset state: cos and sin of np.float32 scalars, which
+    NumPy computes in float32, not always as float64's rounded (0.99747336 against 0.9974734 at seed 835)."""
+    s = np.asarray(state[:4], np.float32)
+    return np.array([np.cos(s[0]), np.sin(s[0]), np.cos(s[1]), np.sin(s[1]), s[2], s[3]], dtype=np.float32)
 
 
 def _mountain_car_continuous_actions(actions: np.ndarray) -> tuple:
@@ -288,7 +297,7 @@ def _acrobot_actions(actions: np.ndarray) -> tuple:
 PORTS: dict[str, Port] = {
     # gymnasium stores Acrobot's reset state as float32 (then float64 from the first step on)
     "Acrobot-v1": Port(4, 6, lambda rng: rng.uniform(low=-0.1, high=0.1, size=(4,)).astype(np.float32),
-                       acrobot_step, acrobot_observe, _acrobot_actions),
+                       acrobot_step, acrobot_observe, _acrobot_actions, _acrobot_reset_observation),
     "CartPole-v1": Port(4, 4, lambda rng: rng.uniform(low=-0.05, high=0.05, size=(4,)), cartpole_step,
                         cartpole_observe, _discrete_actions),
     "MountainCar-v0": Port(2, 2, lambda rng: np.array([rng.uniform(low=-0.6, high=-0.4), 0]), mountain_car_step,
@@ -330,33 +339,54 @@ class NumbaVectorEnv(gym.vector.VectorEnv):
 
     def reset(self, *, seed=None, options=None):
         """gymnasium's vector reset: env i seeded with seed + i (a list gives each its own), or only those
-        in ``options["reset_mask"]``."""
-        mask = np.ones(self.num_envs, bool) if not options or "reset_mask" not in options else \
-            np.asarray(options["reset_mask"], bool)
-        seeds = seed if isinstance(seed, (list, tuple)) else [None if seed is None else seed + i
-                                                              for i in range(self.num_envs)]
+        in ``options["reset_mask"]`` (a bool array, one per env); no other option is supported."""
+        unknown = sorted(set(options or {}) - {"reset_mask"})
+        if unknown:
+            raise ValueError(f"the compiled {self.env_id} takes no reset option but reset_mask; got {', '.join(unknown)}")
+        mask = np.ones(self.num_envs, bool) if not options or "reset_mask" not in options else options["reset_mask"]
+        if not (isinstance(mask, np.ndarray) and mask.dtype == bool and mask.shape == (self.num_envs,)):
+            raise ValueError(f"reset_mask must be a bool array of shape ({self.num_envs},); got {mask!r}")
+        if isinstance(seed, (list, tuple)):
+            if len(seed) != self.num_envs:
+                raise ValueError(f"{len(seed)} seeds for {self.num_envs} environments")
+            seeds = list(seed)
+        else:
+            seeds = [None if seed is None else seed + i for i in range(self.num_envs)]
         for i in np.flatnonzero(mask):
             if seeds[i] is not None:
                 self._rngs[i] = np.random.default_rng(seeds[i])
-            self._reset_one(i)
         self._autoreset[mask] = False
+        self._reset_rows(mask)
         self.port.observe(self._state, self._obs)
+        self._observe_resets(mask)
         return self._obs.copy(), {}
 
     def step(self, actions):
-        stepping = ~self._autoreset
-        if not stepping.all():
-            for i in np.flatnonzero(self._autoreset):
-                self._reset_one(i)
-            self._rewards[~stepping] = 0.0       # the kernels write the rows they step
-            self._terminated[~stepping] = False
-        self.port.step(self._state, *self.port.actions(np.asarray(actions)), stepping, self._rewards, self._terminated)
+        actions = np.asarray(actions)
+        if len(actions) != self.num_envs:
+            raise ValueError(f"{len(actions)} actions for {self.num_envs} environments")
+        resetting = self._autoreset.copy()
+        stepping = ~resetting
+        if resetting.any():
+            self._reset_rows(resetting)
+            self._rewards[resetting] = 0.0       # the kernels write the rows they step
+            self._terminated[resetting] = False
+        self.port.step(self._state, *self.port.actions(actions), stepping, self._rewards, self._terminated)
         self._elapsed += stepping
         truncated = stepping & (self._elapsed >= self.max_episode_steps)
         np.logical_or(self._terminated, truncated, out=self._autoreset)
         self.port.observe(self._state, self._obs)
+        if resetting.any():
+            self._observe_resets(resetting)
         return self._obs.copy(), self._rewards.copy(), self._terminated.copy(), truncated, {}
 
-    def _reset_one(self, i: int) -> None:
-        self._state[i] = self.port.reset(self._rngs[i])
-        self._elapsed[i] = 0
+    def _reset_rows(self, rows: np.ndarray) -> None:
+        """A new initial state for each env of the bool mask ``rows``, from its own generator."""
+        for i in np.flatnonzero(rows):
+            self._state[i] = self.port.reset(self._rngs[i])
+            self._elapsed[i] = 0
+
+    def _observe_resets(self, rows: np.ndarray) -> None:
+        if self.port.reset_observation is not None:
+            for i in np.flatnonzero(rows):
+                self._obs[i] = self.port.reset_observation(self._state[i])

@@ -33,8 +33,8 @@ def evaluate(agent, episodes: int = 20, seed: int = 0, deterministic: bool = Tru
     """The return over ``episodes`` full episodes of a ``ppo.PPO`` (observation statistics frozen).
 
     One sync vector env of min(episodes, 8) copies of the agent's environment (or of ``env``, anything
-    ``PPO`` takes, with the same spaces) runs them: copy i is reset with seed + i and runs episodes
-    i, i + 8, ... in turn (a fixed share per copy, so short episodes are not favoured). Stochastic
+    ``PPO`` takes, with the same spaces) runs them: copy i is reset with seed + i and runs its fixed share
+    of them, (episodes + i) // n, one after another (so short episodes are not favoured). Stochastic
     actions are drawn from a generator seeded by ``seed``, never the agent's own: the result depends on
     the agent and the arguments alone. An episode still running after ``max_episode_steps`` steps
     (default: the environment's time limit, else ``DEFAULT_MAX_EPISODE_STEPS``) is cut there and
@@ -95,18 +95,23 @@ def _recorded_episodes(agent, source: EnvSource, video_dir: Path, seed: int, tar
     check_video_output(video_dir)
     scratch = Path(tempfile.mkdtemp(prefix=".recording-", dir=video_dir))
     n = len(targets)
-    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    driver = os.environ.get("SDL_VIDEODRIVER")
+    if driver is None and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         # pygame's renderers quit its display on close; with no screen SDL's default driver prints errors
-        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+        os.environ["SDL_VIDEODRIVER"] = "dummy"
 
     def recorder(i: int) -> gym.Env:
         return gym.wrappers.RecordVideo(source.make_rendering(), str(scratch), name_prefix=f"copy{i}",
                                         episode_trigger=lambda k: k < targets[i], disable_logger=True)
 
+    copies = []
     try:
         with warnings.catch_warnings():  # every copy after the first finds the scratch folder there
             warnings.filterwarnings("ignore", message=".*Overwriting existing videos")
-            envs = LeanSyncVectorEnv([functools.partial(recorder, i) for i in range(n)])
+            for i in range(n):
+                copies.append(recorder(i))
+        envs = LeanSyncVectorEnv([functools.partial(lambda env: env, env) for env in copies])
+        copies = []  # the vector env closes them now
         try:
             results = _run_episodes(agent, envs, seed, targets, cap, deterministic, rng)
         finally:
@@ -119,6 +124,10 @@ def _recorded_episodes(agent, source: EnvSource, video_dir: Path, seed: int, tar
         raise ValueError(f"cannot render {source.name}: {exc}; the video extra installs the classic-control and "
                          "Box2D renderers: pip install 'ppo-np[video]'") from None
     finally:
+        for env in copies:  # built before a later copy failed
+            env.close()
+        if driver is None:
+            os.environ.pop("SDL_VIDEODRIVER", None)
         shutil.rmtree(scratch, ignore_errors=True)
     return results
 

@@ -230,9 +230,6 @@ class PPO:
             self.collector = Collector(self.envs, env_seed, self.obs_norm, self.reward_scaler, self.phase_times)
         buf = RolloutBuffer.allocate(cfg.num_steps, cfg.num_envs, self.obs_dim, self.head, self.actor.dtype)
         self._prepare_run_dir()
-        if self.run_dir is not None and cfg.tensorboard:
-            self._tensorboard = rundir.TensorBoardLog(self.run_dir, self.global_step, self.update_count,
-                                                      self._gradient_columns())
         if progress_bar and not cached_since_edited(fused):
             print("ppo-np: compiling the numba kernels, once: the first run after an install takes longer before its "
                   "first update", file=sys.stderr)
@@ -242,6 +239,9 @@ class PPO:
         # times more), and a fixed summation order keeps runs bit-reproducible.
         blas = threadpool_limits(limits=1, user_api="blas")
         try:
+            if self.run_dir is not None and cfg.tensorboard:  # in the try: closed by its finally
+                self._tensorboard = rundir.TensorBoardLog(self.run_dir, self.global_step, self.update_count,
+                                                          self._gradient_columns())
             while self.global_step < self.total_steps:
                 progress = self._progress()  # one progress for every schedule of this iteration
                 temperature = self._temperature(progress)  # the tau that acts is the tau of logp_old

@@ -62,6 +62,8 @@ def start(run_dir: Path, env_id: str, env_recipe: dict | None, total_steps: int,
     _restart_csv(run_dir / "metrics.csv", METRIC_FIELDS, update)
     if gradient_columns is not None:
         _restart_csv(run_dir / GRADIENTS_NAME, (*GRADIENT_FIELDS, *gradient_columns), update)
+    elif update == 0:  # a run written over: the old one's gradients are not this one's
+        (run_dir / GRADIENTS_NAME).unlink(missing_ok=True)
 
 
 def _restart_csv(path: Path, fields, update: int) -> None:
@@ -188,9 +190,10 @@ class TensorBoardLog:
     ``gradients/``), written by tensorboardX. Missing values (NaN, as in an update where no episode
     ended) are not written.
 
-    Each ``learn`` adds an event file. A resumed run's first file purges the events past its checkpoint's
-    step (those a stopped run wrote after it), so every update appears once, as in the CSVs. A run
-    that turns TensorBoard on when resumed gets its earlier updates from the CSVs first.
+    Each ``learn`` adds an event file, which purges the events of older files past the run's step: a
+    stopped run's after its checkpoint, all of a run written over. So every update appears once, as in
+    the CSVs. A run that turns TensorBoard on when resumed, with no events yet, gets its earlier
+    updates from the CSVs first.
     """
 
     def __init__(self, run_dir: Path, step: int, update: int, gradient_columns: list[str] | None):
@@ -203,14 +206,20 @@ class TensorBoardLog:
         self._tags = {**metric_tags, **(gradient_tags if gradient_columns is not None else {})}
         # tensorboardX names a file by the second it was made in; the update it starts at tells apart (and
         # orders) the files of one second, which would otherwise overwrite each other
-        self._writer = tensorboard_writer_class()(str(directory), purge_step=step + 1 if update > 0 else None,
+        # purge_step hides the events past the run's state in the older files: a stopped run's after its
+        # checkpoint, and all of a run written over (update 0)
+        self._writer = tensorboard_writer_class()(str(directory), purge_step=step + 1,
                                                   filename_suffix=f".update{update:09d}")
-        if backfill:
-            for name, tags in (("metrics.csv", metric_tags), (GRADIENTS_NAME, gradient_tags)):
-                rows = _read_metrics(run_dir / name) if (run_dir / name).exists() else []
-                for row in rows:
-                    if _update_of(row) <= update:
-                        self._write(row, tags)
+        try:
+            if backfill:
+                for name, tags in (("metrics.csv", metric_tags), (GRADIENTS_NAME, gradient_tags)):
+                    rows = _read_metrics(run_dir / name) if (run_dir / name).exists() else []
+                    for row in rows:
+                        if _update_of(row) <= update:
+                            self._write(row, tags)
+        except BaseException:
+            self._writer.close()
+            raise
 
     def write(self, row: dict) -> None:
         """One update's row (the metrics, and the gradient norms with ``log_gradients``)."""

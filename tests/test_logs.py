@@ -24,7 +24,8 @@ def scalars(run_dir) -> dict[str, list[tuple[int, float]]]:
     """Every scalar series of the run's event files, as TensorBoard shows them (purged events left out)."""
     events = EventAccumulator(str(run_dir / TENSORBOARD_NAME), size_guidance={"scalars": 0})
     events.Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    series = {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    return {tag: points for tag, points in series.items() if points}  # a tag whose events were all purged shows none
 
 
 def csv_series(path, column) -> list[tuple[int, float]]:
@@ -80,6 +81,19 @@ def test_a_resumed_run_purges_the_events_a_stopped_run_wrote_past_its_checkpoint
     again = dict(scalars(run)["schedule/learning_rate"])
     assert again[2 * BATCH] == first[2 * BATCH] and again[3 * BATCH] == pytest.approx(1e-2)
     assert first[3 * BATCH] != pytest.approx(1e-2)  # the stale event existed, and is gone
+
+
+def test_a_run_written_over_leaves_none_of_the_old_runs_events(tmp_path):
+    run = tmp_path / "run"
+    old = PPO("CartPole-v1", PPOConfig(**TINY, tensorboard=True, log_gradients=True), run_dir=run)
+    old.learn(4 * BATCH)
+    old.close()
+    new = PPO("CartPole-v1", PPOConfig(**TINY, tensorboard=True, seed=1), run_dir=run, overwrite=True)
+    new.learn(2 * BATCH)
+    new.close()
+    assert not (run / "gradients.csv").exists()
+    assert_tensorboard_holds_the_csvs(run)  # no gradients/ tags left
+    assert [s for s, _ in scalars(run)["loss/policy_loss"]] == [BATCH, 2 * BATCH]
 
 
 def test_tensorboard_turned_on_when_resuming_gets_the_earlier_updates_from_the_csvs(tmp_path):
