@@ -29,7 +29,7 @@ from pathlib import Path
 
 from _common import load_average, machine_info
 
-from ppo_np.sweep import THREAD_ENV, SweepSpec, check_output, plan, run_sweep, run_trial, summarize
+from ppo_np.sweep import THREAD_ENV, SweepSpec, claim, plan, run_sweep, run_trial, summarize
 
 
 def _single_threaded() -> None:
@@ -37,10 +37,7 @@ def _single_threaded() -> None:
 
 
 def _in_process_pool(spec: SweepSpec, out: Path, workers: int) -> None:
-    spec = check_output(spec, out)
-    out.mkdir(parents=True)
-    (out / "sweep.json").write_text(json.dumps(spec.to_dict()))
-    _, trials = plan(spec, out)
+    spec, trials = claim(spec, out)
     context = multiprocessing.get_context("spawn")
     with context.Pool(workers, initializer=_single_threaded) as pool:
         pool.starmap(run_trial, [(spec.to_dict(), trial) for trial in trials])

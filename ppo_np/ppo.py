@@ -48,6 +48,7 @@ from ppo_np.config import RESUMABLE_FIELDS, PPOConfig
 from ppo_np.envs import EnvSource
 from ppo_np.fused import FusedLoss
 from ppo_np.heads import head_for
+from ppo_np.jit import cached_since_edited
 from ppo_np.losses import LossCoefs, Minibatch, explained_variance
 from ppo_np.minibatches import MinibatchGatherer, epoch_minibatches
 from ppo_np.normalize import ObsNormalizer, RewardScaler
@@ -56,7 +57,6 @@ from ppo_np.optim import Adam, clip_coefficient, clip_grad_norm, global_norm
 from ppo_np.policy import Actor, Critic
 from ppo_np.ratios import importance_ratios
 from ppo_np.rollout import Collector, RolloutBuffer
-from ppo_np.jit import cached_since_edited
 from ppo_np.rundir import CHECKPOINT_NAME
 from ppo_np.schedules import AdaptiveBeta, EntropyCoefficient, schedule
 from ppo_np.surrogate import normalize_advantages

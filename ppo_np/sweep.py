@@ -222,19 +222,24 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, *, address: Optional[str]
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     if not (isinstance(retries, int) and retries >= 0):
         raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
-    spec = check_output(spec, out)
-    _, trials = plan(spec, out)
-    if not (out / SPEC_NAME).exists():
-        try:
-            write_text_atomic(out / SPEC_NAME, json.dumps(spec.to_dict(), indent=2))
-        except OSError as exc:
-            raise ValueError(f"cannot write the sweep into {out}: {exc.strerror or exc}") from None
+    spec, trials = claim(spec, out)
     todo = [t for t in trials if read_result(Path(t.run_dir)) is None]
     failed = {}
     if todo:
         with ray_instance(address, workers) as ray:
             failed = _run_tasks(ray, spec, todo, workers, retries, progress)
     return summarize(out, failed)
+
+
+def claim(spec: SweepSpec, out: Path) -> tuple[SweepSpec, list[Trial]]:
+    """``plan``'s spec and trials, with OUT/sweep.json written (or found to be this sweep's: to resume)."""
+    spec = check_output(spec, out)
+    if not (out / SPEC_NAME).exists():
+        try:
+            write_text_atomic(out / SPEC_NAME, json.dumps(spec.to_dict(), indent=2))
+        except OSError as exc:
+            raise ValueError(f"cannot write the sweep into {out}: {exc.strerror or exc}") from None
+    return plan(spec, out)
 
 
 def check_output(spec: SweepSpec, out: str | os.PathLike) -> SweepSpec:
