@@ -28,14 +28,14 @@ from typing import Callable, NamedTuple, Optional
 import gymnasium as gym
 import numpy as np
 
-from ppo_np.jit import jit
+from ppo_np.jit import by_type, jit, plain
 
 
 # --- the kernels: one call steps every environment not being reset -------------------------------------
 
 
 @jit
-def cartpole_step(state, actions, stepping, rewards, terminated):
+def cartpole_step(spec, state, actions, stepping, rewards, terminated):
     """gymnasium's CartPoleEnv.step (Euler integration) on each row of ``state`` (x, x_dot, theta, theta_dot)."""
     gravity, masscart, masspole, length, force_mag, tau = 9.8, 1.0, 0.1, 0.5, 10.0, 0.02
     total_mass = masspole + masscart
@@ -61,7 +61,7 @@ def cartpole_step(state, actions, stepping, rewards, terminated):
 
 
 @jit
-def mountain_car_step(state, actions, stepping, rewards, terminated):
+def mountain_car_step(spec, state, actions, stepping, rewards, terminated):
     """gymnasium's MountainCarEnv.step on each row of ``state`` (position, velocity)."""
     for i in range(state.shape[0]):
         if not stepping[i]:
@@ -79,17 +79,22 @@ def mountain_car_step(state, actions, stepping, rewards, terminated):
 
 
 @jit
-def pendulum_step(state, torques, torque_constants, stepping, rewards, terminated):
-    """gymnasium's PendulumEnv.step on each row of ``state`` (theta, theta_dot). ``torques``: the clipped
-    actions u; ``torque_constants``: (2, 3, 0.001) in their dtype, so that the terms of u are computed in
-    the action's precision, and every square by ``pow`` as NumPy's scalars take it (module docstring)."""
-    two, three, milli = torque_constants[0], torque_constants[1], torque_constants[2]
+def pendulum_step(spec, state, actions, stepping, rewards, terminated):
+    """gymnasium's PendulumEnv.step on each row of ``state`` (theta, theta_dot), the torque u the action
+    clipped to [-2, 2] in its own dtype; ``spec.torque_constants``: (2, 3, 0.001) in that dtype, so that
+    the terms of u are computed in the action's precision, and every square by ``pow`` as NumPy's
+    scalars take it (module docstring)."""
+    two, three, milli = spec.torque_constants[0], spec.torque_constants[1], spec.torque_constants[2]
     two64 = np.float64(two)
     g, length, dt = 10.0, 1.0, 0.05  # and m = 1: ``three`` is 3 / (m l^2)
     for i in range(state.shape[0]):
         if not stepping[i]:
             continue
-        th, thdot, u = state[i, 0], state[i, 1], torques[i]
+        th, thdot, u = state[i, 0], state[i, 1], actions[i, 0]
+        if u < -two:                                   # np.clip(u, -2.0, 2.0), NaN kept
+            u = -two
+        elif u > two:
+            u = two
         normalized = ((th + np.pi) % (2 * np.pi)) - np.pi
         costs = normalized ** two64 + 0.1 * thdot ** two64 + np.float64(milli * u ** two)
         newthdot = thdot + (3 * g / (2 * length) * np.sin(th) + np.float64(three * u)) * dt
@@ -142,16 +147,17 @@ def _add(x, y, kind):
 
 
 @jit
-def mountain_car_continuous_step(state, actions, action_kind, two, stepping, rewards, terminated):
+def mountain_car_continuous_step(spec, state, actions, stepping, rewards, terminated):
     """gymnasium's Continuous_MountainCarEnv.step on each row of ``state`` (position, velocity, stored):
     ``stored`` is 1 once gymnasium holds the state as float32 (after a step; a reset's is float64). Each
     quantity carries its NumPy scalar kind, and each operation is done in the precision that kind
-    gives, as gymnasium's expressions on NumPy scalars do."""
+    gives, as gymnasium's expressions on NumPy scalars do; ``spec.action_kind`` is the actions' kind."""
+    action_kind, two = spec.action_kind, spec.two
     for i in range(state.shape[0]):
         if not stepping[i]:
             continue
         kind = SINGLE if state[i, 2] == 1.0 else WIDE
-        position, velocity, a = state[i, 0], state[i, 1], actions[i]
+        position, velocity, a = state[i, 0], state[i, 1], np.float64(actions[i, 0])
         force, force_kind = _clip(a, action_kind, -1.0, 1.0)      # min(max(a, -1.0), 1.0)
         pushed = (np.float64(np.float32(force) * np.float32(0.0015)) if force_kind == SINGLE
                   else force * 0.0015)                             # force * power
@@ -191,10 +197,10 @@ def acrobot_derivatives(s, torque, two):
 
 
 @jit
-def acrobot_step(state, actions, two, stepping, rewards, terminated):
+def acrobot_step(spec, state, actions, stepping, rewards, terminated):
     """gymnasium's AcrobotEnv.step on each row of ``state`` (theta1, theta2, dtheta1, dtheta2): one RK4 step
     of dt = 0.2 as gymnasium's ``rk4`` takes it, the angles wrapped to [-pi, pi], the speeds bounded."""
-    dt = 0.2
+    dt, two = 0.2, spec.two
     dt2, sixth = dt / 2.0, dt / 6.0
     k1, k2, k3, k4, y = np.empty(4), np.empty(4), np.empty(4), np.empty(4), np.empty(4)
     for i in range(state.shape[0]):
@@ -227,7 +233,7 @@ def acrobot_step(state, actions, two, stepping, rewards, terminated):
 
 
 @jit
-def acrobot_observe(state, obs):
+def acrobot_observe(spec, state, obs):
     for i in range(state.shape[0]):
         obs[i, 0], obs[i, 1] = np.cos(state[i, 0]), np.sin(state[i, 0])
         obs[i, 2], obs[i, 3] = np.cos(state[i, 1]), np.sin(state[i, 1])
@@ -235,85 +241,231 @@ def acrobot_observe(state, obs):
 
 
 @jit
-def cartpole_observe(state, obs):
+def cartpole_observe(spec, state, obs):
     for i in range(state.shape[0]):
         for j in range(4):
             obs[i, j] = state[i, j]
 
 
 @jit
-def mountain_car_observe(state, obs):
+def mountain_car_observe(spec, state, obs):
     for i in range(state.shape[0]):
         obs[i, 0], obs[i, 1] = state[i, 0], state[i, 1]
 
 
 @jit
-def pendulum_observe(state, obs):
+def pendulum_observe(spec, state, obs):
     for i in range(state.shape[0]):
         obs[i, 0], obs[i, 1], obs[i, 2] = np.cos(state[i, 0]), np.sin(state[i, 0]), state[i, 1]
 
 
-# --- what each port is ------------------------------------------------------------------------------------
+# --- what each port is: the key its kernels take, its reset draws, its kernels -----------------------------
 
 
-def _pendulum_actions(actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The clipped torques u, in the actions' dtype, and (2, 3, 0.001) in that dtype (``pendulum_step``)."""
-    torques = np.clip(actions, -2.0, 2.0)[:, 0]
-    return torques, np.array([2.0, 3.0, 0.001], torques.dtype)
+class CartPoleSpec(NamedTuple):
+    """What CartPole-v1's kernels take beside the state: its time limit. The class names the port's
+    kernels to ``port_step`` and ``port_observe`` (``jit.by_type``)."""
+
+    max_episode_steps: int
+
+    @classmethod
+    def make(cls, max_episode_steps: int, action_dtype) -> "CartPoleSpec":
+        return cls(max_episode_steps)
 
 
-def _discrete_actions(actions: np.ndarray) -> tuple[np.ndarray]:
-    return (np.asarray(actions, np.int64),)
+class MountainCarSpec(NamedTuple):
+    """MountainCar-v0's: its time limit."""
+
+    max_episode_steps: int
+
+    @classmethod
+    def make(cls, max_episode_steps: int, action_dtype) -> "MountainCarSpec":
+        return cls(max_episode_steps)
+
+
+class AcrobotSpec(NamedTuple):
+    """Acrobot-v1's: its time limit, and the exponent 2.0 of its squares (``pow``, module docstring)."""
+
+    max_episode_steps: int
+    two: float
+
+    @classmethod
+    def make(cls, max_episode_steps: int, action_dtype) -> "AcrobotSpec":
+        return cls(max_episode_steps, 2.0)
+
+
+class PendulumSpec(NamedTuple):
+    """Pendulum-v1's: its time limit, and (2, 3, 0.001) in the actions' dtype (``pendulum_step``)."""
+
+    max_episode_steps: int
+    torque_constants: np.ndarray
+
+    @classmethod
+    def make(cls, max_episode_steps: int, action_dtype) -> "PendulumSpec":
+        return cls(max_episode_steps, np.array([2.0, 3.0, 0.001], action_dtype))
+
+
+class MountainCarContinuousSpec(NamedTuple):
+    """MountainCarContinuous-v0's: its time limit, the NumPy kind of the actions' dtype, and the exponent 2.0."""
+
+    max_episode_steps: int
+    action_kind: int
+    two: float
+
+    @classmethod
+    def make(cls, max_episode_steps: int, action_dtype) -> "MountainCarContinuousSpec":
+        return cls(max_episode_steps, SINGLE if np.dtype(action_dtype) == np.float32 else WIDE, 2.0)
 
 
 class Port(NamedTuple):
-    """A ported environment: its state size, gymnasium's reset draw from an env's generator, and kernels."""
+    """A ported environment: its sizes, its kernels' key (``spec``), and gymnasium's reset draws.
+
+    ``reset(rng, k)`` draws k initial states, (k, state_dim): those of k gymnasium resets in turn from one
+    env's generator (one vectorised call draws the same numbers in the same order). Actions reach the
+    step kernel as ``canonical_actions`` makes them: int64 (N,) for a discrete port, (N, 1) floats for a
+    continuous one.
+    """
+
     state_dim: int
     obs_dim: int
-    reset: Callable[[np.random.Generator], np.ndarray]
+    discrete: bool
+    spec: type
+    reset: Callable[[np.random.Generator, int], np.ndarray]
     step: Callable
     observe: Callable
-    actions: Callable[[np.ndarray], tuple]   # the vector env's actions as the step kernel's arguments
-    # the observation of a state just reset, where gymnasium's differs from ``observe``'s (None: it does not)
+    # the observations of states just reset, where gymnasium's differ from ``observe``'s (None: they do not)
     reset_observation: Optional[Callable[[np.ndarray], np.ndarray]] = None
 
 
-def _acrobot_reset_observation(state: np.ndarray) -> np.ndarray:
-    """gymnasium's Acrobot observation of its float32 reset state: cos and sin of np.float32 scalars, which
-    NumPy computes in float32, not always as float64's rounded (0.99747336 against 0.9974734 at seed 835)."""
-    s = np.asarray(state[:4], np.float32)
-    return np.array([np.cos(s[0]), np.sin(s[0]), np.cos(s[1]), np.sin(s[1]), s[2], s[3]], dtype=np.float32)
+def _acrobot_reset_observation(states: np.ndarray) -> np.ndarray:
+    """gymnasium's Acrobot observation of its float32 reset states (k, 4): cos and sin of np.float32
+    values, which NumPy computes in float32, not always as float64's rounded (0.99747336 against
+    0.9974734 at seed 835)."""
+    s = np.asarray(states[:, :4], np.float32)
+    return np.stack([np.cos(s[:, 0]), np.sin(s[:, 0]), np.cos(s[:, 1]), np.sin(s[:, 1]), s[:, 2], s[:, 3]], axis=1)
 
 
-def _mountain_car_continuous_actions(actions: np.ndarray) -> tuple:
-    """The force per environment as float64 values, the NumPy kind of its dtype, and the exponent 2.0."""
-    return (np.asarray(actions[:, 0], np.float64), SINGLE if actions.dtype == np.float32 else WIDE, 2.0)
-
-
-def _acrobot_actions(actions: np.ndarray) -> tuple:
-    return np.asarray(actions, np.int64), 2.0
+def _mountain_car_resets(rng: np.random.Generator, k: int) -> np.ndarray:
+    """(position ~ U(-0.6, -0.4), velocity 0); a third column of zeros for the continuous port's ``stored``."""
+    states = np.zeros((k, 3))
+    states[:, 0] = rng.uniform(low=-0.6, high=-0.4, size=k)
+    return states
 
 
 PORTS: dict[str, Port] = {
     # gymnasium stores Acrobot's reset state as float32 (then float64 from the first step on)
-    "Acrobot-v1": Port(4, 6, lambda rng: rng.uniform(low=-0.1, high=0.1, size=(4,)).astype(np.float32),
-                       acrobot_step, acrobot_observe, _acrobot_actions, _acrobot_reset_observation),
-    "CartPole-v1": Port(4, 4, lambda rng: rng.uniform(low=-0.05, high=0.05, size=(4,)), cartpole_step,
-                        cartpole_observe, _discrete_actions),
-    "MountainCar-v0": Port(2, 2, lambda rng: np.array([rng.uniform(low=-0.6, high=-0.4), 0]), mountain_car_step,
-                           mountain_car_observe, _discrete_actions),
+    "Acrobot-v1": Port(4, 6, True, AcrobotSpec,
+                       lambda rng, k: rng.uniform(low=-0.1, high=0.1, size=(k, 4)).astype(np.float32),
+                       acrobot_step, acrobot_observe, _acrobot_reset_observation),
+    "CartPole-v1": Port(4, 4, True, CartPoleSpec, lambda rng, k: rng.uniform(low=-0.05, high=0.05, size=(k, 4)),
+                        cartpole_step, cartpole_observe),
+    "MountainCar-v0": Port(2, 2, True, MountainCarSpec, lambda rng, k: _mountain_car_resets(rng, k)[:, :2],
+                           mountain_car_step, mountain_car_observe),
     # (position, velocity, stored as float32): gymnasium's reset state is float64, its stepped one float32
-    "MountainCarContinuous-v0": Port(3, 2, lambda rng: np.array([rng.uniform(low=-0.6, high=-0.4), 0, 0.0]),
-                                     mountain_car_continuous_step, mountain_car_observe,
-                                     _mountain_car_continuous_actions),
-    "Pendulum-v1": Port(2, 3, lambda rng: rng.uniform(low=-np.array([np.pi, 1.0]), high=np.array([np.pi, 1.0])),
-                        pendulum_step, pendulum_observe, _pendulum_actions),
+    "MountainCarContinuous-v0": Port(3, 2, False, MountainCarContinuousSpec, _mountain_car_resets,
+                                     mountain_car_continuous_step, mountain_car_observe),
+    "Pendulum-v1": Port(2, 3, False, PendulumSpec,
+                        lambda rng, k: rng.uniform(low=-np.array([np.pi, 1.0]), high=np.array([np.pi, 1.0]),
+                                                   size=(k, 2)),
+                        pendulum_step, pendulum_observe),
 }
+
+#: ``port_step(spec, state, actions, stepping, rewards, terminated)`` and ``port_observe(spec, state, obs)``:
+#: the kernels of the port whose spec ``spec`` is, in Python and inside kernels alike
+port_step = by_type("port_step", {port.spec: port.step for port in PORTS.values()})
+port_observe = by_type("port_observe", {port.spec: port.observe for port in PORTS.values()})
+
+
+def canonical_actions(port: Port, actions) -> np.ndarray:
+    """A vector env's actions as the step kernels take them: int64 (N,) for a discrete port; (N, 1) for a
+    continuous one, in their own float dtype (gymnasium computes in it), other dtypes as float64."""
+    actions = np.asarray(actions)
+    if port.discrete:
+        return np.asarray(actions, np.int64).reshape(len(actions))
+    if actions.dtype not in (np.float32, np.float64):
+        actions = actions.astype(np.float64)
+    return actions.reshape(len(actions), 1)
+
+
+# --- N environments in one call --------------------------------------------------------------------------
+
+
+class VectorState(NamedTuple):
+    """A ``NumbaVectorEnv``'s arrays, N rows each: the states, their observations, the last step's rewards,
+    terminated and truncated, each episode's elapsed steps, whether the next step resets it (next-step
+    autoreset), and a scratch row (which envs a step steps)."""
+
+    state: np.ndarray
+    obs: np.ndarray
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    elapsed: np.ndarray
+    autoreset: np.ndarray
+    stepping: np.ndarray
+
+
+class ResetQueue(NamedTuple):
+    """Initial states drawn ahead from each env's generator, in gymnasium's order: states (N, Q, state_dim),
+    their observations (N, Q, obs_dim), and each env's next unused one (N,), Q when none is left. Drawing
+    ahead lets a kernel reset environments with no Python in the loop; the states each env starts from
+    are the same as one draw per reset gives."""
+
+    states: np.ndarray
+    observations: np.ndarray
+    next: np.ndarray
+
+
+@jit
+def vector_step(spec, env, queue, actions):
+    """One step of every environment in next-step autoreset, in place in ``env`` (a ``VectorState``): an env
+    whose last step ended its episode takes its next queued initial state (reward 0, flags False, its
+    action ignored); every other one steps (``port_step``), its elapsed steps counted against
+    ``spec.max_episode_steps`` (truncated at the limit). Every env to be reset must have a queued state
+    (``resets_short`` is False). Checked against gymnasium's ``SyncVectorEnv`` by
+    ``tests/test_classic_control.py``."""
+    state, obs, rewards, terminated, truncated, elapsed, autoreset, stepping = env
+    states, observations, next_reset = queue
+    for i in range(state.shape[0]):
+        stepping[i] = not autoreset[i]
+        if autoreset[i]:
+            state[i, :] = states[i, next_reset[i]]
+            elapsed[i] = 0
+            rewards[i] = 0.0
+            terminated[i] = False
+    port_step(spec, state, actions, stepping, rewards, terminated)
+    port_observe(spec, state, obs)
+    for i in range(state.shape[0]):
+        if stepping[i]:
+            elapsed[i] += 1
+        truncated[i] = stepping[i] and elapsed[i] >= spec.max_episode_steps
+        if not stepping[i]:
+            obs[i, :] = observations[i, next_reset[i]]
+            next_reset[i] += 1
+        autoreset[i] = terminated[i] or truncated[i]
+
+
+@jit
+def resets_short(env, queue):
+    """Whether some env is to be reset on the next step with no queued state left."""
+    autoreset, next_reset = env[6], queue[2]
+    for i in range(autoreset.shape[0]):
+        if autoreset[i] and next_reset[i] >= queue[0].shape[1]:
+            return True
+    return False
+
+
+#: initial states drawn ahead per environment at a time (``ResetQueue``)
+RESETS_AHEAD = 64
 
 
 class NumbaVectorEnv(gym.vector.VectorEnv):
-    """``num_envs`` copies of a ported environment (``PORTS``), stepped by one kernel call; next-step
-    autoreset; the spaces, time limit and metadata of gymnasium's own environment of that id."""
+    """``num_envs`` copies of a ported environment (``PORTS``), stepped by one kernel call (``vector_step``);
+    next-step autoreset; the spaces, time limit and metadata of gymnasium's own environment of that id.
+
+    For the compiled rollout: ``kernel_args(action_dtype)`` (the spec, ``VectorState`` and ``ResetQueue``
+    a kernel steps in place) and ``refill_resets()``.
+    """
 
     def __init__(self, env_id: str, num_envs: int):
         if env_id not in PORTS:
@@ -329,13 +481,27 @@ class NumbaVectorEnv(gym.vector.VectorEnv):
         self.spec = reference.spec
         self.metadata = {**reference.metadata, "autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
         reference.close()
-        n = self.num_envs
-        self._state = np.zeros((n, self.port.state_dim))
-        self._obs = np.zeros((n, self.port.obs_dim), np.float32)
-        self._rewards, self._terminated = np.zeros(n), np.zeros(n, bool)
-        self._elapsed = np.zeros(n, np.int64)
-        self._autoreset = np.zeros(n, bool)
+        n, port = self.num_envs, self.port
+        self._env = VectorState(np.zeros((n, port.state_dim)), np.zeros((n, port.obs_dim), np.float32), np.zeros(n),
+                                np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, np.int64), np.zeros(n, bool),
+                                np.zeros(n, bool))
+        self._queue = ResetQueue(np.zeros((n, RESETS_AHEAD, port.state_dim)),
+                                 np.zeros((n, RESETS_AHEAD, port.obs_dim), np.float32),
+                                 np.full(n, RESETS_AHEAD, np.int64))
+        self._plain = (plain(self._env), plain(self._queue))  # the same arrays, as the kernels take them
         self._rngs = [np.random.default_rng() for _ in range(n)]
+        self._specs: dict[np.dtype, tuple] = {}
+
+    def kernel_args(self, action_dtype) -> tuple:
+        """(spec, env, queue) for ``vector_step`` with actions of ``action_dtype``; env and queue plain tuples
+        of this env's own arrays, which a kernel updates in place."""
+        return (self._spec(action_dtype), *self._plain)
+
+    def _spec(self, action_dtype):
+        action_dtype = np.dtype(action_dtype)
+        if action_dtype not in self._specs:
+            self._specs[action_dtype] = self.port.spec.make(self.max_episode_steps, action_dtype)
+        return self._specs[action_dtype]
 
     def reset(self, *, seed=None, options=None):
         """gymnasium's vector reset: env i seeded with seed + i (a list gives each its own), or only those
@@ -352,41 +518,39 @@ class NumbaVectorEnv(gym.vector.VectorEnv):
             seeds = list(seed)
         else:
             seeds = [None if seed is None else seed + i for i in range(self.num_envs)]
+        env, queue = self._env, self._queue
         for i in np.flatnonzero(mask):
             if seeds[i] is not None:
                 self._rngs[i] = np.random.default_rng(seeds[i])
-        self._autoreset[mask] = False
-        self._reset_rows(mask)
-        self.port.observe(self._state, self._obs)
-        self._observe_resets(mask)
-        return self._obs.copy(), {}
+                queue.next[i] = RESETS_AHEAD          # what was drawn ahead came from the old generator
+            self._refill(i)
+            env.state[i], env.obs[i] = queue.states[i, queue.next[i]], queue.observations[i, queue.next[i]]
+            queue.next[i] += 1
+            env.elapsed[i] = 0
+        env.autoreset[mask] = False
+        return env.obs.copy(), {}
 
     def step(self, actions):
-        actions = np.asarray(actions)
+        actions = canonical_actions(self.port, actions)
         if len(actions) != self.num_envs:
             raise ValueError(f"{len(actions)} actions for {self.num_envs} environments")
-        resetting = self._autoreset.copy()
-        stepping = ~resetting
-        if resetting.any():
-            self._reset_rows(resetting)
-            self._rewards[resetting] = 0.0       # the kernels write the rows they step
-            self._terminated[resetting] = False
-        self.port.step(self._state, *self.port.actions(actions), stepping, self._rewards, self._terminated)
-        self._elapsed += stepping
-        truncated = stepping & (self._elapsed >= self.max_episode_steps)
-        np.logical_or(self._terminated, truncated, out=self._autoreset)
-        self.port.observe(self._state, self._obs)
-        if resetting.any():
-            self._observe_resets(resetting)
-        return self._obs.copy(), self._rewards.copy(), self._terminated.copy(), truncated, {}
+        self.refill_resets()
+        vector_step(*self.kernel_args(actions.dtype), actions)
+        env = self._env
+        return env.obs.copy(), env.rewards.copy(), env.terminated.copy(), env.truncated.copy(), {}
 
-    def _reset_rows(self, rows: np.ndarray) -> None:
-        """A new initial state for each env of the bool mask ``rows``, from its own generator."""
-        for i in np.flatnonzero(rows):
-            self._state[i] = self.port.reset(self._rngs[i])
-            self._elapsed[i] = 0
+    def refill_resets(self) -> None:
+        """Draw initial states ahead for every env to be reset on the next step that has none queued."""
+        for i in np.flatnonzero(self._env.autoreset):
+            self._refill(i)
 
-    def _observe_resets(self, rows: np.ndarray) -> None:
+    def _refill(self, i: int) -> None:
+        queue = self._queue
+        if queue.next[i] < RESETS_AHEAD:
+            return
+        states = self.port.reset(self._rngs[i], RESETS_AHEAD)
+        queue.states[i] = states
+        port_observe(self._spec(self.single_action_space.dtype), queue.states[i], queue.observations[i])
         if self.port.reset_observation is not None:
-            for i in np.flatnonzero(rows):
-                self._obs[i] = self.port.reset_observation(self._state[i])
+            queue.observations[i] = self.port.reset_observation(states)
+        queue.next[i] = 0

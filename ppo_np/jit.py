@@ -29,6 +29,12 @@ the kernels' arithmetic.
 Running without compilation: ``NUMBA_DISABLE_JIT=1`` makes ``jit`` return the plain Python
 function, so every kernel runs as (slow) Python: breakpoints and coverage work, and the test suite
 passes that way too.
+
+Dispatch on a key's type (``by_type``): a kernel that must call one of several kernels, chosen by what
+it runs on (a policy head's act, a ported environment's step), takes a NamedTuple key whose *class*
+names the kernel. Passing the kernels themselves as arguments would work, but Numba types a function
+argument by its identity, so a kernel that takes one is compiled anew in every process: its cache
+never hits.
 """
 from __future__ import annotations
 
@@ -38,6 +44,7 @@ import types
 from pathlib import Path
 
 import numba
+from numba.extending import overload
 
 JIT_OPTIONS: dict[str, object] = {
     "cache": True,
@@ -53,6 +60,26 @@ jit = functools.partial(numba.njit, **JIT_OPTIONS)
 def plain(args):
     """``args`` with every (nested) NamedTuple made a plain tuple, the same elements in the same order."""
     return tuple(plain(a) for a in args) if isinstance(args, tuple) else args
+
+
+def by_type(name: str, table: dict[type, object]):
+    """A function ``name(key, *args)`` that returns ``table[type(key)](key, *args)``, in Python and inside
+    kernels alike; compiled, the choice is made once, when the caller is typed (``key``'s class is part
+    of its Numba type), and the caller's cache keeps it. ``table`` may be filled after this call, up to
+    the first compilation of a caller."""
+    def dispatch(key, *args):
+        return table[type(key)](key, *args)
+
+    dispatch.__name__ = dispatch.__qualname__ = name
+
+    @overload(dispatch, jit_options=JIT_OPTIONS)
+    def _compiled(key, *args):
+        kernel = table[key.instance_class]
+
+        def impl(key, *args):
+            return kernel(key, *args)
+        return impl
+    return dispatch
 
 
 def cached_since_edited(module: types.ModuleType) -> bool:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ppo_np.classic_control import PORTS, NumbaVectorEnv
+from ppo_np.classic_control import PORTS, NumbaVectorEnv, canonical_actions
 
 #: states around each env's boundaries: the termination thresholds, the position and speed clips
 STATE_RANGES = {"Acrobot-v1": [(-3.3, 3.3), (-3.3, 3.3), (-13.0, 13.0), (-29.0, 29.0)],
@@ -30,8 +30,10 @@ def port_step(env_id, state, action, stored_as=np.float64):
         state = [*np.array(state, stored_as), float(stored_as == np.float32)]
     states = np.array([state], np.float64)
     rewards, terminated, obs = np.zeros(1), np.zeros(1, bool), np.zeros((1, port.obs_dim), np.float32)
-    port.step(states, *port.actions(np.array([action])), np.ones(1, bool), rewards, terminated)
-    port.observe(states, obs)
+    actions = canonical_actions(port, np.array([action]))
+    spec = port.spec.make(gym.spec(env_id).max_episode_steps, actions.dtype)
+    port.step(spec, states, actions, np.ones(1, bool), rewards, terminated)
+    port.observe(spec, states, obs)
     return obs[0], float(rewards[0]), bool(terminated[0]), states[0]
 
 
@@ -84,7 +86,7 @@ def test_a_vector_env_runs_as_gymnasiums_from_the_same_seed_through_resets_and_t
             np.testing.assert_array_equal(x, y, strict=True)  # dtypes too
         assert a[4] == b[4]
         # and the float64 states behind the float32 observations
-        np.testing.assert_array_equal(ours._state[:, :len(theirs.envs[0].unwrapped.state)],
+        np.testing.assert_array_equal(ours._env.state[:, :len(theirs.envs[0].unwrapped.state)],
                                       [np.asarray(e.unwrapped.state, np.float64) for e in theirs.envs])
         obs_b = b[0]
         ends += int(np.sum(b[2] | b[3]))
