@@ -39,10 +39,11 @@ SB3: the mean of ``ep_info_buffer``, also 100 episodes, at the start of each rol
 against seconds since ``learn`` started. ``--plot`` draws it; the JSON keeps the seconds to reach a
 100-episode mean of ``SOLVED`` (475) per seed; ``--curves FILE`` writes the whole curves as JSON.
 
-``--breakdown`` (ppo-np): ``agent.phase_times`` (env_step, inference, storage, advantages,
+``--breakdown`` (ppo-np): ``agent.phase_times`` (env_step, inference, storage, or with ``--env-backend numba``
+rollout (the compiled rollout: all three in one call), advantages,
 minibatch_fwd_bwd, optimizer; "other" = learn wall - their sum), mean over seeds, set beside two
 limits measured in the same run, right after each seed:
-  rollout    env_step + inference + storage  vs  stepping the same vector env
+  rollout    env_step + inference + storage + rollout  vs  stepping the same vector env
              (``EnvSource.of(env_id).make_vector(N)``) with batched random actions
              (``envs.action_space.sample()``, drawn outside the timed ``step`` calls) for the
              same number of vector steps;
@@ -111,7 +112,7 @@ EVAL_SEED = 1000
 CURVE_CONFIG = "cartpole-zoo"
 CURVE_WINDOW = 100                              # episodes in the running mean of the curves (SB3's ep_info_buffer)
 SOLVED = 475.0                                  # CartPole-v1's reward threshold
-PHASES = ("env_step", "inference", "storage", "advantages", "minibatch_fwd_bwd", "optimizer")
+PHASES = ("env_step", "inference", "storage", "rollout", "advantages", "minibatch_fwd_bwd", "optimizer")
 
 
 # --- ppo-np ------------------------------------------------------------------------------------
@@ -323,7 +324,7 @@ def breakdown_row(agent: PPO, spec: dict, learn_wall: float, seed: int, rate: di
     vector_steps = agent.global_step // spec["num_envs"]
     random_s = random_action_time(spec["env_id"], spec["num_envs"], vector_steps, seed, agent.config)
     samples = agent.update_count * spec["update_epochs"] * spec["num_envs"] * spec["num_steps"]
-    rollout_s = phases["env_step"] + phases["inference"] + phases["storage"]
+    rollout_s = phases["env_step"] + phases["inference"] + phases["storage"] + phases["rollout"]
     minibatch_s = phases["minibatch_fwd_bwd"] + phases["optimizer"]
     limit_s = samples * rate["flops_per_sample"] / (rate["gflops_per_s"] * 1e9)
     minibatches = math.ceil(spec["num_envs"] * spec["num_steps"] / spec["minibatch_size"])   # per epoch

@@ -464,7 +464,7 @@ class NumbaVectorEnv(gym.vector.VectorEnv):
     next-step autoreset; the spaces, time limit and metadata of gymnasium's own environment of that id.
 
     For the compiled rollout: ``kernel_args(action_dtype)`` (the spec, ``VectorState`` and ``ResetQueue``
-    a kernel steps in place) and ``refill_resets()``.
+    a kernel steps in place), ``refill_resets()`` and ``observations()``.
     """
 
     def __init__(self, env_id: str, num_envs: int):
@@ -538,6 +538,10 @@ class NumbaVectorEnv(gym.vector.VectorEnv):
         vector_step(*self.kernel_args(actions.dtype), actions)
         env = self._env
         return env.obs.copy(), env.rewards.copy(), env.terminated.copy(), env.truncated.copy(), {}
+
+    def observations(self) -> np.ndarray:
+        """A copy of the current observations (N, obs_dim), as the last ``reset`` or ``step`` returned them."""
+        return self._env.obs.copy()
 
     def refill_resets(self) -> None:
         """Draw initial states ahead for every env to be reset on the next step that has none queued."""

@@ -56,7 +56,7 @@ from ppo_np.observations import flat_dim, flatten_observations
 from ppo_np.optim import Adam, clip_coefficient, clip_grad_norm, global_norm
 from ppo_np.policy import Actor, Critic
 from ppo_np.ratios import importance_ratios
-from ppo_np.rollout import Collector, RolloutBuffer
+from ppo_np.rollout import Collector, CompiledCollector, RolloutBuffer
 from ppo_np.rundir import CHECKPOINT_NAME
 from ppo_np.schedules import AdaptiveBeta, EntropyCoefficient, schedule
 from ppo_np.surrogate import normalize_advantages
@@ -122,7 +122,7 @@ class PPO:
         self.config_changes: list[dict] = []  # {"update", "field", "old", "new"} of every change_config
         self.recent_returns: list[float] = []
         # wall seconds per phase of learn(), accumulated: env_step, inference, storage (the rollout's
-        # Collector); advantages; minibatch_fwd_bwd (gather + loss + gradients), optimizer (clip + Adam);
+        # Collector), or rollout (the CompiledCollector's, all three in one call); advantages; minibatch_fwd_bwd (gather + loss + gradients), optimizer (clip + Adam);
         # policy_step (TRPO's actor step)
         self.phase_times: dict[str, float] = {}
         self.timer = PhaseTimer(self.phase_times)
@@ -227,7 +227,8 @@ class PPO:
             self.envs = self.env_source.make_vector(cfg.num_envs, cfg.vectorization, backend=cfg.env_backend)
             # a fresh episode seed per (seed, update): a resumed run restarts its episodes reproducibly
             env_seed = int(np.random.SeedSequence([cfg.seed, self.update_count]).generate_state(1)[0])
-            self.collector = Collector(self.envs, env_seed, self.obs_norm, self.reward_scaler, self.phase_times)
+            collector = CompiledCollector if cfg.env_backend == "numba" else Collector  # the same numbers either way
+            self.collector = collector(self.envs, env_seed, self.obs_norm, self.reward_scaler, self.phase_times)
         buf = RolloutBuffer.allocate(cfg.num_steps, cfg.num_envs, self.obs_dim, self.head, self.actor.dtype)
         self._prepare_run_dir()
         if progress_bar and not cached_since_edited(fused):

@@ -16,6 +16,14 @@ No value of a reset observation is ever used as a bootstrap, and no reset step i
 
 Everything is batched over the N environments: one policy and one value forward per vector step,
 no Python loop over environments.
+
+Two collectors fill the same buffers with the same numbers. ``Collector`` steps any gymnasium vector
+env from Python, one compiled act and one env step per vector step. ``CompiledCollector`` runs a
+whole rollout of a compiled classic-control env (``classic_control.NumbaVectorEnv``) in one call of
+``rollout_kernel``: the policy's draws taken from the generator up front (the same numbers in the same
+order as T steps draw them), then act, env step, bookkeeping and normalisation T times with no Python
+in between; it returns to Python only to draw more initial states ahead (``ResetQueue``).
+``tests/test_rollout.py`` holds the two equal, bit for bit.
 """
 from __future__ import annotations
 
@@ -26,9 +34,11 @@ from typing import NamedTuple
 import gymnasium as gym
 import numpy as np
 
+from ppo_np.classic_control import NumbaVectorEnv, resets_short, vector_step
 from ppo_np.heads import PolicyHead
+from ppo_np.heads.base import act_step
 from ppo_np.jit import jit, plain
-from ppo_np.normalize import ObsNormalizer, RewardScaler
+from ppo_np.normalize import EPS, ObsNormalizer, RewardScaler, normalize_obs_kernel, scale_rewards_kernel
 
 
 @dataclass
@@ -124,6 +134,91 @@ class Collector:
         """The (return, length) of every episode finished since the last call."""
         finished, self.finished = self.finished, []
         return finished
+
+
+class CompiledCollector(Collector):
+    """``Collector`` for a ``NumbaVectorEnv``, a rollout per call of ``rollout_kernel`` (module docstring);
+    its time goes to the phase "rollout"."""
+
+    def __init__(self, envs: NumbaVectorEnv, seed: int, obs_norm: ObsNormalizer, reward_scaler: RewardScaler,
+                 phase_times: dict[str, float] | None = None):
+        if not isinstance(envs, NumbaVectorEnv):
+            raise ValueError(f"the compiled rollout steps a classic_control.NumbaVectorEnv, got {type(envs).__name__}")
+        super().__init__(envs, seed, obs_norm, reward_scaler, phase_times)
+
+    def collect(self, actor, critic, buf: RolloutBuffer, rng: np.random.Generator, temperature: float) -> None:
+        """Fill ``buf`` as ``Collector.collect`` does, the T steps in compiled code."""
+        start = time.perf_counter()
+        T, N = buf.obs.shape[:2]
+        head = actor.head
+        noise = head.noise(rng, T * N)                     # the draws of T calls of head.noise(rng, N), in order
+        env_actions = head.env_action_buffer(N)
+        obs_norm, scaler = self.obs_norm, self.reward_scaler
+        acting = (head.compiled_policy(actor.head_params), plain((actor.mlp.network, critic.mlp.network)),
+                  noise.reshape((T, N) + noise.shape[1:]), float(temperature), env_actions)
+        rows = (buf.obs, buf.actions, buf.logp, buf.dist_out, buf.values, buf.rewards, buf.terminated,
+                buf.truncated, buf.valid)
+        finished = np.zeros((T * N, 2))
+        episodes = (self.resetting, self.episode_return, self.episode_length, finished)
+        scratch = (np.zeros(N), np.zeros(N, bool))
+        t = n_finished = 0
+        while True:
+            obs_args = (obs_norm.enabled, obs_norm.rms.moments(), (obs_norm.clip, EPS))
+            reward_args = (scaler.enabled, scaler.returns, scaler.rms.moments(), (scaler.gamma, scaler.clip, EPS))
+            t, n_finished, obs_norm.rms.count, scaler.rms.count = rollout_kernel(
+                t, self.envs.kernel_args(env_actions.dtype), acting, rows, (*episodes, n_finished), obs_args,
+                reward_args, scratch)
+            if t == T:
+                break
+            self.envs.refill_resets()                      # an env to reset has no initial state drawn ahead
+        self.finished.extend((float(r), int(n)) for r, n in finished[:n_finished])
+        self.obs = self.envs.observations()
+        buf.last_values[:] = critic(self.obs_norm(self.obs, update=False))
+        self.phase_times["rollout"] = self.phase_times.get("rollout", 0.0) + time.perf_counter() - start
+
+
+@jit
+def rollout_kernel(t_start, vector_env, acting, rows, episodes, obs_norm, reward_scaling, scratch):
+    """Steps t_start .. T-1 of ``CompiledCollector.collect``: per step what ``Collector.collect`` does, in
+    its order. Returns (the step it stopped before: T, or one with an env to reset and no initial state
+    drawn ahead; the count of finished episodes; the two normalisers' counts).
+
+    vector_env = ``NumbaVectorEnv.kernel_args``: (spec, env, queue), the current raw observations env[1];
+    acting = (``compiled_policy``, (actor, critic) networks, noise (T, N, ...), tau, env_actions (N, ...));
+    rows = the buffer's (obs, actions, logp, dist_out, values, rewards, terminated, truncated, valid);
+    episodes = (resetting, episode_return, episode_length, finished (T N, 2), finished so far);
+    obs_norm = (enabled, (mean, var, count), (clip, eps)); reward_scaling = (enabled, returns G,
+    (mean, var, count), (gamma, clip, eps)); scratch = (masked rewards, done) (N,).
+    Checked against ``Collector.collect`` by ``tests/test_rollout.py::test_the_compiled_rollout_is_the_python_one``.
+    """
+    spec, env, queue = vector_env
+    policy, networks, noise, tau, env_actions = acting
+    obs_rows, actions, logp, dist_out, values, rewards, terminated, truncated, valid = rows
+    resetting, episode_return, episode_length, finished, n_finished = episodes
+    normalize_obs, (obs_mean, obs_var, obs_count), obs_bounds = obs_norm
+    scale_rewards, returns, (ret_mean, ret_var, ret_count), ret_bounds = reward_scaling
+    masked_rewards, done = scratch
+    raw_obs = env[1]
+    T, N = values.shape
+    for t in range(t_start, T):
+        if resets_short(env, queue):
+            return t, n_finished, obs_count, ret_count
+        if normalize_obs:
+            obs_count = normalize_obs_kernel(raw_obs, (obs_mean, obs_var, obs_count), obs_bounds, True, obs_rows[t])
+        else:
+            obs_rows[t, :, :] = raw_obs
+        act_step(policy, obs_rows[t], networks, noise[t], tau,
+                 (dist_out[t], actions[t], logp[t], values[t].reshape((N, 1))), env_actions)
+        vector_step(spec, env, queue, env_actions)
+        n_finished += record_step_kernel((env[2], env[3], env[4]), (resetting, episode_return, episode_length),
+                                         (masked_rewards, done, terminated[t], truncated[t], valid[t]),
+                                         finished[n_finished:])
+        if scale_rewards:
+            ret_count = scale_rewards_kernel((masked_rewards, done, valid[t]), returns, (ret_mean, ret_var, ret_count),
+                                             ret_bounds, True, rewards[t])
+        else:
+            rewards[t, :] = masked_rewards
+    return T, n_finished, obs_count, ret_count
 
 
 # --- the compiled bookkeeping of ``Collector.collect`` ------------------------------------------------

@@ -15,9 +15,13 @@ from ppo_np.advantages import gae
 from ppo_np.normalize import ObsNormalizer, RewardScaler
 from ppo_np.policy import Actor, Critic
 from ppo_np.heads import Bernoulli, Categorical, DiagGaussian, MultiCategorical
-from ppo_np.heads.base import ActRows
+from ppo_np import classic_control
+from ppo_np.classic_control import NumbaVectorEnv
+from ppo_np.heads import head_for
+from ppo_np.heads.base import ActRows, act_step
 from ppo_np.jit import plain
-from ppo_np.rollout import Collector, RolloutBuffer, record_step_kernel, record_step_reference
+from ppo_np.rollout import (Collector, CompiledCollector, RolloutBuffer, record_step_kernel,
+                            record_step_reference)
 
 
 class CountingEnv(gym.Env):
@@ -189,3 +193,81 @@ def test_later_heads_act_kernels_match_actor_act_and_critic(dtype, N, head, tau,
     np.testing.assert_allclose(values[:, 0], critic(obs), rtol=tol, atol=tol)
     np.testing.assert_array_equal(env_actions, head.env_actions(actions))
     assert env_actions.dtype == head.env_actions(actions).dtype
+
+
+@settings(deadline=None, max_examples=20)
+@given(dtype=st.sampled_from(["float32", "float64"]), N=st.integers(1, 9), tau=st.floats(0.2, 5.0),
+       seed=st.integers(0, 2**16),
+       head=st.sampled_from([Categorical(3), DiagGaussian(2, low=-0.5, high=0.5), Bernoulli(2),
+                             MultiCategorical([2, 3])]))
+def test_every_heads_compiled_act_step_is_its_act(dtype, N, tau, seed, head):
+    """``act_step`` (the compiled rollout's act, chosen by the class of ``compiled_policy``) writes the rows
+    ``head.act`` writes, from the same draws, and gives the env what ``head.act`` returns."""
+    rng = np.random.default_rng(seed)
+    actor, critic = Actor(3, head, (8,), rng=rng, dtype=dtype), Critic(3, (8,), rng=rng, dtype=dtype)
+    for p in actor.params.values():
+        p += rng.standard_normal(p.shape).astype(dtype)
+    obs = rng.standard_normal((N, 3)).astype(dtype)
+    networks = plain((actor.mlp.network, critic.mlp.network))
+
+    def rows():
+        return ActRows(np.empty((N, head.dist_dim), dtype), np.empty((N, *head.action_shape), head.action_dtype(dtype)),
+                       np.empty(N, dtype), np.empty((N, 1), dtype))
+    want = rows()
+    want_env = head.act(networks, actor.head_params, obs, np.random.default_rng(seed), tau, plain(want))
+    got, got_env = rows(), head.env_action_buffer(N)
+    act_step(head.compiled_policy(actor.head_params), obs, networks, head.noise(np.random.default_rng(seed), N), tau,
+             plain(got), got_env)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(got_env, want_env, strict=True)
+
+
+@pytest.mark.parametrize("env_id, normalize, dtype", [("CartPole-v1", False, "float32"), ("CartPole-v1", True, "float64"),
+                                                      ("Acrobot-v1", True, "float32"), ("Pendulum-v1", True, "float32"),
+                                                      ("MountainCarContinuous-v0", False, "float64")])
+def test_the_compiled_rollout_is_the_python_one(env_id, normalize, dtype, monkeypatch):
+    """On the same ported env, ``CompiledCollector`` fills the buffers ``Collector`` fills, bit for bit, over
+    rollouts that carry episodes across them (past every time limit) and run out of initial states drawn
+    ahead mid-rollout (one at a time here); the finished episodes, the normalisers and the generator end
+    the same too."""
+    monkeypatch.setattr(classic_control, "RESETS_AHEAD", 1)
+    N, T, rollouts = 3, 400, 3
+
+    def run(collector_class):
+        envs = NumbaVectorEnv(env_id, N)
+        refills = []
+        refill = envs.refill_resets
+        envs.refill_resets = lambda: (refills.append(envs.observations()), refill())
+        obs_dim = envs.single_observation_space.shape[0]
+        obs_norm, scaler = ObsNormalizer((obs_dim,), 5.0, normalize), RewardScaler(N, 0.99, 10.0, normalize)
+        collector = collector_class(envs, 4, obs_norm, scaler)
+        rng = np.random.default_rng(1)
+        head = head_for(envs.single_action_space)
+        actor, critic = Actor(obs_dim, head, (16,), rng=rng, dtype=dtype), Critic(obs_dim, (16,), rng=rng, dtype=dtype)
+        for p in actor.params.values():          # a policy far from uniform: long and short episodes both
+            p += 0.5 * rng.standard_normal(p.shape).astype(dtype)
+        buffers = []
+        for _ in range(rollouts):
+            buffers.append(RolloutBuffer.allocate(T, N, obs_dim, head, dtype))
+            collector.collect(actor, critic, buffers[-1], rng, 1.3)
+        state = (obs_norm.rms.mean, obs_norm.rms.var, obs_norm.rms.count, scaler.rms.var, scaler.returns,
+                 collector.obs, collector.resetting, collector.episode_return, collector.episode_length)
+        return buffers, collector.drain_episodes(), state, rng.random(), refills
+
+    (want, want_episodes, want_state, want_draw, _), (got, got_episodes, got_state, got_draw, refills) = \
+        run(Collector), run(CompiledCollector)
+    for a, b in zip(got, want):
+        for name in a.__dataclass_fields__:
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name, strict=True)
+    assert got_episodes == want_episodes and len(want_episodes) > 0
+    for a, b in zip(got_state, want_state):
+        np.testing.assert_array_equal(a, b)
+    assert got_draw == want_draw
+    assert refills, "no rollout ran out of initial states drawn ahead"
+
+
+def test_the_compiled_collector_takes_only_a_compiled_env():
+    envs = gym.vector.SyncVectorEnv([lambda: CountingEnv(5, "terminated")])
+    with pytest.raises(ValueError, match="steps a classic_control.NumbaVectorEnv, got SyncVectorEnv"):
+        CompiledCollector(envs, 0, ObsNormalizer((1,), 5.0, False), RewardScaler(1, 0.99, 10.0, False))

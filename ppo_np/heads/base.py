@@ -29,6 +29,9 @@ Compiled (called once per step by the rollout and once per minibatch by ``fused.
     act(networks, params, obs, rng, tau, rows)    sample, log-prob and V(s) into a rollout's rows;
                                                   returns the actions the env is given
     loss_rows(params, grads, layer, samples, coefs)  the actor's side of the fused PPO loss
+    compiled_policy(params), env_action_buffer(N)  for the compiled rollout (``rollout.rollout_kernel``):
+                                                  a NamedTuple whose class names the head's act to
+                                                  ``act_step`` (below), and an array for the env's actions
 Both are built from the head's row-level compiled helpers, which sit beside their references, and take
 their tuples plain (``jit.plain``): networks = (actor, critic) ``mlp.Network``s, rows an ``ActRows``,
 samples a ``PolicySamples``, layer a ``fused.OutputLayer``, coefs a ``fused.KernelCoefs``; params and
@@ -40,6 +43,17 @@ import math
 from typing import NamedTuple
 
 import numpy as np
+
+from ppo_np.jit import by_type
+
+#: each head's compiled act, by the class of its ``compiled_policy`` (each head's module adds its own)
+ACT_STEPS: dict[type, object] = {}
+
+#: ``act_step(policy, obs, networks, noise, tau, rows, env_actions)``: the act of the head whose
+#: ``compiled_policy`` ``policy`` is, in Python and inside kernels alike: ``act(networks, params, obs, rng,
+#: tau, rows)`` with the draws ``noise`` given, the env's actions into ``env_actions``. Checked against
+#: ``act`` by ``tests/test_rollout.py::test_every_heads_compiled_act_step_is_its_act``.
+act_step = by_type("act_step", ACT_STEPS)
 
 
 def check_temperature(temperature) -> float:
@@ -123,6 +137,10 @@ class PolicyHead:
     def action_dtype(dtype) -> np.dtype:
         """Actions are stored as int64 (indices, or zeros and ones), whatever the networks' float dtype."""
         return np.dtype(np.int64)
+
+    def env_action_buffer(self, N: int) -> np.ndarray:
+        """An array for N envs' actions as the env takes them: int64 indices (the stored actions)."""
+        return np.empty((N, *self.action_shape), np.int64)
 
     def init_params(self, dtype, log_std_init: float) -> dict:
         """The head's own parameters: none."""

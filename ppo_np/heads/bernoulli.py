@@ -23,11 +23,12 @@ Sampling: one uniform U_d in [0, 1) per dimension, a_d = 1[U_d < p_d], so P(a_d 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import gymnasium as gym
 import numpy as np
 
-from ppo_np.heads.base import ActRows, PolicyHead, PolicySamples, check_rows, check_same_shape, check_size, \
+from ppo_np.heads.base import ACT_STEPS, ActRows, PolicyHead, PolicySamples, check_rows, check_same_shape, check_size, \
     check_temperature
 from ppo_np.jit import jit
 from ppo_np.layers import output_backward
@@ -188,6 +189,13 @@ class Bernoulli(PolicyHead):
         act_kernel(obs, networks, self.noise(rng, obs.shape[0]), temperature, rows)
         return self.env_actions(rows[1])
 
+    def env_action_buffer(self, N: int) -> np.ndarray:
+        """An array for N envs' actions as MultiBinary holds them: (N, n) int8."""
+        return np.empty((N, self.net_dim), np.int8)
+
+    def compiled_policy(self, params: dict) -> "BernoulliPolicy":
+        return BernoulliPolicy(self.net_dim)
+
     def loss_rows(self, params: dict, grads: dict, layer: tuple, samples: PolicySamples, coefs: tuple) -> PolicySums:
         """The actor's side of ``fused.FusedLoss`` (``loss_kernel``); a ValueError for an action not 0 or 1."""
         B, actions = layer[0].shape[0], samples[0]
@@ -228,6 +236,25 @@ def act_kernel(obs, networks, noise, tau, rows):
         logp[r] = total
     infer_kernel(obs, critic_network, values)
 
+
+
+class BernoulliPolicy(NamedTuple):
+    """A Bernoulli head to the compiled rollout (``base.act_step``): its number of binary actions."""
+
+    n_actions: int
+
+
+@jit
+def act_step(policy, obs, networks, noise, tau, rows, env_actions):
+    """``Bernoulli.act`` as ``base.act_step`` calls it: ``act_kernel``, then the actions to ``env_actions`` (int8)."""
+    act_kernel(obs, networks, noise, tau, rows)
+    actions = rows[1]
+    for r in range(actions.shape[0]):
+        for d in range(actions.shape[1]):
+            env_actions[r, d] = actions[r, d]
+
+
+ACT_STEPS[BernoulliPolicy] = act_step
 
 @jit
 def loss_kernel(layer, samples, coefs):

@@ -42,11 +42,12 @@ References: Schulman et al. (2017), "Proximal Policy Optimization Algorithms"; H
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import gymnasium as gym
 import numpy as np
 
-from ppo_np.heads.base import ActRows, PolicyHead, PolicySamples, check_same_shape, check_size, check_temperature
+from ppo_np.heads.base import ACT_STEPS, ActRows, PolicyHead, PolicySamples, check_same_shape, check_size, check_temperature
 from ppo_np.jit import jit
 from ppo_np.layers import output_backward
 from ppo_np.mlp import infer_kernel
@@ -235,6 +236,9 @@ class Categorical(PolicyHead):
         act_kernel(obs, networks, self.noise(rng, obs.shape[0]), temperature, rows)
         return rows[1]
 
+    def compiled_policy(self, params: dict) -> "CategoricalPolicy":
+        return CategoricalPolicy(self.net_dim)
+
     def loss_rows(self, params: dict, grads: dict, layer: tuple, samples: PolicySamples, coefs: tuple) -> PolicySums:
         """The actor's side of ``fused.FusedLoss`` (``loss_kernel``); a ValueError for an action outside [0, K)."""
         B, actions = layer[0].shape[0], samples[0]
@@ -323,6 +327,22 @@ def act_kernel(obs, networks, noise, tau, rows):
         actions[n] = a
         logp[n] = log_pi[a]
     infer_kernel(obs, critic_network, values)
+
+
+class CategoricalPolicy(NamedTuple):
+    """A categorical head to the compiled rollout (``base.act_step``): its number of actions."""
+
+    n_actions: int
+
+
+@jit
+def act_step(policy, obs, networks, noise, tau, rows, env_actions):
+    """``Categorical.act`` as ``base.act_step`` calls it: ``act_kernel``, then the actions to ``env_actions``."""
+    act_kernel(obs, networks, noise, tau, rows)
+    env_actions[:] = rows[1]
+
+
+ACT_STEPS[CategoricalPolicy] = act_step
 
 
 @jit

@@ -34,11 +34,12 @@ sample is what is stored and scored, so the log-probabilities are those of the d
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import gymnasium as gym
 import numpy as np
 
-from ppo_np.heads.base import ActRows, PolicyHead, PolicySamples, check_rows, check_same_shape, check_size, \
+from ppo_np.heads.base import ACT_STEPS, ActRows, PolicyHead, PolicySamples, check_rows, check_same_shape, check_size, \
     check_temperature
 from ppo_np.jit import jit
 from ppo_np.layers import output_backward
@@ -235,10 +236,17 @@ class DiagGaussian(PolicyHead):
         """``Actor.act(obs, rng, tau)`` and ``Critic.__call__(obs)`` into ``rows`` (``act_kernel``), with
         networks = (actor, critic) ``mlp.Network``s; returns the actions clipped to the bounds, in a new
         array each step (an env may keep the one it was given)."""
-        env_actions = np.empty(rows[1].shape, self.low.dtype)
-        act_kernel(obs, networks, (params["log_std"], self.low, self.high), self.noise(rng, obs.shape[0]),
-                   temperature, rows, env_actions)
+        env_actions = self.env_action_buffer(obs.shape[0])
+        act_kernel(self.compiled_policy(params), obs, networks, self.noise(rng, obs.shape[0]), temperature, rows,
+                   env_actions)
         return env_actions
+
+    def env_action_buffer(self, N: int) -> np.ndarray:
+        """An array for N envs' actions as the env takes them: (N, D) in the bounds' dtype."""
+        return np.empty((N, self.net_dim), self.low.dtype)
+
+    def compiled_policy(self, params: dict) -> "GaussianPolicy":
+        return GaussianPolicy(params["log_std"], self.low, self.high)
 
     def loss_rows(self, params: dict, grads: dict, layer: tuple, samples: PolicySamples, coefs: tuple) -> PolicySums:
         """The actor's side of ``fused.FusedLoss`` (``loss_kernel``); writes grads["log_std"] too."""
@@ -246,6 +254,15 @@ class DiagGaussian(PolicyHead):
         if actions.shape != (B, self.net_dim):
             raise ValueError(f"actions must have shape {(B, self.net_dim)}, got {actions.shape}")
         return PolicySums(*loss_kernel(layer, (params["log_std"], grads["log_std"]), samples, coefs))
+
+
+class GaussianPolicy(NamedTuple):
+    """A Gaussian head to its act kernel and the compiled rollout (``base.act_step``): its log_std (D,), and
+    the action space's bounds low, high (D,) that the env's actions are clipped to."""
+
+    log_std: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
 
 
 # --- the row-level compiled helpers, and the kernels built from them ------------------------------------
@@ -272,7 +289,7 @@ def log_density_row(a, mu, log_std, tau):
 
 
 @jit
-def act_kernel(obs, networks, policy, noise, tau, rows, env_actions):
+def act_kernel(policy, obs, networks, noise, tau, rows, env_actions):
     """``DiagGaussian.act``: y = (mu, l), a = mu + sigma * noise, log pi_tau(a | s) of the stored (rounded)
     a by ``log_density_row``, V(s), into ``rows`` (an ``ActRows`` of N rows); env_actions (N, D) = a
     clipped to policy = (log_std, low, high).
@@ -297,6 +314,9 @@ def act_kernel(obs, networks, policy, noise, tau, rows, env_actions):
         logp[n] = log_density_row(actions[n], means[n], log_std, tau)
     infer_kernel(obs, critic_network, values)
 
+
+
+ACT_STEPS[GaussianPolicy] = act_kernel
 
 @jit
 def loss_kernel(layer, log_std_and_grad, samples, coefs):

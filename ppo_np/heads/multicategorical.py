@@ -14,10 +14,12 @@ in every block. Sampling draws one uniform per dimension (inverse CDF within its
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import gymnasium as gym
 import numpy as np
 
-from ppo_np.heads.base import ActRows, PolicyHead, PolicySamples, check_rows, check_same_shape
+from ppo_np.heads.base import ACT_STEPS, ActRows, PolicyHead, PolicySamples, check_rows, check_same_shape
 from ppo_np.heads.categorical import Categorical, log_softmax_row, sample_row
 from ppo_np.jit import jit
 from ppo_np.layers import output_backward
@@ -162,6 +164,9 @@ class MultiCategorical(PolicyHead):
         act_kernel(obs, networks, self.offsets, self.noise(rng, obs.shape[0]), temperature, rows)
         return rows[1]
 
+    def compiled_policy(self, params: dict) -> "MultiCategoricalPolicy":
+        return MultiCategoricalPolicy(self.offsets)
+
     def loss_rows(self, params: dict, grads: dict, layer: tuple, samples: PolicySamples, coefs: tuple) -> PolicySums:
         """The actor's side of ``fused.FusedLoss`` (``loss_kernel``); a ValueError for an action out of range."""
         self._actions(samples[0], layer[0].shape[0])
@@ -195,6 +200,22 @@ def act_kernel(obs, networks, offsets, noise, tau, rows):
         logp[r] = total
     infer_kernel(obs, critic_network, values)
 
+
+
+class MultiCategoricalPolicy(NamedTuple):
+    """A multi-categorical head to the compiled rollout (``base.act_step``): its blocks' offsets."""
+
+    offsets: np.ndarray
+
+
+@jit
+def act_step(policy, obs, networks, noise, tau, rows, env_actions):
+    """``MultiCategorical.act`` as ``base.act_step`` calls it: ``act_kernel``, then the actions to ``env_actions``."""
+    act_kernel(obs, networks, policy.offsets, noise, tau, rows)
+    env_actions[:] = rows[1]
+
+
+ACT_STEPS[MultiCategoricalPolicy] = act_step
 
 @jit
 def loss_kernel(layer, offsets, samples, coefs):
