@@ -230,5 +230,7 @@ def outside_share(dlogp: np.ndarray, clipped: np.ndarray) -> float:
     """sum_{t outside} |dL/dlogp_t| / sum_t |dL/dlogp_t|: the share of the surrogate's per-sample gradient
     weight carried by samples outside the clip range (0 when every weight is 0)."""
     weight = np.abs(np.asarray(dlogp, dtype=np.float64))
-    total = float(weight.sum())
-    return float(weight[clipped].sum()) / total if total > 0 else 0.0
+    # outside / (outside + inside), not / sum(weight): NumPy sums the two subsets and the whole in other
+    # orders, and only this form stays in [0, 1] and is exactly 1 when nothing inside has weight
+    outside, inside = float(weight[clipped].sum()), float(weight[~clipped].sum())
+    return outside / (outside + inside) if outside + inside > 0 else 0.0
