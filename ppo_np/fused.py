@@ -10,7 +10,7 @@ diagnostics with
   (``np.matmul(..., out=)``): a_l = h_{l-1} W_l, dW_l = h_{l-1}^T g_l, dh_{l-1} = g_l W_l^T, and no
   dx for the observations; a first layer of small fan-in in loops instead (``input_layer_kernel``,
   ``input_backward_kernel``), where a BLAS call costs more than its arithmetic;
-* between them, ``bias_activation_kernel`` (h_l = f(a_l + b_l) in place) and
+* between them, ``layers.bias_activation_kernel`` (h_l = f(a_l + b_l) in place) and
   ``activation_backward_kernel`` (g_l = dh_l * f'(a_l) in place, db_l = 1^T g_l), on
   ``layers.activate`` and ``layers.activation_derivative``;
 * one call per network for its output layer and its loss, from z = h W_L: the policy head's
@@ -36,7 +36,7 @@ import numpy as np
 from typing import NamedTuple
 
 from ppo_np.jit import jit, plain
-from ppo_np.layers import activate, activation_derivative, matmul_rows, output_backward
+from ppo_np.layers import activation_derivative, bias_activation_kernel, matmul_rows, output_backward
 from ppo_np.losses import LossCoefs, Minibatch
 from ppo_np.mlp import MLP
 from ppo_np.params import aligned_empty, aligned_zeros, num_params, views_of
@@ -223,18 +223,6 @@ class FusedLoss:
 
 
 # --- kernels ---------------------------------------------------------------------------------------
-
-@jit
-def bias_activation_kernel(a, b, act):
-    """h = f(a + b) in place: ``layers.linear_forward``'s "+ b", then ``layers.activate``.
-
-    Shapes: a (B, n) C-contiguous, b (n,); act a ``layers.CompiledActivation``.
-    """
-    B, n = a.shape
-    for r in range(B):
-        for j in range(n):
-            a[r, j] = activate(a[r, j] + b[j], act)
-
 
 @jit
 def input_layer_kernel(x, W, b, h, act):

@@ -246,6 +246,18 @@ def matmul_rows(x, M, out):
 
 
 @jit
+def bias_activation_kernel(a, b, act):
+    """h = f(a + b) in place: ``layers.linear_forward``'s "+ b", then ``layers.activate``.
+
+    Shapes: a (B, n) C-contiguous, b (n,); act a ``layers.CompiledActivation``.
+    """
+    B, n = a.shape
+    for r in range(B):
+        for j in range(n):
+            a[r, j] = activate(a[r, j] + b[j], act)
+
+
+@jit
 def output_backward(h, W, dz, dW, db, dh):
     """``linear_backward`` of an output layer with a fan-out K of a few units, in loops.
 

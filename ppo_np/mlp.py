@@ -21,8 +21,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ppo_np.jit import jit
-from ppo_np.layers import (CompiledActivation, activate, activation, compiled_activation, linear_backward,
-                           linear_forward, orthogonal)
+from ppo_np.layers import (CompiledActivation, activation, bias_activation_kernel, compiled_activation,
+                           linear_backward, linear_forward, matmul_rows, orthogonal)
 from ppo_np.params import Params, pack
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -143,10 +143,12 @@ INFER_KERNEL_MAX_ROWS = 32
 
 @jit
 def infer_kernel(x, network, out):
-    """``MLP.forward(x)[0]`` (its reference) as one loop nest, for inference on a few rows.
+    """``MLP.forward(x)[0]`` (its reference) in loops, for inference on a few rows.
 
-    h_l = f(h_{l-1} W_l + b_l) row by row, the inner loop running along a contiguous row of W_l, f by
-    ``layers.activate``. Shapes: x (B, n_in) -> out (B, n_out); ``network`` is ``MLP.network``.
+    Per layer h_l = f(h_{l-1} W_l + b_l): the product row by row (``layers.matmul_rows``, its inner loop
+    along a contiguous row of W_l), then "+ b" and f in a pass of their own
+    (``layers.bias_activation_kernel``): f inside the product's loop would stop LLVM from vectorising
+    it. Shapes: x (B, n_in) -> out (B, n_out); ``network`` is ``MLP.network``.
     Checked by ``tests/test_mlp.py::test_infer_kernel_matches_forward``.
     """
     weights, biases, act = network
@@ -154,17 +156,13 @@ def infer_kernel(x, network, out):
     h = x
     for l in range(n_layers):
         W, b = weights[l], biases[l]
-        n_in, n_out = W.shape
-        nxt = out if l == n_layers - 1 else np.empty((x.shape[0], n_out), dtype=x.dtype)
-        for r in range(x.shape[0]):
-            for j in range(n_out):
-                nxt[r, j] = b[j]
-            for i in range(n_in):
-                h_ri = h[r, i]
-                for j in range(n_out):
-                    nxt[r, j] += h_ri * W[i, j]                        # (h W)_rj, a row of W at a time
-            if l < n_layers - 1:
-                for j in range(n_out):
-                    nxt[r, j] = activate(nxt[r, j], act)
+        nxt = out if l == n_layers - 1 else np.empty((x.shape[0], W.shape[1]), dtype=x.dtype)
+        matmul_rows(h, W, nxt)
+        if l < n_layers - 1:
+            bias_activation_kernel(nxt, b, act)
+        else:
+            for r in range(nxt.shape[0]):
+                for j in range(nxt.shape[1]):
+                    nxt[r, j] += b[j]
         h = nxt
     return out
