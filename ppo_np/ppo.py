@@ -405,12 +405,13 @@ class PPO:
         gather = _minibatch_gatherer(flat, cfg.minibatch_size)
         with self.timer("minibatch_fwd_bwd"):
             # One minibatch holding every valid sample: shuffling it would only reorder the sums of its
-            # mean, so it is gathered once, in order, and serves every epoch.
+            # mean, so it is gathered once, in order, serves every epoch, and no shuffle is drawn.
             whole_batch = gather(valid) if valid.size <= cfg.minibatch_size else None
+        epochs = (([valid] for _ in range(cfg.update_epochs)) if whole_batch is not None else
+                  epoch_minibatches(valid, cfg.minibatch_size, cfg.seed, self.update_count, cfg.update_epochs))
         sums: dict[str, float] = {}
         n_minibatches = epochs_run = 0
-        for minibatches in epoch_minibatches(valid, cfg.minibatch_size, cfg.seed, self.update_count,
-                                             cfg.update_epochs):
+        for minibatches in epochs:
             epochs_run += 1
             for rows in minibatches:
                 if coefs.ent_coef != self.ent_coef.value:  # the auto tuner moved it; LossCoefs validates: only then
