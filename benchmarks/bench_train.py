@@ -2,6 +2,7 @@
 
     python benchmarks/bench_train.py                          # ppo-np alone, a markdown table
     python benchmarks/bench_train.py --vs sb3 --seeds 3 --json --breakdown --plot wallclock.png
+    python benchmarks/bench_train.py --vs sb3 --env-backend gymnasium,numba   # both backends, one SB3 run
 
 Each config of ``CONFIGS`` (after RL Baselines3 Zoo and SB3's defaults) is trained with seeds
 0 .. K-1 on both sides, the two sides alternating A/B per seed (ppo-np first on even seeds, SB3
@@ -30,8 +31,9 @@ steps the same ``gym.make(env_id)`` environments in its ``LeanSyncVectorEnv`` ("
 gymnasium's vector envs reset on the step after an episode ends, and ppo-np masks that reset step
 out of the update (about one sample per episode fewer than SB3 trains on). ``--env-backend numba``
 runs ppo-np on the compiled ports of classic control instead (``ppo_np.classic_control``: gymnasium's
-dynamics bit for bit, every environment stepped by one call); the breakdown's env-alone limit then
-steps those.
+dynamics bit for bit, a whole rollout in one compiled call); the breakdown's env-alone limit then
+steps those. ``--env-backend gymnasium,numba`` runs ppo-np on each against the same SB3 runs, a row
+each (the numba one labelled so).
 
 Return against wall-clock (cartpole-zoo): after every update, the mean return of the last 100
 finished training episodes (ppo-np: ``agent.mean_recent_return(100)`` from the ``learn`` callback;
@@ -391,81 +393,66 @@ def side_summary(runs: list[dict]) -> dict:
     return out
 
 
-def bench_config(name: str, seeds: int, vs_sb3: bool, envs: dict, breakdown: bool, log,
-                 total_steps: int | None = None) -> tuple[dict, dict]:
-    """Every seed of one config on both sides; (the config's report, its curves)."""
+def bench_config(name: str, seeds: int, vs_sb3: bool, envs: list[dict], breakdown: bool, log,
+                 total_steps: int | None = None) -> tuple[list[dict], dict]:
+    """Every seed of one config on both sides, ppo-np once per entry of ``envs`` (its vectorization and
+    env backend) against the same SB3 runs; (the config's report per entry of ``envs``, the curves of
+    the first)."""
     spec = CONFIGS[name] | ({"total_steps": total_steps} if total_steps else {})
     curve = name == CURVE_CONFIG
-    report = {"name": name, "env": spec["env_id"], "total_steps": spec["total_steps"],
-              "hyperparameters": {k: v for k, v in spec.items() if k not in ("env_id", "total_steps")} | COMMON,
-              "ppo_np_envs": envs, "warmup": warm_up(spec, envs, vs_sb3)}
-    ours, theirs, parts = [], [], []
-    rate = None
+    reports = [{"name": name, "env": spec["env_id"], "total_steps": spec["total_steps"],
+                "hyperparameters": {k: v for k, v in spec.items() if k not in ("env_id", "total_steps")} | COMMON,
+                "ppo_np_envs": e, "warmup": warm_up(spec, e, vs_sb3 and i == 0)} for i, e in enumerate(envs)]
+    ours, theirs, parts = [[] for _ in envs], [], [[] for _ in envs]
+    rates = [None for _ in envs]
     for seed in range(seeds):
-        order = ("ppo_np", "sb3") if seed % 2 == 0 else ("sb3", "ppo_np")
-        for side in order:
-            if side == "sb3" and not vs_sb3:
-                continue
+        sides = [("ppo_np", i) for i in range(len(envs))] + ([("sb3", None)] if vs_sb3 else [])
+        for side, i in (sides if seed % 2 == 0 else sides[::-1]):
             if side == "sb3":
                 theirs.append(run_sb3(spec, seed, curve))
                 row = theirs[-1]
             else:
-                row, agent = run_ppo_np(spec, seed, envs, curve)
-                ours.append(row)
+                row, agent = run_ppo_np(spec, seed, envs[i], curve and i == 0)
+                ours[i].append(row)
                 if breakdown:
-                    if rate is None:
-                        rate = matmul_limit(mlp_layers(agent), spec["minibatch_size"], agent.config.dtype)
-                        rate["loss_call_s"] = loss_call_time(agent, spec["minibatch_size"])
-                    parts.append(breakdown_row(agent, spec, row["learn_wall_s"], seed, rate))
+                    if rates[i] is None:
+                        rates[i] = matmul_limit(mlp_layers(agent), spec["minibatch_size"], agent.config.dtype)
+                        rates[i]["loss_call_s"] = loss_call_time(agent, spec["minibatch_size"])
+                    parts[i].append(breakdown_row(agent, spec, row["learn_wall_s"], seed, rates[i]))
+                side = f"ppo_np {envs[i]['env_backend']}"
             log(f"{name} seed {seed} {side}: {row['wall_s']:.1f} s, {row['steps_per_s']:.0f} steps/s, "
                 f"return {row['final_return']:.1f} (load {load_average()})")
-    report["ppo_np"] = side_summary(ours)
-    curves = {"ppo_np": [r.get("curve") for r in ours]}
+    for report, runs, config_parts, rate in zip(reports, ours, parts, rates):
+        report["ppo_np"] = side_summary(runs)
+        if vs_sb3:
+            report["sb3"] = side_summary(theirs)
+            ratios = [t["wall_s"] / o["wall_s"] for o, t in zip(runs, theirs)]
+            report["wall_ratio_sb3_over_ppo_np"] = {"per_seed": [round(r, 2) for r in ratios],
+                                                    "median": round(statistics.median(ratios), 2)}
+        if breakdown:
+            report["breakdown"] = summarise_breakdown(config_parts, rate)
+            rollout = report["breakdown"].get("rollout")
+            if vs_sb3 and rollout and rollout["random_action_s"] > 0:
+                # the best ratios ppo-np could reach if all but stepping its env (random actions) cost
+                # nothing; if all but that and its minibatch phase's matrix products cost nothing; and if
+                # all but that env and its loss calls, each as fast as measured alone, cost nothing
+                sb3_wall = report["sb3"]["wall_s"]["median"]
+                ratio = report["wall_ratio_sb3_over_ppo_np"]
+                minibatch = report["breakdown"]["minibatch"]
+                ratio["ceiling_env_only"] = round(sb3_wall / rollout["random_action_s"], 1)
+                ratio["ceiling_env_and_matmul"] = round(sb3_wall / (rollout["random_action_s"] + minibatch["limit_s"]), 1)
+                ratio["ceiling_env_and_loss_calls"] = round(
+                    sb3_wall / (rollout["random_action_s"] + minibatch["loss_calls_alone_s"]), 1)
+    curves = {"ppo_np": [r.get("curve") for r in ours[0]]}
     if vs_sb3:
-        report["sb3"] = side_summary(theirs)
-        ratios = [t["wall_s"] / o["wall_s"] for o, t in zip(ours, theirs)]
-        report["wall_ratio_sb3_over_ppo_np"] = {"per_seed": [round(r, 2) for r in ratios],
-                                                "median": round(statistics.median(ratios), 2)}
         curves["sb3"] = [r.get("curve") for r in theirs]
-    if breakdown:
-        report["breakdown"] = summarise_breakdown(parts, rate)
-        rollout = report["breakdown"].get("rollout")
-        if vs_sb3 and rollout and rollout["random_action_s"] > 0:
-            # the best ratios ppo-np could reach if all but stepping its env (random actions) cost
-            # nothing; if all but that and its minibatch phase's matrix products cost nothing; and if
-            # all but that env and its loss calls, each as fast as measured alone, cost nothing
-            sb3_wall = report["sb3"]["wall_s"]["median"]
-            ratio = report["wall_ratio_sb3_over_ppo_np"]
-            minibatch = report["breakdown"]["minibatch"]
-            ratio["ceiling_env_only"] = round(sb3_wall / rollout["random_action_s"], 1)
-            ratio["ceiling_env_and_matmul"] = round(sb3_wall / (rollout["random_action_s"] + minibatch["limit_s"]), 1)
-            ratio["ceiling_env_and_loss_calls"] = round(
-                sb3_wall / (rollout["random_action_s"] + minibatch["loss_calls_alone_s"]), 1)
-    return report, (curves if curve else {})
+    return reports, (curves if curve else {})
 
 
-def plot(curves: dict, path: str) -> None:
-    """Return (running mean of 100 episodes) against wall-clock seconds, one line per seed and side."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
-    for side, color, label in (("ppo_np", "tab:blue", "ppo-np"), ("sb3", "tab:orange", "SB3")):
-        for i, points in enumerate(curves.get(side) or []):
-            pts = [(t, r) for t, _, r in points or [] if math.isfinite(r)]
-            if pts:
-                ax.plot(*zip(*pts), color=color, alpha=0.8, lw=1.2, label=label if i == 0 else None)
-    ax.axhline(SOLVED, color="grey", lw=0.8, ls="--")
-    ax.set_xlabel("wall-clock seconds since learn() started (1 thread)")
-    ax.set_ylabel(f"mean return, last {CURVE_WINDOW} training episodes")
-    ax.set_title(f"{CURVE_CONFIG}: CartPole-v1, same hyperparameters, one line per seed")
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+def label(config: dict) -> str:
+    """A config's name in the tables, with the env backend when it is not gymnasium's."""
+    backend = config.get("ppo_np_envs", {}).get("env_backend", "gymnasium")
+    return config["name"] if backend == "gymnasium" else f"{config['name']} ({backend})"
 
 
 def markdown(report: dict) -> str:
@@ -479,7 +466,7 @@ def markdown(report: dict) -> str:
     lines = [head, rule]
     for c in report["configs"]:
         o = c["ppo_np"]
-        line = (f"| {c['name']} | {c['env']} | {c['total_steps'] // 1000}k | {o['wall_s']['median']:.1f} | "
+        line = (f"| {label(c)} | {c['env']} | {c['total_steps'] // 1000}k | {o['wall_s']['median']:.1f} | "
                 f"{o['steps_per_s']['median']:,.0f} | "
                 f"{o['final_return']['mean']:.1f} ± {o['final_return']['std']:.1f} |")
         if vs:
@@ -505,7 +492,7 @@ def markdown(report: dict) -> str:
             cells = (f"{b['phase_times_s'][k]:.2f} s ({b['phase_fractions'][k]:.0%})" for k in (*PHASES, "other"))
             loss_call = (f"{mb['loss_call_alone_us']:.0f} / {mb['matmul_floor_per_call_us']:.0f} us"
                          if "loss_call_alone_us" in mb else "not measured")     # runs saved before it was
-            lines.append(f"| {c['name']} | " + " | ".join(cells)
+            lines.append(f"| {label(c)} | " + " | ".join(cells)
                          + f" | {b['rollout']['ratio']:.1f}x | {mb['ratio']:.1f}x | {loss_call} |")
     m, v = report["machine"], report["versions"]
     lines += ["", f"Wall time and steps/s: median over {report['seeds']} seeds; return: {EVAL_EPISODES} deterministic "
@@ -528,9 +515,9 @@ def main(argv=None) -> int:
                         help="ppo-np's time per phase, against two limits, and one loss call timed alone")
     parser.add_argument("--vectorization", default="auto", choices=("auto", "native", "sync", "async"),
                         help="ppo-np's vector env (auto: gymnasium's native one where it exists)")
-    parser.add_argument("--env-backend", default="gymnasium", choices=("gymnasium", "numba"),
-                        help="ppo-np's environments: gymnasium's, or the compiled ports of classic control "
-                        "(every config's env has one)")
+    parser.add_argument("--env-backend", default="gymnasium",
+                        help="ppo-np's environments, comma-separated: gymnasium's, and/or numba: the compiled "
+                        "ports of classic control (every config's env has one), each against the same SB3 runs")
     parser.add_argument("--total-steps", type=int, default=None,
                         help="steps per run for every config, for a quick check (default: each config's own)")
     add_output_options(parser)
@@ -543,6 +530,9 @@ def main(argv=None) -> int:
         parser.error(f"unknown config(s) {', '.join(unknown)}; known: {', '.join(CONFIGS)}")
     if args.seeds < 1:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
+    backends = parse_list(args.env_backend)
+    if not backends or any(b not in ("gymnasium", "numba") for b in backends):
+        parser.error(f"--env-backend takes gymnasium and/or numba, got {args.env_backend!r}")
 
     def log(msg):
         if not args.quiet:
@@ -573,10 +563,10 @@ def main(argv=None) -> int:
         report["sb3_skipped"] = skipped
     all_curves = {}
     for name in names:
-        envs = {"vectorization": args.vectorization, "env_backend": args.env_backend}
-        config_report, curves = bench_config(name, args.seeds, vs == "sb3", envs, args.breakdown, log,
+        envs = [{"vectorization": args.vectorization, "env_backend": backend} for backend in backends]
+        config_reports, curves = bench_config(name, args.seeds, vs == "sb3", envs, args.breakdown, log,
                                               args.total_steps)
-        report["configs"].append(config_report)
+        report["configs"].extend(config_reports)
         all_curves.update(curves)
     report["load_average_end"] = load_average()
     if args.plot:
