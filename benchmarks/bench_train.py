@@ -455,6 +455,30 @@ def label(config: dict) -> str:
     return config["name"] if backend == "gymnasium" else f"{config['name']} ({backend})"
 
 
+def plot(curves: dict, path: str) -> None:
+    """Return (running mean of 100 episodes) against wall-clock seconds, one line per seed and side."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    for side, color, label in (("ppo_np", "tab:blue", "ppo-np"), ("sb3", "tab:orange", "SB3")):
+        for i, points in enumerate(curves.get(side) or []):
+            pts = [(t, r) for t, _, r in points or [] if math.isfinite(r)]
+            if pts:
+                ax.plot(*zip(*pts), color=color, alpha=0.8, lw=1.2, label=label if i == 0 else None)
+    ax.axhline(SOLVED, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("wall-clock seconds since learn() started (1 thread)")
+    ax.set_ylabel(f"mean return, last {CURVE_WINDOW} training episodes")
+    ax.set_title(f"{CURVE_CONFIG}: CartPole-v1, same hyperparameters, one line per seed")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def markdown(report: dict) -> str:
     """Results (and the breakdown) as markdown tables, the machine under them."""
     vs = report["vs"] == "sb3"

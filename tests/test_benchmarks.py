@@ -1,5 +1,8 @@
 """The benchmark scripts start: each one's --help runs (they import one another, and a name moved in one
-broke another unnoticed once). Their measurements are never run here: timing belongs to benchmarks/."""
+broke another unnoticed once); bench_train, the README's speed table, runs end to end on a few steps (a
+function lost in an edit once failed it only after a 13-minute run). Their measurements are never
+asserted here: timing belongs to benchmarks/."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,3 +17,18 @@ def test_every_benchmark_script_starts(script):
     done = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "usage:" in done.stdout
+
+
+def test_bench_train_runs_end_to_end_on_a_few_steps(tmp_path):
+    """Both env backends, the breakdown, the plot and the JSON, on 512 steps of cartpole-zoo (ppo-np alone)."""
+    png = tmp_path / "wallclock.png"
+    done = subprocess.run([sys.executable, str(SCRIPTS[0].parent / "bench_train.py"), "--configs", "cartpole-zoo",
+                           "--seeds", "1", "--total-steps", "512", "--env-backend", "gymnasium,numba", "--breakdown",
+                           "--json", "--plot", str(png), "--quiet"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert [c["ppo_np_envs"]["env_backend"] for c in report["configs"]] == ["gymnasium", "numba"]
+    phases = [c["breakdown"]["phase_times_s"] for c in report["configs"]]
+    assert phases[0]["env_step"] > 0 and phases[0]["rollout"] == 0       # the per-step collector
+    assert phases[1]["rollout"] > 0 and phases[1]["env_step"] == 0        # the compiled one
+    assert png.stat().st_size > 0
