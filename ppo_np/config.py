@@ -97,6 +97,8 @@ class PPOConfig:
     # --- TRPO ---
     trpo_max_kl: float = _param(0.01, "TRPO: the trust region delta; a step is accepted only if the exact mean "
                                 "KL(pi_old || pi) <= delta")
+    trpo_max_kl_final: Optional[float] = _param(None, "TRPO: anneal delta linearly to this value over training; "
+                                                "none keeps it constant")
     cg_iters: int = _param(10, "TRPO: conjugate-gradient iterations (Fisher-vector products) per step")
     cg_tol: float = _param(1e-10, "TRPO: stop conjugate gradient once the squared residual norm is <= this")
     cg_damping: float = _param(0.1, "TRPO: damping c of the Fisher matrix, CG solves (F + c I) x = g; >= 0")
@@ -179,7 +181,7 @@ class PPOConfig:
                      "temperature", "obs_clip", "reward_clip", "ent_coef_lr", "trpo_max_kl", "cg_tol"):
             value = getattr(self, name)
             yield name, value, positive(value), "a finite number > 0"
-        for name in ("target_kl", "vf_clip", "temperature_final", "kl_max", "kl_min"):
+        for name in ("target_kl", "vf_clip", "temperature_final", "kl_max", "kl_min", "trpo_max_kl_final"):
             value = getattr(self, name)
             yield name, value, optional_positive(value), "none or a finite number > 0"
         for name in ("vf_coef", "ent_coef", "ent_coef_final", "cg_damping"):

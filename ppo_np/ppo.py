@@ -65,7 +65,12 @@ from ppo_np.timing import PhaseTimer
 # the stream of the agent's seed that predict's generator draws from (training's come from the seed itself)
 PREDICT_STREAM = 1
 # TRPO's columns of the metrics, for an update that took no TRPO step
-NO_TRPO_STEP = {"step_size": math.nan, "line_search_backtracks": math.nan, "cg_residual": math.nan}
+NO_TRPO_STEP = {"max_kl": math.nan, "step_size": math.nan, "line_search_backtracks": math.nan, "cg_residual": math.nan}
+
+
+def _annealed(start: float, final: Optional[float], progress: float) -> float:
+    """``start`` annealed linearly to ``final`` at ``progress`` in [0, 1]; ``start`` throughout when final is None."""
+    return start if final is None else schedule("linear", start, final, progress)
 
 
 class NonFiniteError(FloatingPointError):
@@ -183,10 +188,11 @@ class PPO:
         return min(1.0, step / self.schedule_horizon) if self.schedule_horizon else 0.0
 
     def _temperature(self, progress: float) -> float:
-        cfg = self.config
-        if cfg.temperature_final is None:
-            return cfg.temperature
-        return schedule("linear", cfg.temperature, cfg.temperature_final, progress)
+        return _annealed(self.config.temperature, self.config.temperature_final, progress)
+
+    def _trpo_radius(self, progress: float) -> float:
+        """TRPO's delta at ``progress``: ``trpo_max_kl``, annealed to ``trpo_max_kl_final`` when it is set."""
+        return _annealed(self.config.trpo_max_kl, self.config.trpo_max_kl_final, progress)
 
     # --- training -------------------------------------------------------------------------------
 
@@ -360,7 +366,7 @@ class PPO:
         snapshot = agent_state.learner_state(self)
         try:
             if cfg.algo == "trpo":
-                row, epochs_run = self._trpo_update(flat, valid, temperature)
+                row, epochs_run = self._trpo_update(flat, valid, temperature, progress)
             else:
                 row, epochs_run = self._ppo_update(flat, valid, progress)
             row["exact_kl"] = self._batch_kl(flat, valid, temperature)
@@ -480,7 +486,8 @@ class PPO:
         return (math.hypot(actor_norm, critic_norm), clip_coefficient(actor_norm, max_norm),
                 clip_coefficient(critic_norm, max_norm))
 
-    def _trpo_update(self, flat: Minibatch, valid: np.ndarray, temperature: float) -> tuple[dict, int]:
+    def _trpo_update(self, flat: Minibatch, valid: np.ndarray, temperature: float,
+                     progress: float) -> tuple[dict, int]:
         """Step 3 for TRPO: one constrained natural-gradient step of the actor on the whole batch
         (``trpo.trpo_step``), then the critic's Adam epochs on the value loss alone, minibatched like PPO.
 
@@ -495,7 +502,8 @@ class PPO:
             if cfg.norm_adv:  # over the whole batch: the policy step uses every sample at once
                 batch = batch._replace(advantages=normalize_advantages(batch.advantages))
             self._check_finite(advantages=batch.advantages)
-            step = trpo.trpo_step(self.actor, batch, temperature, max_kl=cfg.trpo_max_kl, cg_iters=cfg.cg_iters,
+            max_kl = self._trpo_radius(progress)
+            step = trpo.trpo_step(self.actor, batch, temperature, max_kl=max_kl, cg_iters=cfg.cg_iters,
                                   cg_tol=cfg.cg_tol, damping=cfg.cg_damping, line_search_steps=cfg.line_search_steps,
                                   line_search_decay=cfg.line_search_decay)
             dist_new = self.actor.forward(batch.obs)[0]
@@ -504,7 +512,7 @@ class PPO:
             row = {"policy_loss": -step.surrogate_new,
                    "entropy": float(np.mean(self.head.entropy(dist_new, temperature))),
                    "approx_kl_k1": k1, "approx_kl_k3": k3, "clip_frac": math.nan, "grad_norm": step.grad_norm,
-                   "step_size": step.step_norm, "line_search_backtracks": step.backtracks,
+                   "max_kl": max_kl, "step_size": step.step_norm, "line_search_backtracks": step.backtracks,
                    "cg_residual": step.cg_residual}
 
         value_losses = []

@@ -35,7 +35,7 @@ GRADIENTS_NAME = "gradients.csv"
 METRIC_FIELDS = ("update", "step", "wall_s", "steps_per_s", "episode_return", "episode_length", "policy_loss",
                  "value_loss", "entropy", "approx_kl_k1", "approx_kl_k3", "exact_kl", "clip_frac",
                  "explained_variance", "learning_rate", "clip_range", "ent_coef", "beta", "temperature",
-                 "grad_norm", "epochs_run", "step_size", "line_search_backtracks", "cg_residual")
+                 "grad_norm", "epochs_run", "max_kl", "step_size", "line_search_backtracks", "cg_residual")
 LOCK_NAME = ".lock"
 GRADIENT_FIELDS = ("update", "step", "grad_norm", "clip_scale_actor", "clip_scale_critic", "outside_share")
 TENSORBOARD_NAME = "tensorboard"
@@ -45,7 +45,7 @@ TENSORBOARD_SECTIONS = {
     "loss": ("policy_loss", "value_loss", "entropy", "grad_norm"),
     "update": ("approx_kl_k1", "approx_kl_k3", "exact_kl", "clip_frac", "explained_variance", "epochs_run"),
     "schedule": ("learning_rate", "clip_range", "ent_coef", "beta", "temperature"),
-    "trpo": ("step_size", "line_search_backtracks", "cg_residual"),
+    "trpo": ("max_kl", "step_size", "line_search_backtracks", "cg_residual"),
     "time": ("wall_s", "steps_per_s"),
 }
 

@@ -276,7 +276,8 @@ TINY = dict(num_envs=2, num_steps=16, minibatch_size=8, update_epochs=2, hidden_
 
 
 @pytest.mark.parametrize("env_id, changes", [("CartPole-v1", dict(temperature=1.5)),
-                                             ("Pendulum-v1", dict(dtype="float64", vf_clip=0.2))])
+                                             ("Pendulum-v1", dict(dtype="float64", vf_clip=0.2)),
+                                             ("CartPole-v1", dict(trpo_max_kl=0.02, trpo_max_kl_final=0.002))])
 def test_agent_is_deterministic_and_keeps_every_step_in_the_region(tmp_path, env_id, changes):
     cfg = PPOConfig(**TINY, **changes)
     rows_a, rows_b = [], []
@@ -289,8 +290,10 @@ def test_agent_is_deterministic_and_keeps_every_step_in_the_region(tmp_path, env
         json.dumps([{k: v for k, v in r.items() if k not in strip} for r in rows_b])
     assert a.actor_opt.t == 0                                   # TRPO never steps the actor's Adam
     assert a.critic_opt.t >= len(rows_a) * cfg.update_epochs    # the critic's own Adam, every epoch
-    for row in rows_a:
-        assert row["exact_kl"] <= cfg.trpo_max_kl
+    final = cfg.trpo_max_kl if cfg.trpo_max_kl_final is None else cfg.trpo_max_kl_final
+    for k, row in enumerate(rows_a):   # update k runs at progress k * batch / 160, delta annealed linearly
+        assert math.isclose(row["max_kl"], cfg.trpo_max_kl + (final - cfg.trpo_max_kl) * k * cfg.batch_size / 160)
+        assert row["exact_kl"] <= row["max_kl"]
         assert 0 <= row["line_search_backtracks"] <= cfg.line_search_steps
         assert row["step_size"] >= 0 and 0 <= row["cg_residual"] <= 1 and math.isnan(row["clip_frac"])
     with open(tmp_path / "metrics.csv") as f:
@@ -302,7 +305,7 @@ def test_agent_is_deterministic_and_keeps_every_step_in_the_region(tmp_path, env
 def test_ppo_rows_have_nan_trpo_columns():
     rows = []
     PPO("CartPole-v1", PPOConfig(**{**TINY, "algo": "clip"})).learn(32, callback=lambda a, r: rows.append(r))
-    assert all(math.isnan(r[k]) for r in rows for k in ("step_size", "line_search_backtracks", "cg_residual"))
+    assert all(math.isnan(r[k]) for r in rows for k in ("max_kl", "step_size", "line_search_backtracks", "cg_residual"))
 
 
 def test_trpo_save_load_and_resume(tmp_path):
