@@ -44,8 +44,8 @@ import traceback
 from pathlib import Path
 
 from ppo_np import checkpoint, rundir
-from ppo_np.config import (DEFAULT_TOTAL_STEPS, PRESETS, RESUMABLE_FIELDS, PPOConfig, field_doc, field_names,
-                           parse_value)
+from ppo_np.config import (DEFAULT_TOTAL_STEPS, PRESET_SOURCES, PRESETS, RESUMABLE_FIELDS, PPOConfig, field_doc,
+                           field_names, parse_value)
 from ppo_np.rundir import CHECKPOINT_NAME, GRADIENTS_NAME
 
 
@@ -104,9 +104,9 @@ def _preset_name(args: argparse.Namespace, source) -> str:
     from ppo_np.heads import head_for
 
     if args.preset:
-        return f"preset {args.preset}"
+        return f"preset {args.preset} (after {PRESET_SOURCES[args.preset]})"
     if args.env_id in PRESETS:
-        return f"preset {args.env_id}"
+        return f"preset {args.env_id} (after {PRESET_SOURCES[args.env_id]})"
     kind = "continuous" if head_for(source.action_space).continuous else "discrete"
     return f"generic {kind} defaults (no preset for {args.env_id})"
 

@@ -315,10 +315,31 @@ _GENERIC_DISCRETE = dict(num_envs=8, num_steps=128, minibatch_size=256, update_e
 _GENERIC_CONTINUOUS = dict(num_envs=1, num_steps=2048, minibatch_size=64, update_epochs=10,
                            normalize_obs=True, normalize_reward=True, lr_schedule="linear")
 
+_LUNAR_LANDER = dict(num_envs=16, num_steps=1024, minibatch_size=64, update_epochs=4, gamma=0.999, gae_lambda=0.98,
+                     ent_coef=0.01)
+_MOUNTAIN_CAR = dict(num_envs=16, num_steps=16, minibatch_size=64, update_epochs=4, gamma=0.99, gae_lambda=0.98,
+                     ent_coef=0.0, normalize_obs=True, normalize_reward=True)
+
 PRESETS: dict[str, dict] = {"CartPole-v1": _CARTPOLE, "Acrobot-v1": _ACROBOT, "Pendulum-v1": _PENDULUM,
+                            "LunarLander-v3": _LUNAR_LANDER, "MountainCar-v0": _MOUNTAIN_CAR,
+                            "MountainCarContinuous-v0": _GENERIC_CONTINUOUS, "Hopper-v5": _GENERIC_CONTINUOUS,
+                            "HalfCheetah-v5": _GENERIC_CONTINUOUS,
                             "discrete": _GENERIC_DISCRETE, "continuous": _GENERIC_CONTINUOUS}
 
-DEFAULT_TOTAL_STEPS = {"CartPole-v1": 100_000, "Acrobot-v1": 100_000, "Pendulum-v1": 200_000}
+_ZOO = "RL Baselines3 Zoo, hyperparams/ppo.yml"
+_CLEANRL = "CleanRL's ppo_continuous_action.py defaults, ppo-np's generic continuous ones"
+#: where each preset comes from; ``ppo-np train`` names it beside the preset
+PRESET_SOURCES: dict[str, str] = {
+    "CartPole-v1": _ZOO, "Acrobot-v1": f"{_ZOO}, without observation normalisation",
+    "Pendulum-v1": f"{_ZOO}, without gSDE", "LunarLander-v3": f"{_ZOO}, its LunarLander-v2 entry",
+    "MountainCar-v0": _ZOO,
+    "MountainCarContinuous-v0": f"{_CLEANRL}: the Zoo's tuned entry explores by gSDE, which ppo-np has not",
+    "Hopper-v5": _CLEANRL, "HalfCheetah-v5": _CLEANRL,
+    "discrete": "ppo-np's generic discrete defaults", "continuous": "ppo-np's generic continuous defaults"}
+
+DEFAULT_TOTAL_STEPS = {"CartPole-v1": 100_000, "Acrobot-v1": 100_000, "Pendulum-v1": 200_000,
+                       "LunarLander-v3": 1_000_000, "MountainCar-v0": 1_000_000, "MountainCarContinuous-v0": 100_000,
+                       "Hopper-v5": 1_000_000, "HalfCheetah-v5": 1_000_000}
 
 
 def preset_for(env_id: str, continuous: bool) -> PPOConfig:

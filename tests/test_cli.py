@@ -163,7 +163,8 @@ def test_version_print_config_the_preset_said_and_one_evaluation_seed(tmp_path, 
     assert main([*argv, "--json"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     saved = json.loads((run / "config.json").read_text())
-    assert printed.pop("preset") == summary["preset"] == "preset CartPole-v1"
+    assert printed.pop("preset") == summary["preset"] == \
+        "preset CartPole-v1 (after RL Baselines3 Zoo, hyperparams/ppo.yml)"
     assert printed == saved
     assert main(["train", "--resume", str(run), "--print-config"]) == 0
     assert json.loads(capsys.readouterr().out)["seed"] == 3
@@ -173,9 +174,13 @@ def test_version_print_config_the_preset_said_and_one_evaluation_seed(tmp_path, 
     result = json.loads(capsys.readouterr().out)
     assert result["seed"] == summary["eval_seed"] == 3 + 10_000
     assert main(["train", "Acrobot-v1", "--total-steps", "32", "--run-dir", str(tmp_path / "b"), *SMALL]) == 0
-    assert "ppo-np train: Acrobot-v1 with the preset Acrobot-v1, 32 steps" in capsys.readouterr().err
-    assert main(["train", "MountainCar-v0", "--print-config"]) == 0
-    assert json.loads(capsys.readouterr().out)["preset"] == "generic discrete defaults (no preset for MountainCar-v0)"
+    assert ("ppo-np train: Acrobot-v1 with the preset Acrobot-v1 (after RL Baselines3 Zoo, hyperparams/ppo.yml, "
+            "without observation normalisation), 32 steps") in capsys.readouterr().err
+    assert main(["train", "FrozenLake-v1", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["preset"] == "generic discrete defaults (no preset for FrozenLake-v1)"
+    assert main(["train", "FrozenLake-v1", "--preset", "continuous", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["preset"] == \
+        "preset continuous (after ppo-np's generic continuous defaults)"
 
 
 def test_run_files_honour_the_umask(tmp_path):

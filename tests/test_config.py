@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ppo_np.config import PRESETS, PPOConfig, field_names, parse_value, preset_for
+from ppo_np.config import DEFAULT_TOTAL_STEPS, PRESET_SOURCES, PRESETS, PPOConfig, field_names, parse_value, preset_for
 
 # (field, invalid value, a fragment of the rule the message must state)
 INVALID = [
@@ -92,8 +92,9 @@ def test_for_env_is_the_preset_the_command_line_starts_from():
     args = build_parser().parse_args(["train", "CartPole-v1", "--seed", "1"])
     assert _train_config(args, _env_source(args)) == PPOConfig.for_env("CartPole-v1", seed=1)
     # an env without a preset: the generic defaults of its kind of action
-    assert PPOConfig.for_env("MountainCar-v0") == preset_for("MountainCar-v0", continuous=False)
+    assert PPOConfig.for_env("FrozenLake-v1") == preset_for("FrozenLake-v1", continuous=False)
     assert PPOConfig.for_env("MountainCarContinuous-v0", gamma=0.9) == preset_for("x", True).replace(gamma=0.9)
+    assert set(PRESET_SOURCES) == set(PRESETS) and set(DEFAULT_TOTAL_STEPS) < set(PRESETS)   # each names its source
     with pytest.raises(ValueError, match="gamma must be in \\(0, 1\\]; got 2"):
         PPOConfig.for_env("CartPole-v1", gamma=2)
 
