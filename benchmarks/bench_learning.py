@@ -13,7 +13,9 @@ of the final returns with its 95% bootstrap interval (``stats.interval_estimates
 seeds (ddof=1), min and max, each trial's training seconds (two trials ran at once, one per core)
 and the sweep's wall time. One Ray instance serves every sweep; one short warm-up trial first loads
 or compiles the Numba kernels, so that no seed pays it. With ``--out`` the trials stay (and a re-run
-resumes them); without, they go to a temporary directory.
+resumes them); without, they go to a temporary directory. ``--figures DIR`` keeps each sweep's learning
+curves (its ``curves.png``: the training return against steps, IQM over seeds). Beside each row, the
+published PPO figure for the environment (``PUBLISHED``, its source and budget named).
 
 An algorithm is any value of ``PPOConfig.algo``; a new one needs no change here, unless it wants its own
 hyperparameters: then add them to ``ALGO_OVERRIDES``. Benchmarks are scripts, never tests.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -31,13 +34,27 @@ from pathlib import Path
 from _common import add_output_options, load_average, machine_info, parse_list, print_saved_run, summary
 
 from ppo_np.config import DEFAULT_TOTAL_STEPS, PPOConfig
-from ppo_np.sweep import RESULT_NAME, SweepSpec, plan, ray_instance, run_sweep, run_trial
+from ppo_np.sweep import CURVES_NAME, RESULT_NAME, SweepSpec, plan, ray_instance, run_sweep, run_trial
 
 EVAL_EPISODES = 20
 DEFAULT_ENVS = ("CartPole-v1", "Acrobot-v1", "Pendulum-v1")
 
 #: per-algorithm changes to the preset beyond ``algo=name`` (none needed for clip, penalty or trpo)
 ALGO_OVERRIDES: dict[str, dict] = {}
+
+_ZOO = "RL Baselines3 Zoo benchmark.md, PPO"
+#: published PPO results per environment, for the column beside ours: (return, where, at what budget and
+#: version). One run each for the Zoo (its own note); CleanRL's is a mean over seeds.
+PUBLISHED: dict[str, tuple[str, str]] = {
+    "CartPole-v1": ("500.0 ± 0.0", f"{_ZOO}, 100k"),
+    "Acrobot-v1": ("-73.5 ± 18.2", f"{_ZOO}, 1M"),
+    "Pendulum-v1": ("-172.2 ± 104.2", f"{_ZOO} with gSDE, 100k"),
+    "LunarLander-v3": ("242.1 ± 31.8", f"{_ZOO}, LunarLander-v2, 1M"),
+    "MountainCar-v0": ("-110.4 ± 19.5", f"{_ZOO}, 1M"),
+    "MountainCarContinuous-v0": ("88.3 ± 2.6", f"{_ZOO} with gSDE, 20k"),
+    "Hopper-v5": ("2383 ± 272", "CleanRL ppo_continuous_action, Hopper-v4, 1M"),
+    "HalfCheetah-v5": ("5819.1 ± 663.5", f"{_ZOO} (its own tuned settings), HalfCheetah-v3, 1M"),
+}
 
 
 def known_algos() -> tuple[str, ...]:
@@ -68,14 +85,15 @@ def bench(env_id: str, algo: str, seeds: int, total_steps: int, out: Path, log=N
 
 def markdown(report: dict) -> str:
     """The results as a markdown table with the machine under it."""
-    lines = ["| env | algo | steps | seeds | IQM [95% CI] | mean ± std | min | max | train s / trial | sweep wall (s) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| env | algo | steps | seeds | IQM [95% CI] | mean ± std | min | max | published | train s / trial | "
+             "sweep wall (s) |", "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
     for r in report["results"]:
         f, i = r["final_return"], r["iqm"]
         interval = f" [{i['ci_low']:.1f}, {i['ci_high']:.1f}]" if i["ci_low"] is not None else ""
+        published = "{} ({})".format(*PUBLISHED[r["env"]]) if r["env"] in PUBLISHED else "-"
         lines.append(f"| {r['env']} | {r['algo']} | {r['total_steps'] // 1000}k | {r['seeds']} | "
                      f"{i['value']:.1f}{interval} | {f['mean']:.1f} ± {f['std']:.1f} | {f['min']:.1f} | {f['max']:.1f} | "
-                     f"{r['train_s_per_trial']['mean']:.1f} | {r['sweep_wall_s']:.0f} |")
+                     f"{published} | {r['train_s_per_trial']['mean']:.1f} | {r['sweep_wall_s']:.0f} |")
     m, v = report["machine"], report["versions"]
     lines.append("")
     lines.append(f"Final return: {EVAL_EPISODES} deterministic evaluation episodes per seed; IQM and its percentile "
@@ -93,9 +111,11 @@ def main(argv=None) -> int:
     parser.add_argument("--envs", default=",".join(DEFAULT_ENVS), help="comma-separated gymnasium ids")
     parser.add_argument("--algos", default="clip", help=f"comma-separated, of: {', '.join(known_algos())}")
     parser.add_argument("--total-steps", type=int, default=None,
-                        help="steps per run for every env (default: 100k CartPole and Acrobot, 200k Pendulum)")
+                        help="steps per run for every env (default: each env's budget, config.DEFAULT_TOTAL_STEPS)")
     parser.add_argument("--workers", type=int, default=None, help="trials at a time (default: one per CPU)")
     parser.add_argument("--out", help="keep the sweeps here, OUT/ENV/ALGO (a re-run resumes them)")
+    parser.add_argument("--figures", metavar="DIR",
+                        help="copy each sweep's learning curves (IQM over seeds) to DIR/learning_ENV_ALGO.png")
     add_output_options(parser)
     args = parser.parse_args(argv)
     if args.from_json:
@@ -127,6 +147,10 @@ def main(argv=None) -> int:
             for algo in algos:
                 steps = args.total_steps or DEFAULT_TOTAL_STEPS[env_id]
                 report["results"].append(bench(env_id, algo, args.seeds, steps, root / env_id / algo, log))
+                if args.figures:
+                    Path(args.figures).mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(root / env_id / algo / CURVES_NAME,
+                                    Path(args.figures) / f"learning_{env_id}_{algo}.png")
     report["load_average_end"] = load_average()
     print(json.dumps(report) if args.json else markdown(report))
     return 0
