@@ -96,12 +96,15 @@ def test_the_later_heads_learn_a_known_optimum(env_class, head_class, threshold)
 @pytest.mark.parametrize("env, env_kwargs, optimum", [(CueDict, None, 8.0),
                                                       ("Line-v0", {"length": 5, "discrete_obs": True}, -5.0)])
 def test_dict_and_discrete_observations_learn_a_known_optimum(env, env_kwargs, optimum):
-    """Dict observations (the cue a Discrete part, one-hot) and Discrete ones (the position, one-hot):
-    at learning rate 1e-3, 10k and 20k steps reach the optimum on every seed measured (0-3: +- 0 over
-    10 episodes). At 3e-3 the line's seed 0 found the optimum by 5k steps, then lost it for good (-50,
-    walking left until the time limit); with norm_adv=False it kept it (seeds 0-2, 20k steps), which
-    points at normalising advantages that are all ~0 once the policy is optimal."""
+    """Dict observations (the cue a Discrete part, one-hot) and Discrete ones (the position, one-hot)
+    reach the optimum in 10k steps at learning rate 1e-3, without advantage normalisation.
+
+    With it, the line's seed 0 found the optimum, then lost it for good (-50, walking left until the
+    time limit): at 3e-3 on an AMD EPYC, at 1e-3 on an Intel Xeon (whose float rounding differs), where
+    seeds 1-3 and every seed 0-3 without it keep it. Once the policy is optimal the advantages are all
+    ~0, and normalising them to unit variance turns their noise into full-size policy steps; what is
+    tested here is the observation spaces, so the test leaves that out."""
     agent = PPO(env, PPOConfig(seed=0, num_envs=4, num_steps=64, minibatch_size=64, update_epochs=4,
-                               learning_rate=1e-3, ent_coef=0.0), env_kwargs=env_kwargs)
+                               learning_rate=1e-3, ent_coef=0.0, norm_adv=False), env_kwargs=env_kwargs)
     agent.learn(10_000)
     assert evaluate(agent, episodes=10, seed=123)["mean_return"] >= optimum - 0.5
