@@ -82,3 +82,13 @@ def print_saved_run(path: str, markdown) -> int:
     with open(path) as f:
         print(markdown(json.load(f)))
     return 0
+
+
+def learning_footer(report: dict, episodes: int, threads: str = "") -> str:
+    """The line under a table of final returns: how they were measured, the machine, versions and load."""
+    m, v = report["machine"], report["versions"]
+    return (f"Final return: {episodes} deterministic evaluation episodes per seed; IQM and its percentile "
+            f"bootstrap interval over seeds; std over seeds. {report['workers']} trials at a time. "
+            f"{m['cpu']} ({m['logical_cpus']} logical CPUs{threads}), Python {m['python']}, "
+            + ", ".join(f"{k} {val}" for k, val in v.items() if val)
+            + f"; load average {m['load_average_start']} at start, {report['load_average_end']} at end.")

@@ -31,7 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import add_output_options, load_average, machine_info, parse_list, print_saved_run, summary
+from _common import (add_output_options, learning_footer, load_average, machine_info, parse_list, print_saved_run,
+                     summary)
 
 from ppo_np.config import DEFAULT_TOTAL_STEPS, PPOConfig
 from ppo_np.sweep import CURVES_NAME, RESULT_NAME, SweepSpec, plan, ray_instance, run_sweep, run_trial
@@ -94,13 +95,7 @@ def markdown(report: dict) -> str:
         lines.append(f"| {r['env']} | {r['algo']} | {r['total_steps'] // 1000}k | {r['seeds']} | "
                      f"{i['value']:.1f}{interval} | {f['mean']:.1f} ± {f['std']:.1f} | {f['min']:.1f} | {f['max']:.1f} | "
                      f"{published} | {r['train_s_per_trial']['mean']:.1f} | {r['sweep_wall_s']:.0f} |")
-    m, v = report["machine"], report["versions"]
-    lines.append("")
-    lines.append(f"Final return: {EVAL_EPISODES} deterministic evaluation episodes per seed; IQM and its percentile "
-                 f"bootstrap interval over seeds; std over seeds. {report['workers']} trials at a time. "
-                 f"{m['cpu']} ({m['logical_cpus']} logical CPUs, one BLAS thread), Python {m['python']}, "
-                 + ", ".join(f"{k} {val}" for k, val in v.items() if val)
-                 + f"; load average {m['load_average_start']} at start, {report['load_average_end']} at end.")
+    lines += ["", learning_footer(report, EVAL_EPISODES, ', one BLAS thread')]
     return "\n".join(lines)
 
 
