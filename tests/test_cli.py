@@ -180,7 +180,7 @@ def test_version_print_config_the_preset_said_and_one_evaluation_seed(tmp_path, 
     assert json.loads(capsys.readouterr().out)["preset"] == "generic discrete defaults (no preset for FrozenLake-v1)"
     assert main(["train", "FrozenLake-v1", "--preset", "continuous", "--print-config"]) == 0
     assert json.loads(capsys.readouterr().out)["preset"] == \
-        "preset continuous (after ppo-np's generic continuous defaults)"
+        "preset continuous (after CleanRL's ppo_continuous_action.py defaults, ppo-np's generic continuous ones)"
 
 
 def test_run_files_honour_the_umask(tmp_path):
