@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from ppo_np import PPO, PPOConfig, evaluate
 from ppo_np.checkpoint import CheckpointError
+from ppo_np.config import PRESETS
 from ppo_np.envs import EnvSource, LeanSyncVectorEnv
 from ppo_np.evaluation import DEFAULT_MAX_EPISODE_STEPS
 
@@ -141,7 +142,8 @@ def test_refused_observation_spaces_are_refused_before_training():
 def test_a_vector_env_fixes_num_envs():
     envs = line_vector_env()
     assert PPOConfig.for_env(envs).num_envs == 2
-    assert PPOConfig.for_env(envs).minibatch_size == 256  # the discrete preset's, within the batch 2 * 128
+    assert PPOConfig.for_env(envs).minibatch_size == PRESETS["discrete"]["minibatch_size"]  # within the batch
+    assert PPOConfig.for_env(envs, num_steps=16).minibatch_size == 32  # capped at the batch, 2 envs * 16 steps
     with pytest.raises(ValueError, match="holds 2 environments, but num_envs is 4; set num_envs=2"):
         PPO(envs, PPOConfig(**{**TINY, "num_envs": 4})).learn(64)
 
