@@ -183,7 +183,6 @@ def test_version_print_config_the_preset_said_and_one_evaluation_seed(tmp_path, 
         "preset continuous (after CleanRL's ppo_continuous_action.py defaults, ppo-np's generic continuous ones)"
 
 
-
 @pytest.mark.parametrize("env_id", ["LunarLander-v3", "Hopper-v5", "HalfCheetah-v5"])
 def test_the_box2d_and_mujoco_presets_train_evaluate_and_say_their_source(env_id, tmp_path, capsys):
     """The standard suite's Box2D and MuJoCo environments (the box2d and mujoco extras, installed by the
@@ -200,6 +199,7 @@ def test_the_box2d_and_mujoco_presets_train_evaluate_and_say_their_source(env_id
         {k: saved[k] for k in PRESETS[env_id] if k not in small}
     assert main(["eval", str(run), "--episodes", "1", "--max-episode-steps", "20"]) == 0
     assert capsys.readouterr().out.startswith(f"{env_id}: mean return ")
+
 
 def test_run_files_honour_the_umask(tmp_path):
     import os
