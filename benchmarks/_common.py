@@ -92,3 +92,34 @@ def learning_footer(report: dict, episodes: int, threads: str = "") -> str:
             f"{m['cpu']} ({m['logical_cpus']} logical CPUs{threads}), Python {m['python']}, "
             + ", ".join(f"{k} {val}" for k, val in v.items() if val)
             + f"; load average {m['load_average_start']} at start, {report['load_average_end']} at end.")
+
+
+def add_learning_options(parser, seeds: int, envs: tuple[str, ...], per: str, out: str) -> None:
+    """The options of a benchmark of final returns: --json, --seeds, --envs, --total-steps, --workers, --out."""
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a markdown table")
+    parser.add_argument("--seeds", type=int, default=seeds, help=f"seeds 0 .. K-1 per environment and {per}")
+    parser.add_argument("--envs", default=",".join(envs), help="comma-separated gymnasium ids")
+    parser.add_argument("--total-steps", type=int, default=None,
+                        help="steps per run for every env (default: each env's budget, config.DEFAULT_TOTAL_STEPS)")
+    parser.add_argument("--workers", type=int, default=None, help="trials at a time (default: one per CPU)")
+    parser.add_argument("--out", help=f"keep every trial here, {out} (a re-run resumes them)")
+
+
+def learning_envs(parser, args) -> list[str]:
+    """``--envs`` as a list, once --seeds and every env's step budget are known to be usable."""
+    from ppo_np.config import DEFAULT_TOTAL_STEPS
+
+    envs = parse_list(args.envs)
+    if args.seeds < 1:
+        parser.error(f"--seeds must be >= 1, got {args.seeds}")
+    missing = [e for e in envs if args.total_steps is None and e not in DEFAULT_TOTAL_STEPS]
+    if missing:
+        parser.error(f"no default step budget for {', '.join(missing)}; pass --total-steps")
+    return envs
+
+
+def estimate_text(estimate: dict, digits: int = 1) -> str:
+    """``{"value", "ci_low", "ci_high"}`` as "value [low, high]", or the value alone when one run gave no interval."""
+    if estimate["ci_low"] is None:
+        return f"{estimate['value']:.{digits}f}"
+    return f"{estimate['value']:.{digits}f} [{estimate['ci_low']:.{digits}f}, {estimate['ci_high']:.{digits}f}]"

@@ -41,8 +41,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import (add_output_options, learning_footer, load_average, machine_info, parse_list, print_saved_run,
-                     summary)
+from _common import (add_learning_options, add_output_options, estimate_text, learning_envs, learning_footer,
+                     load_average, machine_info, parse_list, print_saved_run, summary)
 from bench_learning import EVAL_EPISODES
 from bench_train import evaluate_sb3, sb3_available
 
@@ -155,12 +155,6 @@ def bench_env(env_id: str, names: list[str], seeds: int, steps: int, out: Path, 
     return {"env": env_id, "kind": kind, "total_steps": steps, "seeds": seeds, "sides": sides + [sb3]}
 
 
-def _interval(estimate: dict) -> str:
-    if estimate["ci_low"] is None:
-        return f"{estimate['value']:.1f}"
-    return f"{estimate['value']:.1f} [{estimate['ci_low']:.1f}, {estimate['ci_high']:.1f}]"
-
-
 def markdown(report: dict) -> str:
     """One row per env and side; the candidates' rows say P(candidate > SB3) and whether its IQM is at least SB3's."""
     lines = ["| env | steps | seeds | side | IQM [95% CI] | mean ± std | min | max | P(> SB3) [95% CI] | "
@@ -169,51 +163,39 @@ def markdown(report: dict) -> str:
         sb3 = next(s for s in r["sides"] if s["side"] == SB3_SIDE)
         for s in r["sides"]:
             f = s["final_return"]
-            row = (f"| {r['env']} | {r['total_steps'] // 1000}k | {r['seeds']} | {s['side']} | {_interval(s['iqm'])} | "
+            row = (f"| {r['env']} | {r['total_steps'] // 1000}k | {r['seeds']} | {s['side']} | {estimate_text(s['iqm'])} | "
                    f"{f['mean']:.1f} ± {f['std']:.1f} | {f['min']:.1f} | {f['max']:.1f} |")
             if s is sb3:
                 lines.append(row + " | |")
             else:
                 verdict = "yes" if s["iqm"]["value"] >= sb3["iqm"]["value"] else "**no**"
-                p = s["p_better_than_sb3"]
-                lines.append(row + f" {p['value']:.2f} [{p['ci_low']:.2f}, {p['ci_high']:.2f}] | {verdict} |")
+                lines.append(row + f" {estimate_text(s['p_better_than_sb3'], 2)} | {verdict} |")
     lines += ["", learning_footer(report, EVAL_EPISODES)]
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a markdown table")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. K-1 per environment and side")
-    parser.add_argument("--envs", default=",".join(STUDY_ENVS), help="comma-separated gymnasium ids")
+    add_learning_options(parser, seeds=3, envs=STUDY_ENVS, per="side", out="OUT/ENV/SIDE")
     parser.add_argument("--candidates", default="generic",
                         help="comma-separated names of CANDIDATES (a name missing for an action kind is left out "
                              "there), or all")
-    parser.add_argument("--total-steps", type=int, default=None,
-                        help="steps per run for every env (default: each env's budget, config.DEFAULT_TOTAL_STEPS)")
-    parser.add_argument("--workers", type=int, default=None, help="trials at a time (default: one per CPU)")
-    parser.add_argument("--out", help="keep every trial here, OUT/ENV/SIDE (a re-run resumes them)")
     add_output_options(parser)
     args = parser.parse_args(argv)
     if args.from_json:
         return print_saved_run(args.from_json, markdown)
-    envs = parse_list(args.envs)
+    envs = learning_envs(parser, args)
     known = list(dict.fromkeys(name for kind in CANDIDATES.values() for name in kind))  # "generic" first
     names = known if args.candidates == "all" else parse_list(args.candidates)
     if not names or any(n not in known for n in names):
         parser.error(f"--candidates: got {args.candidates!r}; give all or names of: {', '.join(known)}")
-    if args.seeds < 1:
-        parser.error(f"--seeds must be >= 1, got {args.seeds}")
-    missing = [e for e in envs if args.total_steps is None and e not in DEFAULT_TOTAL_STEPS]
-    if missing:
-        parser.error(f"no default step budget for {', '.join(missing)}; pass --total-steps")
     why_not = sb3_available()
     if why_not:
         parser.error(f"the study needs Stable-Baselines3: {why_not}")
 
     def log(env_id, side):
         if not args.quiet:
-            print(f"{env_id} {side['side']}: IQM {_interval(side['iqm'])}, returns {side['final_returns']} "
+            print(f"{env_id} {side['side']}: IQM {estimate_text(side['iqm'])}, returns {side['final_returns']} "
                   f"in {side['wall_s']:.0f} s (load {load_average()})", file=sys.stderr, flush=True)
 
     report = machine_info(extra=("ray", "scipy", "torch", "stable_baselines3"))

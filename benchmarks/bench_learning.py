@@ -31,8 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import (add_output_options, learning_footer, load_average, machine_info, parse_list, print_saved_run,
-                     summary)
+from _common import (add_learning_options, add_output_options, estimate_text, learning_envs, learning_footer,
+                     load_average, machine_info, parse_list, print_saved_run, summary)
 
 from ppo_np.config import DEFAULT_TOTAL_STEPS, PPOConfig
 from ppo_np.sweep import CURVES_NAME, RESULT_NAME, SweepSpec, plan, ray_instance, run_sweep, run_trial
@@ -72,8 +72,7 @@ def bench(env_id: str, algo: str, seeds: int, total_steps: int, out: Path, log=N
     wall = time.perf_counter() - start
     runs = [json.loads((out / "default" / f"seed-{seed}" / RESULT_NAME).read_text()) for seed in config["seeds"]]
     if log:
-        log(f"{env_id} {algo}: IQM {config['iqm']['value']:.1f} [{config['iqm']['ci_low']:.1f}, "
-            f"{config['iqm']['ci_high']:.1f}] in {wall:.0f} s (load {load_average()})")
+        log(f"{env_id} {algo}: IQM {estimate_text(config['iqm'])} in {wall:.0f} s (load {load_average()})")
     trains = [r["train_s_last_attempt"] for r in runs]
     return {"env": env_id, "algo": algo, "total_steps": total_steps, "seeds": seeds,
             "final_return": summary(config["final_returns"], 3),
@@ -89,11 +88,10 @@ def markdown(report: dict) -> str:
     lines = ["| env | algo | steps | seeds | IQM [95% CI] | mean ± std | min | max | published | train s / trial | "
              "sweep wall (s) |", "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
     for r in report["results"]:
-        f, i = r["final_return"], r["iqm"]
-        interval = f" [{i['ci_low']:.1f}, {i['ci_high']:.1f}]" if i["ci_low"] is not None else ""
+        f = r["final_return"]
         published = "{} ({})".format(*PUBLISHED[r["env"]]) if r["env"] in PUBLISHED else "-"
         lines.append(f"| {r['env']} | {r['algo']} | {r['total_steps'] // 1000}k | {r['seeds']} | "
-                     f"{i['value']:.1f}{interval} | {f['mean']:.1f} ± {f['std']:.1f} | {f['min']:.1f} | {f['max']:.1f} | "
+                     f"{estimate_text(r['iqm'])} | {f['mean']:.1f} ± {f['std']:.1f} | {f['min']:.1f} | {f['max']:.1f} | "
                      f"{published} | {r['train_s_per_trial']['mean']:.1f} | {r['sweep_wall_s']:.0f} |")
     lines += ["", learning_footer(report, EVAL_EPISODES, ', one BLAS thread')]
     return "\n".join(lines)
@@ -101,29 +99,18 @@ def markdown(report: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a markdown table")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds 0 .. K-1 per environment and algorithm")
-    parser.add_argument("--envs", default=",".join(DEFAULT_ENVS), help="comma-separated gymnasium ids")
+    add_learning_options(parser, seeds=5, envs=DEFAULT_ENVS, per="algorithm", out="OUT/ENV/ALGO")
     parser.add_argument("--algos", default="clip", help=f"comma-separated, of: {', '.join(known_algos())}")
-    parser.add_argument("--total-steps", type=int, default=None,
-                        help="steps per run for every env (default: each env's budget, config.DEFAULT_TOTAL_STEPS)")
-    parser.add_argument("--workers", type=int, default=None, help="trials at a time (default: one per CPU)")
-    parser.add_argument("--out", help="keep the sweeps here, OUT/ENV/ALGO (a re-run resumes them)")
     parser.add_argument("--figures", metavar="DIR",
                         help="copy each sweep's learning curves (IQM over seeds) to DIR/learning_ENV_ALGO.png")
     add_output_options(parser)
     args = parser.parse_args(argv)
     if args.from_json:
         return print_saved_run(args.from_json, markdown)
-    envs, algos = parse_list(args.envs), parse_list(args.algos)
+    envs, algos = learning_envs(parser, args), parse_list(args.algos)
     unknown = [a for a in algos if a not in known_algos()]
     if unknown:
         parser.error(f"unknown algo(s) {', '.join(unknown)}; PPOConfig.algo accepts {', '.join(known_algos())}")
-    if args.seeds < 1:
-        parser.error(f"--seeds must be >= 1, got {args.seeds}")
-    missing = [e for e in envs if args.total_steps is None and e not in DEFAULT_TOTAL_STEPS]
-    if missing:
-        parser.error(f"no default step budget for {', '.join(missing)}; pass --total-steps")
 
     def log(msg):
         if not args.quiet:
