@@ -63,11 +63,15 @@ CANDIDATES: dict[str, dict[str, dict]] = {
         # the previous generic defaults, after CleanRL's Atari settings: 16 gradient steps per 1k samples
         "cleanrl-atari": dict(num_envs=8, num_steps=128, minibatch_size=256, update_epochs=4, ent_coef=0.01,
                               lr_schedule="linear"),
-        # the generic batch of 2048 from 8 envs of 256 steps; then the generic with one change each
+        # SB3's batch of 2048 from 8 envs of 256 steps; then SB3's configuration with one change each
         "8-envs": dict(num_envs=8, num_steps=256, minibatch_size=64, update_epochs=10),
         "8-envs-linear-lr": dict(num_envs=8, num_steps=256, minibatch_size=64, update_epochs=10, lr_schedule="linear"),
         "linear-lr": dict(num_envs=1, num_steps=2048, minibatch_size=64, update_epochs=10, lr_schedule="linear"),
         "entropy-0.01": dict(num_envs=1, num_steps=2048, minibatch_size=64, update_epochs=10, ent_coef=0.01),
+        # SB3's configuration alone (the generic without normalisation); then either normalisation alone
+        "sb3-config": dict(PRESETS["discrete"], normalize_obs=False, normalize_reward=False),
+        "reward-norm": dict(PRESETS["discrete"], normalize_obs=False),
+        "obs-norm": dict(PRESETS["discrete"], normalize_reward=False),
     },
     "continuous": {"generic": PRESETS["continuous"]},
 }
