@@ -17,7 +17,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run as a scrip
 
 from bench_kernels import machine_info as _kernel_machine_info  # noqa: E402
 
-TRAIN_LIBRARIES = ("gymnasium", "threadpoolctl")
+#: scipy: with it, ``FusedLoss`` runs the networks' passes compiled (``fused.numba_can_call_blas``)
+TRAIN_LIBRARIES = ("gymnasium", "threadpoolctl", "scipy")
 
 
 def load_average() -> list[float] | None:

@@ -243,7 +243,9 @@ class PPO:
         bar = None  # made after the first update, which may compile kernels: its ETA is that of the updates to come
         start, start_step = time.perf_counter(), self.global_step
         # One BLAS thread: at these matrix sizes threads cost more than they give (on busy cores many
-        # times more), and a fixed summation order keeps runs bit-reproducible.
+        # times more), and a fixed summation order keeps runs bit-reproducible. The limit reaches the
+        # libraries loaded now: SciPy's BLAS, which FusedLoss's compiled passes call, is loaded first.
+        fused.numba_can_call_blas()
         blas = threadpool_limits(limits=1, user_api="blas")
         try:
             if self.run_dir is not None and cfg.tensorboard:  # in the try: closed by its finally

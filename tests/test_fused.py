@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ppo_np import fused as fused_module
 from ppo_np.fused import INPUT_KERNEL_MAX_FAN_IN, INPUT_KERNEL_MAX_ROWS, FusedLoss
 from ppo_np.heads import Bernoulli, Categorical, DiagGaussian, MultiCategorical
 from ppo_np.losses import STAT_KEYS, LossCoefs, Minibatch, ppo_loss
@@ -76,16 +77,16 @@ def _assert_matches(fused, loss, stats, ref, tol, B):
        surrogate=st.sampled_from(["clip", "penalty"]), vf_clip=st.sampled_from([None, 0.05, 0.5]),
        tau=st.floats(0.3, 3.0), clip_eps=st.floats(0.01, 0.5), ent_coef=st.sampled_from([0.0, 0.01, 0.3]),
        normalize=st.booleans(), old_policy=st.booleans(), seed=st.integers(0, 2**16),
-       obs_dim=st.sampled_from([1, 5, INPUT_KERNEL_MAX_FAN_IN + 1]))
+       obs_dim=st.sampled_from([1, 5, INPUT_KERNEL_MAX_FAN_IN + 1]), compiled_passes=st.booleans())
 def test_fused_loss_equals_ppo_loss(discrete, dtype, activation, hidden, B, surrogate, vf_clip, tau, clip_eps,
-                                    ent_coef, normalize, old_policy, seed, obs_dim):
+                                    ent_coef, normalize, old_policy, seed, obs_dim, compiled_passes):
     """Every configuration, the first layer in the kernel (fan-in 1 and 5 on up to ``INPUT_KERNEL_MAX_ROWS``
-    rows) and through BLAS (wider, or more rows)."""
+    rows) and through BLAS (wider, or more rows), the networks' passes compiled and run as Python."""
     old_policy = old_policy or surrogate == "penalty"
     actor, critic, mb = _problem(discrete, dtype, activation, hidden, B, seed, old_policy, obs_dim, tau)
     coefs = LossCoefs(surrogate=surrogate, clip_eps=clip_eps, beta=0.7, vf_coef=0.5, vf_clip=vf_clip,
                       ent_coef=ent_coef, temperature=tau)
-    fused = FusedLoss(actor, critic, max_rows=INPUT_KERNEL_MAX_ROWS + 16)
+    fused = FusedLoss(actor, critic, max_rows=INPUT_KERNEL_MAX_ROWS + 16, compiled_passes=compiled_passes)
     loss, stats = fused(mb, coefs, normalize_advantages=normalize)
     if dtype == "float32":  # the reference in float64 on the same values: only the fused side's rounding is left
         actor, critic, mb = _float64_twin(actor, critic, mb, discrete, activation, hidden, obs_dim)
@@ -159,6 +160,17 @@ def test_bad_construction_is_named():
         FusedLoss(actor, critic, max_rows=8)(mb._replace(dist_old=mb.dist_old[:, :3]), LossCoefs())
 
 
+def test_the_passes_are_compiled_where_numba_can_call_blas(monkeypatch):
+    """With SciPy (the test extra has it) the default compiles them; without, they run as Python, and asking
+    for them compiled names the extra."""
+    actor, critic, _ = _problem(False, "float64", "tanh", (8,), 8, 0)
+    assert FusedLoss(actor, critic, max_rows=8).compiled_passes
+    monkeypatch.setattr(fused_module, "numba_can_call_blas", lambda: False)
+    assert not FusedLoss(actor, critic, max_rows=8).compiled_passes
+    with pytest.raises(ValueError, match=r"compiled_passes=True needs SciPy.*pip install 'ppo-np\[fast\]'"):
+        FusedLoss(actor, critic, max_rows=8, compiled_passes=True)
+
+
 @settings(deadline=None, max_examples=30)
 @given(n=st.integers(1, 5), hidden=st.sampled_from([(), (8,), (16, 16)]), B=st.integers(1, 40),
        surrogate=st.sampled_from(["clip", "penalty"]), tau=st.floats(0.3, 3.0), ent_coef=st.sampled_from([0.0, 0.3]),
@@ -182,7 +194,7 @@ def test_fused_loss_equals_ppo_loss_for_the_later_heads(multi, n, hidden, B, sur
                    y + 0.3 * rng.standard_normal(y.shape))
     coefs = LossCoefs(surrogate=surrogate, clip_eps=0.2, beta=0.7, vf_coef=0.5, vf_clip=0.5, ent_coef=ent_coef,
                       temperature=tau)
-    fused = FusedLoss(actor, critic, max_rows=INPUT_KERNEL_MAX_ROWS + 16)
+    fused = FusedLoss(actor, critic, max_rows=40)
     loss, stats = fused(mb, coefs, normalize_advantages=normalize)
     ref = ppo_loss(actor, critic, mb._replace(advantages=normalize_advantages(mb.advantages)) if normalize else mb,
                    coefs)

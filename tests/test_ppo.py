@@ -1,6 +1,8 @@
 """The agent end to end: determinism, tempered log-probabilities, save/load, resume, bad checkpoints."""
 import csv
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -325,3 +327,24 @@ def test_a_new_entropy_coefficient_takes_effect_at_the_next_update_and_the_tuned
     tuned.learn(32)
     with pytest.raises(ValueError, match="ent_coef is only the starting point of the auto-tuned"):
         tuned.change_config(ent_coef=0.05)
+
+
+_BLAS_THREADS_DURING_LEARN = """
+import json
+from threadpoolctl import threadpool_info
+from ppo_np import PPO, PPOConfig
+blas = lambda: sorted((i["filepath"], i["num_threads"]) for i in threadpool_info() if i["user_api"] == "blas")
+during = []
+agent = PPO("CartPole-v1", PPOConfig(num_envs=2, num_steps=32, minibatch_size=64, update_epochs=1, seed=0))
+agent.learn(128, callback=lambda agent, row: during.append(blas()))
+print(json.dumps({"compiled_passes": agent._fused_loss.compiled_passes, "blas": during[-1]}))
+"""
+
+
+def test_every_blas_library_runs_one_thread_during_learn():
+    """SciPy's BLAS too, which the compiled passes call: a fresh process, where it is loaded only by training
+    (the limit reaches the libraries loaded when it is set)."""
+    out = json.loads(subprocess.run([sys.executable, "-c", _BLAS_THREADS_DURING_LEARN], capture_output=True,
+                                    text=True, check=True).stdout)
+    assert out["compiled_passes"]  # the test extra installs SciPy
+    assert len(out["blas"]) >= 2 and all(threads == 1 for _, threads in out["blas"]), out["blas"]
