@@ -139,8 +139,8 @@ def hidden_forward(x, network, hidden, small_input):
     at least one layer); returns the last. The products by BLAS (``np.dot`` into the buffer), the first
     layer by ``input_layer_kernel`` when ``small_input``.
 
-    One source, run two ways (``network_passes``): compiled, one call per network and pass, its
-    ``np.dot`` calling BLAS through SciPy; or as Python, calling the same kernels and NumPy's BLAS.
+    One source, run two ways (``COMPILED_PASSES``, ``PYTHON_PASSES``): compiled, one call per network and
+    pass, its ``np.dot`` calling BLAS through SciPy; or as Python, calling the same kernels and NumPy's BLAS.
     """
     weights, biases, act = network
     B = x.shape[0]
