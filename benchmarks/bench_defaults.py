@@ -202,7 +202,7 @@ def main(argv=None) -> int:
             print(f"{env_id} {side['side']}: IQM {estimate_text(side['iqm'])}, returns {side['final_returns']} "
                   f"in {side['wall_s']:.0f} s (load {load_average()})", file=sys.stderr, flush=True)
 
-    report = machine_info(extra=("ray", "scipy", "torch", "stable_baselines3"))
+    report = machine_info(extra=("ray", "torch", "stable_baselines3"))
     report.update(benchmark="defaults", seeds=args.seeds, candidates=CANDIDATES,
                   evaluation={"episodes": EVAL_EPISODES, "deterministic": True,
                               "seed": f"training seed + {EVAL_SEED_OFFSET}"}, results=[])

@@ -116,7 +116,7 @@ def main(argv=None) -> int:
         if not args.quiet:
             print(msg, file=sys.stderr, flush=True)
 
-    report = machine_info(extra=("ray", "scipy"))
+    report = machine_info(extra=("ray",))
     report.update(benchmark="learning", seeds=args.seeds,
                   evaluation={"episodes": EVAL_EPISODES, "deterministic": True, "seed": "training seed + 10000"},
                   results=[])

@@ -51,7 +51,7 @@ def main() -> int:
     parser.add_argument("--total-steps", type=int, default=100_000)
     parser.add_argument("--modes", default="ray-1,ray-2,processes-2")
     args = parser.parse_args()
-    info = machine_info(extra=("ray", "scipy"))
+    info = machine_info(extra=("ray",))
     spec = SweepSpec(env=args.env, seeds=tuple(range(args.seeds)), total_steps=args.total_steps)
     walls = {}
     with tempfile.TemporaryDirectory() as scratch:
