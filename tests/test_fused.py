@@ -169,6 +169,8 @@ def test_the_passes_are_compiled_where_numba_can_call_blas(monkeypatch):
     assert not FusedLoss(actor, critic, max_rows=8).compiled_passes
     with pytest.raises(ValueError, match=r"compiled_passes=True needs SciPy.*pip install 'ppo-np\[fast\]'"):
         FusedLoss(actor, critic, max_rows=8, compiled_passes=True)
+    with pytest.raises(ValueError, match="compiled_passes must be None .*, True or False, got 'yes'"):
+        FusedLoss(actor, critic, max_rows=8, compiled_passes="yes")
 
 
 @settings(deadline=None, max_examples=30)
