@@ -255,17 +255,21 @@ class PPO:
                 progress = self._progress()  # one progress for every schedule of this iteration
                 temperature = self._temperature(progress)  # the tau that acts is the tau of logp_old
                 self.collector.collect(self.actor, self.critic, buf, self.action_rng, temperature)
-                self.global_step += cfg.batch_size
-                updates_before = self.update_count
+                episodes = self.collector.drain_episodes()
+                snapshot = agent_state.learner_state(self)
                 try:
-                    row = self._update(buf, temperature, progress)
-                except BaseException:
-                    if self.update_count == updates_before:  # _update rolled back: nothing was learned
-                        self.global_step -= cfg.batch_size
+                    row = self._update(buf, episodes, temperature, progress)
+                    wall = time.perf_counter() - start
+                    row.update(wall_s=wall, steps_per_s=(row["step"] - start_step) / wall)
+                    # The row is written before the update counts: a stop in between leaves a row past the
+                    # checkpoint, which the next learn drops (rundir.start) as the update is done again.
+                    self._log(row)
+                except BaseException:  # a NaN at minibatch k, Ctrl-C: undo minibatches 1..k-1, never keep half an update
+                    agent_state.load_learner_state(self, snapshot)
                     raise
-                wall = time.perf_counter() - start
-                row.update(step=self.global_step, wall_s=wall, steps_per_s=(self.global_step - start_step) / wall)
-                self._log(row)
+                # The update counts: one statement, so that a stop (Ctrl-C, ray.cancel) lands before it or after
+                self.global_step, self.update_count, self.recent_returns = (
+                    row["step"], row["update"], (self.recent_returns + [r for r, _ in episodes])[-100:])
                 if progress_bar:
                     if bar is None:
                         bar = _progress_bar(self.total_steps, self.global_step)
@@ -349,9 +353,11 @@ class PPO:
             returns = rewards_to_go(buf.rewards, next_values, buf.terminated, buf.truncated, cfg.gamma)
         return adv, returns
 
-    def _update(self, buf: RolloutBuffer, temperature: float, progress: float) -> dict:
+    def _update(self, buf: RolloutBuffer, episodes: list, temperature: float, progress: float) -> dict:
+        """Steps 2-3 on a collected rollout, and the metrics row of the update it will be once ``learn``
+        counts it (``episodes``: those that ended in the rollout). The caller undoes it if it is stopped."""
         cfg = self.config
-        episodes = self.collector.drain_episodes()
+        step = self.global_step + cfg.batch_size
         with self.timer("advantages"):
             adv, returns = self.advantages(buf)
         self._check_finite(observations=buf.obs, rewards=buf.rewards, values=buf.values)
@@ -365,21 +371,14 @@ class PPO:
         self.actor_opt.lr = self.critic_opt.lr = max(lr, 1e-12)  # Adam needs lr > 0; 1e-12 is "stopped"
         clip_range = schedule(cfg.clip_schedule, cfg.clip_coef, 0.0, progress)
 
-        snapshot = agent_state.learner_state(self)
-        try:
-            if cfg.algo == "trpo":
-                row, epochs_run = self._trpo_update(flat, valid, temperature, progress)
-            else:
-                row, epochs_run = self._ppo_update(flat, valid, progress)
-            row["exact_kl"] = self._batch_kl(flat, valid, temperature)
-            if cfg.algo == "penalty":
-                self.beta.update(row["exact_kl"])
-        except BaseException:  # a NaN at minibatch k, Ctrl-C: undo minibatches 1..k-1, never keep half an update
-            agent_state.load_learner_state(self, snapshot)
-            raise
-        self.update_count += 1
-        self.recent_returns = (self.recent_returns + [r for r, _ in episodes])[-100:]  # the update is kept
-        row.update(update=self.update_count, epochs_run=epochs_run, learning_rate=lr,
+        if cfg.algo == "trpo":
+            row, epochs_run = self._trpo_update(flat, valid, temperature, progress)
+        else:
+            row, epochs_run = self._ppo_update(flat, valid, progress)
+        row["exact_kl"] = self._batch_kl(flat, valid, temperature)
+        if cfg.algo == "penalty":
+            self.beta.update(row["exact_kl"])
+        row.update(update=self.update_count + 1, step=step, epochs_run=epochs_run, learning_rate=lr,
                    clip_range=math.nan if cfg.algo == "trpo" else clip_range, ent_coef=self.ent_coef.value,
                    beta=self.beta.beta, temperature=temperature,
                    explained_variance=explained_variance(buf.values[buf.valid], returns[buf.valid]),
@@ -538,10 +537,12 @@ class PPO:
         return float(np.mean(self.head.kl(flat.dist_old[valid], dist_new, temperature)))
 
     def _check_finite(self, **quantities: np.ndarray) -> None:
+        """During an update: NonFiniteError names the update under way and the step its rollout reached."""
         for name, value in quantities.items():
             if not np.all(np.isfinite(value)):
                 raise NonFiniteError(f"non-finite {name.replace('_', ' ')} at update {self.update_count + 1}, "
-                                     f"step {self.global_step}; weights were not changed by this update")
+                                     f"step {self.global_step + self.config.batch_size}; weights were not changed "
+                                     "by this update")
 
     # --- run directory, metrics, checkpoints ------------------------------------------------------
 

@@ -664,6 +664,62 @@ def test_a_stop_signal_once_finishes_the_update_twice_stops_at_once(tmp_path, mo
     assert {s: signal.getsignal(s) for s in handlers} == handlers
 
 
+def metrics_updates_and_steps(run: Path) -> list[tuple[int, int]]:
+    with open(run / "metrics.csv") as f:
+        rows = f.read().splitlines()
+    header = rows[0].split(",")
+    return [(int(r.split(",")[0]), int(float(r.split(",")[header.index("step")]))) for r in rows[1:]]
+
+
+def learn_interrupted_at(agent: PPO, code, line: int, total_steps: int) -> bool:
+    """``agent.learn`` with a KeyboardInterrupt raised as ``line`` of ``code`` starts, the first time it runs
+    once update 1 has counted: Ctrl-C (or ray.cancel, which raises the same) between any two lines of an
+    update. Returns whether the line ran, and so raised."""
+    raised = []
+
+    def local_trace(frame, event, arg):
+        if event == "line" and frame.f_lineno == line and agent.update_count == 1 and not raised:
+            raised.append(line)
+            raise KeyboardInterrupt
+        return local_trace
+
+    sys.settrace(lambda frame, event, arg: local_trace if frame.f_code is code else None)
+    try:
+        agent.learn(total_steps)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sys.settrace(None)
+    return bool(raised)
+
+
+def test_a_stop_between_any_two_lines_of_an_update_loses_no_row_of_metrics(tmp_path):
+    """The update that the checkpoint holds is the last row of metrics.csv, or the one before it (a row
+    written ahead of its update counting, which the resumed run drops and writes again), never a row
+    short: resumed, the run's metrics hold each update once, at its own step."""
+    config = PPOConfig(**{**TINY, "update_epochs": 1})
+    interrupted = 0
+    for code in (PPO._learn.__code__, PPO._update.__code__):
+        for line in sorted({n for _, _, n in code.co_lines() if n is not None and n > code.co_firstlineno}):
+            run = tmp_path / f"{code.co_name}-{line}"
+            agent = PPO("CartPole-v1", config, run_dir=run)
+            if not learn_interrupted_at(agent, code, line, BATCH * 3):
+                agent.close()
+                continue
+            interrupted += 1
+            step, update = saved_counters(run)
+            assert (step, update) == (agent.global_step, agent.update_count) == (update * BATCH, update), line
+            logged = metrics_updates_and_steps(run)
+            assert logged[:update] == [(u, u * BATCH) for u in range(1, update + 1)], (code.co_name, line)
+            assert len(logged) in (update, update + 1), (code.co_name, line)
+            agent.close()
+            resumed = PPO.load(run / CHECKPOINT_NAME, run_dir=run)
+            resumed.learn(BATCH * 3)
+            resumed.close()
+            assert metrics_updates_and_steps(run) == [(u, u * BATCH) for u in (1, 2, 3)], (code.co_name, line)
+    assert interrupted >= 25  # the lines of the loop and of an update's body, each interrupted once
+
+
 KILL_DURING_SAVE = r"""
 import os, signal, sys
 import numpy as np

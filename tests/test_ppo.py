@@ -261,7 +261,7 @@ def test_a_whole_update_replays_step_for_step_as_the_readable_reference(env_id, 
     norms = replay_ppo_update(reference, cfg, flat, valid, coefs, agent.update_count)
     assert any(norm > cfg.max_grad_norm for norm in norms)                     # the clip bites
 
-    row = agent._update(buf, cfg.temperature, 0.0)
+    row = agent._update(buf, agent.collector.drain_episodes(), cfg.temperature, 0.0)
     assert row["epochs_run"] == cfg.update_epochs
     np.testing.assert_allclose(row["grad_norm"], np.mean(norms), rtol=1e-9)
     assert_same_weights(agent, reference)
