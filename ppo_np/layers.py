@@ -229,19 +229,45 @@ def activation_derivative(y, code):
     return one
 
 
+#: the fan-in from which ``matmul_rows`` takes four rows at a time: below it there is little of M's rows
+#: to share, and the accumulator costs more than it saves (256 x 2 x 64, the output layer's dh, was slower)
+ROW_BLOCK_MIN_FAN_IN = 16
+
+
 @jit
 def matmul_rows(x, M, out):
     """out = x M row by row, the inner loop along a contiguous row of M (LLVM vectorises it).
 
-    For the thin products (a fan-in or fan-out of a few units) where a BLAS call costs more than its
-    arithmetic. Shapes: x (B, n), M (n, m) -> out (B, m).
+    For the thin products (a fan-in or fan-out of a few units, or a few rows) where a BLAS call costs
+    more than its arithmetic. Shapes: x (B, n), M (n, m) -> out (B, m). With a fan-in n of at least
+    ``ROW_BLOCK_MIN_FAN_IN``, four rows at a time into a (4, m) accumulator of its own, each row of M
+    loaded once for the four (8 x 64 x 64, the rollout's hidden layer: 2.0 us against 2.5-3.0 row by
+    row). Every entry is summed over i in the same order either way: the same bits. Checked by
+    ``tests/test_layers.py::test_matmul_rows_sums_each_entry_in_order``.
     """
-    for r in range(x.shape[0]):
-        for j in range(M.shape[1]):
+    B, n = x.shape
+    m = M.shape[1]
+    r = 0
+    if n >= ROW_BLOCK_MIN_FAN_IN:
+        acc = np.empty((4, m), dtype=out.dtype)
+        while r + 4 <= B:
+            acc[:] = 0
+            for i in range(n):
+                x0, x1, x2, x3 = x[r, i], x[r + 1, i], x[r + 2, i], x[r + 3, i]
+                for j in range(m):
+                    M_ij = M[i, j]
+                    acc[0, j] += x0 * M_ij
+                    acc[1, j] += x1 * M_ij
+                    acc[2, j] += x2 * M_ij
+                    acc[3, j] += x3 * M_ij
+            out[r:r + 4] = acc
+            r += 4
+    for r in range(r, B):
+        for j in range(m):
             out[r, j] = 0
-        for i in range(x.shape[1]):
+        for i in range(n):
             x_ri = x[r, i]
-            for j in range(M.shape[1]):
+            for j in range(m):
                 out[r, j] += x_ri * M[i, j]
 
 
