@@ -10,16 +10,16 @@ diagnostics with
   (``np.dot(..., out)``): a_l = h_{l-1} W_l, dW_l = h_{l-1}^T g_l, dh_{l-1} = g_l W_l^T, and no
   dx for the observations; a first layer of small fan-in on a small minibatch in loops instead
   (``input_layer_kernel``, ``input_backward_kernel``), where a BLAS call costs more than its arithmetic;
-  each network's pass through its hidden layers one compiled call where Numba can call BLAS
-  (``hidden_forward``, ``hidden_backward``: with SciPy, 5-10% less time per call than the same
-  source run as Python);
 * between them, ``layers.bias_activation_kernel`` (h_l = f(a_l + b_l) in place) and
   ``activation_backward_kernel`` (g_l = dh_l * f'(a_l) in place, db_l = 1^T g_l), on
   ``layers.activate`` and ``layers.activation_derivative``;
-* one call per network for its output layer and its loss, from z = h W_L: the policy head's
-  ``loss_rows`` (the output bias, log pi, H, KL, the ratio, the surrogate sample by sample, dL/dz and
-  the head's own gradients, then ``layers.output_backward``: dW_L, db_L and dL/dh of the last hidden
-  layer), and ``value_head_kernel`` for the critic;
+* one call per network for its output layer and its loss, from z = h W_L: the policy head's loss
+  kernel (``heads.base.loss_step``: the output bias, log pi, H, KL, the ratio, the surrogate sample by
+  sample, dL/dz and the head's own gradients, then ``layers.output_backward``: dW_L, db_L and dL/dh of
+  the last hidden layer), and ``value_head_kernel`` for the critic;
+* all of it, forward and backward through both networks, one source (``loss_pass``) run as one
+  compiled call where Numba can call BLAS (SciPy, the ``fast`` extra): 7% less time per call on
+  cartpole-zoo's 256-row minibatch than the same source run as Python, with the same bits;
 * the gradients of each network in one flat vector (``actor_flat_grad``, ``critic_flat_grad``)
   whose views are named like the parameters, so clipping is one dot product per network and Adam
   one pass (``Adam.step_flat`` over parameters packed by ``params.pack``).
@@ -28,7 +28,7 @@ The formulas are those of ``losses.py``, ``surrogate.py`` and the heads (their d
 them); statistics are accumulated in float64. ``ppo-np gradcheck`` (rows fused-*) checks its gradients
 against central differences in float64, and ``tests/test_fused.py`` checks every output against
 ``ppo_loss`` for both heads, both surrogates, both value losses, every activation, a temperature
-tau != 1, both dtypes, both first-layer paths and the passes compiled and not.
+tau != 1, both dtypes, both first-layer paths and the pass compiled and not (the two the same to the bit).
 """
 from __future__ import annotations
 
@@ -39,11 +39,13 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from ppo_np.jit import jit, plain
+from ppo_np.heads.base import loss_step
+from ppo_np.jit import compiled_with, jit, plain
 from ppo_np.layers import activation_derivative, bias_activation_kernel, matmul_rows, output_backward
 from ppo_np.losses import LossCoefs, Minibatch
 from ppo_np.mlp import MLP
 from ppo_np.params import aligned_empty, aligned_zeros, num_params, views_of
+from ppo_np.surrogate import PolicySums
 
 #: a first layer with at most this many inputs runs in ``input_layer_kernel`` / ``input_backward_kernel``
 #: (a BLAS call of so few inputs costs several times its arithmetic); wider ones go through BLAS like
@@ -87,67 +89,73 @@ class ValueSums(NamedTuple):
 
 
 class _Workspace:
-    """One MLP's weights and the buffers of its forward and backward passes, for up to max_rows rows.
+    """One MLP's weights and the buffers of its forward and backward passes, for up to max_rows rows, as
+    the tuple ``args`` that ``loss_pass`` takes: (network, hidden, upstream, output, dW, db, dh).
 
-    The output layer's product z = h W_L is a BLAS call; its bias, its backward and everything between
-    are its loss kernel's (``layers.output_backward``: an outer product of fan-out 1 or 2 is a call's
-    overhead for NumPy, a short loop here). The first layer, when its fan-in is at most
-    ``INPUT_KERNEL_MAX_FAN_IN`` and the minibatch at most ``INPUT_KERNEL_MAX_ROWS`` rows, runs in
-    ``input_layer_kernel`` / ``input_backward_kernel``; every other product is a BLAS call into a fixed buffer.
+    network = (weights, biases, act), the live arrays; hidden = h_0 .. h_{L-2} and upstream = their
+    dL/dh; output = z = h W_L, then dL/dz; dW, db = where the gradients go; dh = dL/dh of the last hidden
+    layer, which the loss kernel writes ((max_rows, 0) without hidden layers). Each on a cache line
+    (``params.aligned_empty``): the kernels' vector loops run along their rows.
     """
 
-    def __init__(self, mlp: MLP, max_rows: int, grads: dict, passes: tuple):
+    def __init__(self, mlp: MLP, max_rows: int, grads: dict):
         L = mlp.n_layers
-        self.network = plain(mlp.network)                           # (weights, biases, act), the live arrays
+        network = plain(mlp.network)
+        hidden = tuple(aligned_empty((max_rows, n), mlp.dtype) for n in mlp.sizes[1:-1])
+        upstream = tuple(aligned_empty((max_rows, n), mlp.dtype) for n in mlp.sizes[1:-1])
+        output = aligned_empty((max_rows, mlp.sizes[-1]), mlp.dtype)
+        dh = upstream[-1] if upstream else np.empty((max_rows, 0), mlp.dtype)
+        self.args = (network, hidden, upstream, output, tuple(grads[f"W{l}"] for l in range(L)),
+                     tuple(grads[f"b{l}"] for l in range(L)), dh)
+        self.has_hidden = bool(hidden)
         self.small_input = mlp.sizes[0] <= INPUT_KERNEL_MAX_FAN_IN
-        self.passes = passes                                        # (hidden_forward, hidden_backward), one way
-        # each on a cache line (``params.aligned_empty``): the kernels' vector loops run along their rows
-        self.hidden = tuple(aligned_empty((max_rows, n), mlp.dtype) for n in mlp.sizes[1:-1])    # h_0 .. h_{L-2}
-        self.upstream = tuple(aligned_empty((max_rows, n), mlp.dtype) for n in mlp.sizes[1:-1])  # dL/dh_0 ..
-        self.output = aligned_empty((max_rows, mlp.sizes[-1]), mlp.dtype)                 # z = h W_L, then dL/dz
-        self._no_hidden = np.empty((max_rows, 0), mlp.dtype)
-        self.dW = tuple(grads[f"W{l}"] for l in range(L))               # where the gradients go
-        self.db = tuple(grads[f"b{l}"] for l in range(L))
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """h_l = f(h_{l-1} W_l + b_l) for the hidden layers; returns the last one (x without hidden layers)."""
-        if not self.hidden:
-            return x
-        return self.passes[0](x, self.network, self.hidden, self._small(x))
-
-    def output_layer(self, h: np.ndarray) -> tuple:
-        """z = h W_L (BLAS, without b_L), with what the loss kernel needs besides: an ``OutputLayer``, plain."""
-        weights, biases, _ = self.network
-        B = h.shape[0]
-        z = self.output[:B]
-        np.matmul(h, weights[-1], out=z)
-        dh = self.upstream[-1][:B] if self.upstream else self._no_hidden[:B]
-        return z, h, weights[-1], biases[-1], self.dW[-1], self.db[-1], dh
-
-    def backward(self, x: np.ndarray) -> None:
-        """dW_l and db_l of the hidden layers, from the dL/dh of the last one that the loss kernel wrote."""
-        if self.hidden:
-            self.passes[1](x, self.network, (self.hidden, self.upstream), (self.dW, self.db), self._small(x))
-
-    def _small(self, x: np.ndarray) -> bool:
-        """Whether the first layer runs in the input kernels for this minibatch."""
-        return self.small_input and x.shape[0] <= INPUT_KERNEL_MAX_ROWS
+    def input_kernels(self, B: int) -> bool:
+        """Whether the first layer runs in the input kernels for a minibatch of B rows."""
+        return self.small_input and B <= INPUT_KERNEL_MAX_ROWS
 
 
-def hidden_forward(x, network, hidden, small_input):
-    """``_Workspace.forward``: h_l = f(h_{l-1} W_l + b_l) into the first B rows of ``hidden`` (a tuple,
-    at least one layer); returns the last. The products by BLAS (``np.dot`` into the buffer), the first
-    layer by ``input_layer_kernel`` when ``small_input``.
+def loss_pass(obs, actor, critic, policy_key, samples, coefs, value_targets, input_kernels):
+    """``FusedLoss``'s forward and backward through both networks, from the observations to every gradient:
+    each network's ``output_layer`` (its hidden layers, then z = h W_L), the head's loss kernel
+    (``heads.base.loss_step``) and the critic's (``value_head_kernel``), then each network's
+    ``hidden_backward``. Returns (``PolicySums``, ``ValueSums``), plain.
 
-    One source, run two ways (``COMPILED_PASSES``, ``PYTHON_PASSES``): compiled, one call per network and
-    pass, its ``np.dot`` calling BLAS through SciPy; or as Python, calling the same kernels and NumPy's BLAS.
+    actor, critic = ``_Workspace.args``; value_targets = (returns, values_old, c_v, the value clip or -1);
+    input_kernels = (actor's, critic's) ``_Workspace.input_kernels``. One source, run two ways: as one
+    compiled call (``COMPILED_LOSS_PASS``, the products calling BLAS through SciPy), or as this Python
+    function calling the same kernels and NumPy's BLAS (networks without hidden layers, or no SciPy).
     """
+    policy = loss_step(policy_key, output_layer(obs, actor, input_kernels[0]), samples, coefs)
+    value = value_head_kernel(output_layer(obs, critic, input_kernels[1]), *value_targets)
+    hidden_backward(obs, actor, input_kernels[0])
+    hidden_backward(obs, critic, input_kernels[1])
+    return policy, value
+
+
+def output_layer(obs, workspace, input_kernels):
+    """z = h W_L (BLAS, without b_L) after the network's ``hidden_forward``, with what the loss kernel
+    needs besides: an ``OutputLayer`` of the first B rows, plain."""
+    network, hidden, upstream, output, dW, db, dh = workspace
+    weights, biases, _ = network
+    B = obs.shape[0]
+    h = hidden_forward(obs, workspace, input_kernels)
+    z = output[:B]
+    np.dot(h, weights[-1], z)
+    return z, h, weights[-1], biases[-1], dW[-1], db[-1], dh[:B]
+
+
+def hidden_forward(x, workspace, input_kernels):
+    """h_l = f(h_{l-1} W_l + b_l) into the first B rows of the workspace's hidden buffers; returns the last
+    (x itself without hidden layers). The products by BLAS (``np.dot`` into the buffer), the first layer
+    by ``input_layer_kernel`` when ``input_kernels``."""
+    network, hidden = workspace[0], workspace[1]
     weights, biases, act = network
     B = x.shape[0]
     h = x
     for l in range(len(hidden)):
         out = hidden[l][:B]
-        if l == 0 and small_input:
+        if l == 0 and input_kernels:
             input_layer_kernel(h, weights[0], biases[0], out, act)
         else:
             np.dot(h, weights[l], out)
@@ -156,20 +164,18 @@ def hidden_forward(x, network, hidden, small_input):
     return h
 
 
-def hidden_backward(x, network, activations, grads, small_input):
-    """``_Workspace.backward``: from dL/dh of the last hidden layer (in ``upstream``), for l = L-2 .. 0
-    g_l = dh_l * f'(a_l), db_l = 1^T g_l, dW_l = h_{l-1}^T g_l, dh_{l-1} = g_l W_l^T; no dx for the
-    observations. activations = (hidden, upstream) buffers, grads = (dW, db) tuples; run two ways as
-    ``hidden_forward``. Checked both ways against ``ppo_loss`` by
+def hidden_backward(x, workspace, input_kernels):
+    """dW_l and db_l of the hidden layers from dL/dh of the last one (which the loss kernel wrote): for
+    l = L-2 .. 0, g_l = dh_l * f'(a_l), db_l = 1^T g_l, dW_l = h_{l-1}^T g_l, dh_{l-1} = g_l W_l^T; no dx
+    for the observations. Checked both ways against ``ppo_loss`` by
     ``tests/test_fused.py::test_fused_loss_equals_ppo_loss``, and against central differences by ``ppo-np
     gradcheck`` (rows fused-*)."""
+    network, hidden, upstream, _, dW, db, _ = workspace
     weights, biases, act = network
-    hidden, upstream = activations
-    dW, db = grads
     B = x.shape[0]
     for l in range(len(hidden) - 1, -1, -1):
         dh, h = upstream[l][:B], hidden[l][:B]
-        if l == 0 and small_input:
+        if l == 0 and input_kernels:
             input_backward_kernel(dh, h, x, dW[0], db[0], act[0])
         else:
             below = x if l == 0 else hidden[l - 1][:B]
@@ -179,13 +185,9 @@ def hidden_backward(x, network, activations, grads, small_input):
             np.dot(dh, weights[l].T, upstream[l - 1][:B])
 
 
-PYTHON_PASSES = (hidden_forward, hidden_backward)
-COMPILED_PASSES = (jit(hidden_forward), jit(hidden_backward))
-
-
 @functools.cache
 def numba_can_call_blas() -> bool:
-    """Whether ``COMPILED_PASSES`` can run: Numba's ``np.dot`` calls BLAS through SciPy (the ``fast`` extra).
+    """Whether ``COMPILED_LOSS_PASS`` can run: Numba's ``np.dot`` calls BLAS through SciPy (the ``fast`` extra).
 
     Importing SciPy's BLAS here also loads it before ``PPO.learn`` limits BLAS to one thread:
     threadpoolctl limits the libraries loaded at that moment.
@@ -208,9 +210,10 @@ class FusedLoss:
     ``actor_grads`` and dL/dphi in ``critic_grads`` (dicts of views of ``actor_flat_grad`` and
     ``critic_flat_grad``), valid until the next call. ``normalize_advantages=True`` first replaces
     A by (A - mean(A)) / (std(A) + 1e-8) over the minibatch (``surrogate.normalize_advantages``).
-    ``compiled_passes``: each network's forward and backward through its hidden layers as one compiled
-    call (``hidden_forward``, ``hidden_backward``), or as Python calling the same kernels; by default
-    compiled where Numba can call BLAS (SciPy, the ``fast`` extra; ``numba_can_call_blas``).
+    ``compiled_passes``: ``loss_pass``, the forward and backward through both networks, as one compiled
+    call (``COMPILED_LOSS_PASS``), or run as Python calling the same kernels; by default compiled where
+    Numba can call BLAS (SciPy, the ``fast`` extra; ``numba_can_call_blas``). Networks without hidden
+    layers take the Python pass either way.
     Checked against ``ppo_loss`` by ``tests/test_fused.py``, and against central differences in float64
     by ``tests/test_losses.py::test_ppo_loss_gradients`` (the ``fused`` cases) and ``ppo-np gradcheck``.
     """
@@ -226,7 +229,6 @@ class FusedLoss:
         elif compiled_passes and not numba_can_call_blas():
             raise ValueError("compiled_passes=True needs SciPy, through which Numba calls BLAS: "
                              "pip install 'ppo-np[fast]'")
-        passes = COMPILED_PASSES if compiled_passes else PYTHON_PASSES
         self.compiled_passes = bool(compiled_passes)
         self.actor, self.critic, self.max_rows = actor, critic, int(max_rows)
         dtype = actor.dtype
@@ -234,8 +236,11 @@ class FusedLoss:
         self.critic_flat_grad = aligned_zeros(num_params(critic.params), dtype)    # parameters, aligned alike
         self.actor_grads = views_of(self.actor_flat_grad, actor.params)
         self.critic_grads = views_of(self.critic_flat_grad, critic.params)
-        self._actor = _Workspace(actor.mlp, max_rows, self.actor_grads, passes)
-        self._critic = _Workspace(critic.mlp, max_rows, self.critic_grads, passes)
+        self._actor = _Workspace(actor.mlp, max_rows, self.actor_grads)
+        self._critic = _Workspace(critic.mlp, max_rows, self.critic_grads)
+        # Numba types a workspace's hidden layers by their count: the compiled pass wants at least one
+        compiled = self.compiled_passes and self._actor.has_hidden and self._critic.has_hidden
+        self._loss_pass = COMPILED_LOSS_PASS if compiled else loss_pass
         self._no_old = np.zeros((1, actor.head.dist_dim), dtype)   # stands for a missing dist_old
         self._coefs = (None, None, None)                           # (LossCoefs, normalize, KernelCoefs)
 
@@ -276,14 +281,12 @@ class FusedLoss:
         actions = np.ascontiguousarray(mb.actions, dtype=head.action_dtype(dtype))
         samples = (actions, logp_old, adv, dist_old, has_old)                  # a PolicySamples, plain
 
+        policy_key = head.loss_key(self.actor.head_params, self.actor_grads, actions, B)
+        value_targets = (returns, values_old, coefs.vf_coef, -1.0 if coefs.vf_clip is None else coefs.vf_clip)
         a, c = self._actor, self._critic
-        policy = head.loss_rows(self.actor.head_params, self.actor_grads, a.output_layer(a.forward(obs)), samples,
-                                kernel_coefs)
-        vf_clip = -1.0 if coefs.vf_clip is None else coefs.vf_clip
-        value = ValueSums(*value_head_kernel(c.output_layer(c.forward(obs)), returns, values_old, coefs.vf_coef,
-                                             vf_clip))
-        a.backward(obs)
-        c.backward(obs)
+        policy, value = self._loss_pass(obs, a.args, c.args, policy_key, samples, kernel_coefs, value_targets,
+                                        (a.input_kernels(B), c.input_kernels(B)))
+        policy, value = PolicySums(*policy), ValueSums(*value)
 
         objective, kl, entropy, k1, k3, clipped = (x / B for x in policy[:6])  # means over the minibatch
         value_loss = value.value_loss / B
@@ -387,3 +390,11 @@ def value_head_kernel(layer, returns, values_old, vf_coef, vf_clip):
         var_e += (r - values[t] - mean_e) ** 2
         sq_r += r * r
     return loss, np.nan if var_r <= 1e-24 * sq_r else 1.0 - var_e / var_r
+
+
+#: ``loss_pass`` as one compiled call, its hidden layers' passes compiled too (their products call BLAS
+#: through SciPy: ``numba_can_call_blas``)
+_COMPILED_HIDDEN_FORWARD = jit(hidden_forward)
+COMPILED_LOSS_PASS = compiled_with(
+    loss_pass, hidden_backward=jit(hidden_backward),
+    output_layer=compiled_with(output_layer, hidden_forward=_COMPILED_HIDDEN_FORWARD))

@@ -62,6 +62,17 @@ def plain(args):
     return tuple(plain(a) for a in args) if isinstance(args, tuple) else args
 
 
+def compiled_with(fn, **compiled):
+    """``fn`` compiled (``jit``), with its calls to the Python functions named in ``compiled`` made to the
+    compiled versions given: one source, run as Python (calling Python functions that call kernels and
+    NumPy) or as one compiled call. ``fn`` sees its module's globals as they are at this call: make it
+    once the module is complete."""
+    twin = types.FunctionType(fn.__code__, {**fn.__globals__, **compiled}, fn.__name__, fn.__defaults__,
+                              fn.__closure__)
+    twin.__qualname__, twin.__module__, twin.__doc__ = fn.__qualname__, fn.__module__, fn.__doc__
+    return jit(twin)
+
+
 def by_type(name: str, table: dict[type, object]):
     """A function ``name(key, *args)`` that returns ``table[type(key)](key, *args)``, in Python and inside
     kernels alike; compiled, the choice is made once, when the caller is typed (``key``'s class is part

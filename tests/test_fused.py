@@ -160,6 +160,39 @@ def test_bad_construction_is_named():
         FusedLoss(actor, critic, max_rows=8)(mb._replace(dist_old=mb.dist_old[:, :3]), LossCoefs())
 
 
+@settings(deadline=None, max_examples=40)
+@given(head=st.sampled_from(["categorical", "gaussian", "bernoulli", "multicategorical"]),
+       dtype=st.sampled_from(["float64", "float32"]), hidden=st.sampled_from([(), (8,), (16, 16)]),
+       B=st.integers(1, INPUT_KERNEL_MAX_ROWS + 16), obs_dim=st.sampled_from([3, INPUT_KERNEL_MAX_FAN_IN + 1]),
+       surrogate=st.sampled_from(["clip", "penalty"]), normalize=st.booleans(), seed=st.integers(0, 2**16))
+def test_the_compiled_pass_is_the_python_one_bit_for_bit(head, dtype, hidden, B, obs_dim, surrogate, normalize, seed):
+    """``COMPILED_LOSS_PASS`` and ``loss_pass`` run as Python are one source: the same loss, statistics and
+    gradients to the last bit, for every head. Networks without hidden layers always take the Python pass."""
+    rng = np.random.default_rng(seed)
+    head = {"categorical": Categorical(3), "gaussian": DiagGaussian(2), "bernoulli": Bernoulli(2),
+            "multicategorical": MultiCategorical([2, 3])}[head]
+    actor = Actor(obs_dim, head, hidden, rng=rng, dtype=dtype)
+    critic = Critic(obs_dim, hidden, rng=rng, dtype=dtype)
+    obs = rng.standard_normal((B, obs_dim)).astype(dtype)
+    actions, logp, y = actor.act(obs, rng, 1.0)
+    values = critic(obs)
+    noise = lambda *shape: rng.standard_normal(shape).astype(dtype)  # noqa: E731
+    mb = Minibatch(obs, actions, logp + 0.3 * noise(B), noise(B), values + noise(B), values + 0.3 * noise(B),
+                   y + 0.3 * noise(*y.shape))
+    coefs = LossCoefs(surrogate=surrogate, beta=0.7, vf_clip=0.2, ent_coef=0.01)
+    results = []
+    for compiled in (True, False):
+        fused = FusedLoss(actor, critic, max_rows=INPUT_KERNEL_MAX_ROWS + 16, compiled_passes=compiled)
+        assert (fused._loss_pass is fused_module.COMPILED_LOSS_PASS) == (compiled and hidden != ())
+        loss, stats = fused(mb, coefs, normalize_advantages=normalize)
+        results.append((loss, stats, fused.actor_flat_grad.copy(), fused.critic_flat_grad.copy()))
+    (loss, stats, actor_grad, critic_grad), (py_loss, py_stats, py_actor_grad, py_critic_grad) = results
+    assert np.array_equal(loss, py_loss, equal_nan=True)
+    assert all(np.array_equal(stats[k], py_stats[k], equal_nan=True) for k in stats), (stats, py_stats)
+    np.testing.assert_array_equal(actor_grad, py_actor_grad)
+    np.testing.assert_array_equal(critic_grad, py_critic_grad)
+
+
 def test_the_passes_are_compiled_where_numba_can_call_blas(monkeypatch):
     """With SciPy (the test extra has it) the default compiles them; without, they run as Python, and asking
     for them compiled names the extra."""

@@ -28,7 +28,9 @@ checked by central differences in ``ppo-np gradcheck`` and ``tests/test_heads.py
 Compiled (called once per step by the rollout and once per minibatch by ``fused.FusedLoss``):
     act(networks, params, obs, rng, tau, rows)    sample, log-prob and V(s) into a rollout's rows;
                                                   returns the actions the env is given
-    loss_rows(params, grads, layer, samples, coefs)  the actor's side of the fused PPO loss
+    loss_key(params, grads, actions, B)  for the fused PPO loss (``fused.FusedLoss``): a NamedTuple whose
+                                                  class names the head's loss kernel to ``loss_step``
+                                                  (below); a ValueError for actions the head cannot take
     compiled_policy(params), env_action_buffer(N)  for the compiled rollout (``rollout.rollout_kernel``):
                                                   a NamedTuple whose class names the head's act to
                                                   ``act_step`` (below), and an array for the env's actions
@@ -49,11 +51,20 @@ from ppo_np.jit import by_type
 #: each head's compiled act, by the class of its ``compiled_policy`` (each head's module adds its own)
 ACT_STEPS: dict[type, object] = {}
 
+#: each head's loss kernel, by the class of its ``loss_key`` (each head's module adds its own)
+LOSS_STEPS: dict[type, object] = {}
+
 #: ``act_step(policy, obs, networks, noise, tau, rows, env_actions)``: the act of the head whose
 #: ``compiled_policy`` ``policy`` is, in Python and inside kernels alike: ``act(networks, params, obs, rng,
 #: tau, rows)`` with the draws ``noise`` given, the env's actions into ``env_actions``. Checked against
 #: ``act`` by ``tests/test_rollout.py::test_every_heads_compiled_act_step_is_its_act``.
 act_step = by_type("act_step", ACT_STEPS)
+
+#: ``loss_step(key, layer, samples, coefs)``: the actor's side of the fused PPO loss for the head whose
+#: ``loss_key`` ``key`` is, in Python and inside ``fused.loss_pass`` alike: its ``PolicySums`` (plain), with
+#: dL/dz in layer.z and the output layer's gradients (and the head's own, a Gaussian's log-std) written.
+#: Checked against ``losses.ppo_loss`` for every head by ``tests/test_fused.py``.
+loss_step = by_type("loss_step", LOSS_STEPS)
 
 
 def check_temperature(temperature) -> float:

@@ -28,12 +28,12 @@ from typing import NamedTuple
 import gymnasium as gym
 import numpy as np
 
-from ppo_np.heads.base import ACT_STEPS, ActRows, PolicyHead, PolicySamples, check_rows, check_same_shape, check_size, \
+from ppo_np.heads.base import ACT_STEPS, LOSS_STEPS, ActRows, PolicyHead, check_rows, check_same_shape, check_size, \
     check_temperature
 from ppo_np.jit import jit
 from ppo_np.layers import output_backward
 from ppo_np.mlp import infer_kernel
-from ppo_np.surrogate import NO_SUMS, PolicySums, add_sample, advantage_scale, surrogate_sample
+from ppo_np.surrogate import NO_SUMS, add_sample, advantage_scale, surrogate_sample
 
 
 def softplus(u: np.ndarray) -> np.ndarray:
@@ -196,12 +196,11 @@ class Bernoulli(PolicyHead):
     def compiled_policy(self, params: dict) -> "BernoulliPolicy":
         return BernoulliPolicy(self.net_dim)
 
-    def loss_rows(self, params: dict, grads: dict, layer: tuple, samples: PolicySamples, coefs: tuple) -> PolicySums:
-        """The actor's side of ``fused.FusedLoss`` (``loss_kernel``); a ValueError for an action not 0 or 1."""
-        B, actions = layer[0].shape[0], samples[0]
+    def loss_key(self, params: dict, grads: dict, actions: np.ndarray, B: int) -> "BernoulliPolicy":
+        """The key to ``base.loss_step`` (``loss_kernel``); a ValueError for an action not 0 or 1."""
         if actions.shape != (B, self.net_dim) or not np.all((actions == 0) | (actions == 1)):
             raise ValueError(f"actions must have shape {(B, self.net_dim)} and hold 0 or 1")
-        return PolicySums(*loss_kernel(layer, samples, coefs))
+        return BernoulliPolicy(self.net_dim)
 
 
 # --- the row-level compiled helper, and the kernels built from it ------------------------------------
@@ -255,6 +254,15 @@ def act_step(policy, obs, networks, noise, tau, rows, env_actions):
 
 
 ACT_STEPS[BernoulliPolicy] = act_step
+
+
+@jit
+def loss_step(key, layer, samples, coefs):
+    """``loss_kernel`` as ``base.loss_step`` calls it."""
+    return loss_kernel(layer, samples, coefs)
+
+
+LOSS_STEPS[BernoulliPolicy] = loss_step
 
 @jit
 def loss_kernel(layer, samples, coefs):

@@ -47,11 +47,11 @@ from typing import NamedTuple
 import gymnasium as gym
 import numpy as np
 
-from ppo_np.heads.base import ACT_STEPS, ActRows, PolicyHead, PolicySamples, check_same_shape, check_size, check_temperature
+from ppo_np.heads.base import ACT_STEPS, LOSS_STEPS, ActRows, PolicyHead, check_same_shape, check_size, check_temperature
 from ppo_np.jit import jit
 from ppo_np.layers import output_backward
 from ppo_np.mlp import infer_kernel
-from ppo_np.surrogate import NO_SUMS, PolicySums, add_sample, advantage_scale, surrogate_sample
+from ppo_np.surrogate import NO_SUMS, add_sample, advantage_scale, surrogate_sample
 
 
 class Categorical(PolicyHead):
@@ -239,12 +239,11 @@ class Categorical(PolicyHead):
     def compiled_policy(self, params: dict) -> "CategoricalPolicy":
         return CategoricalPolicy(self.net_dim)
 
-    def loss_rows(self, params: dict, grads: dict, layer: tuple, samples: PolicySamples, coefs: tuple) -> PolicySums:
-        """The actor's side of ``fused.FusedLoss`` (``loss_kernel``); a ValueError for an action outside [0, K)."""
-        B, actions = layer[0].shape[0], samples[0]
+    def loss_key(self, params: dict, grads: dict, actions: np.ndarray, B: int) -> "CategoricalPolicy":
+        """The key to ``base.loss_step`` (``loss_kernel``); a ValueError for an action outside [0, K)."""
         if actions.shape != (B,) or not actions_in_range(actions, self.net_dim):
             raise ValueError(f"actions must be {B} integers in [0, {self.net_dim})")
-        return PolicySums(*loss_kernel(layer, samples, coefs))
+        return CategoricalPolicy(self.net_dim)
 
 
 def _check_logits(logits: np.ndarray, name: str = "logits") -> np.ndarray:
@@ -346,6 +345,15 @@ ACT_STEPS[CategoricalPolicy] = act_step
 
 
 @jit
+def loss_step(key, layer, samples, coefs):
+    """``loss_kernel`` as ``base.loss_step`` calls it."""
+    return loss_kernel(layer, samples, coefs)
+
+
+LOSS_STEPS[CategoricalPolicy] = loss_step
+
+
+@jit
 def actions_in_range(actions, K):
     """Whether every action lies in [0, K)."""
     for t in range(actions.shape[0]):
@@ -366,7 +374,7 @@ def loss_kernel(layer, samples, coefs):
     with dlogp from the surrogate, dH = -c_e / B and dkl = beta / B (penalty only); dz overwrites z.
     Then ``layers.output_backward`` (dW, db, dh). ``layer`` is a ``fused.OutputLayer``, ``samples`` a
     ``PolicySamples``, ``coefs`` a ``fused.KernelCoefs``. Returns the minibatch's ``PolicySums`` (as a plain
-    tuple, which ``loss_rows`` names).
+    tuple, which ``fused.FusedLoss`` names).
     """
     z, h, W, b, dW, db, dh = layer
     actions, logp_old, adv, logits_old, has_old = samples

@@ -39,12 +39,12 @@ from typing import NamedTuple
 import gymnasium as gym
 import numpy as np
 
-from ppo_np.heads.base import ACT_STEPS, ActRows, PolicyHead, PolicySamples, check_rows, check_same_shape, check_size, \
+from ppo_np.heads.base import ACT_STEPS, LOSS_STEPS, ActRows, PolicyHead, check_rows, check_same_shape, check_size, \
     check_temperature
 from ppo_np.jit import jit
 from ppo_np.layers import output_backward
 from ppo_np.mlp import infer_kernel
-from ppo_np.surrogate import NO_SUMS, PolicySums, add_sample, advantage_scale, surrogate_sample
+from ppo_np.surrogate import NO_SUMS, add_sample, advantage_scale, surrogate_sample
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -248,12 +248,18 @@ class DiagGaussian(PolicyHead):
     def compiled_policy(self, params: dict) -> "GaussianPolicy":
         return GaussianPolicy(params["log_std"], self.low, self.high)
 
-    def loss_rows(self, params: dict, grads: dict, layer: tuple, samples: PolicySamples, coefs: tuple) -> PolicySums:
-        """The actor's side of ``fused.FusedLoss`` (``loss_kernel``); writes grads["log_std"] too."""
-        B, actions = layer[0].shape[0], samples[0]
+    def loss_key(self, params: dict, grads: dict, actions: np.ndarray, B: int) -> "GaussianLoss":
+        """The key to ``base.loss_step`` (``loss_kernel``, which writes grads["log_std"] too)."""
         if actions.shape != (B, self.net_dim):
             raise ValueError(f"actions must have shape {(B, self.net_dim)}, got {actions.shape}")
-        return PolicySums(*loss_kernel(layer, (params["log_std"], grads["log_std"]), samples, coefs))
+        return GaussianLoss(params["log_std"], grads["log_std"])
+
+
+class GaussianLoss(NamedTuple):
+    """A Gaussian head to its loss kernel (``base.loss_step``): its log_std (D,), and where dL/dlog_std goes."""
+
+    log_std: np.ndarray
+    dlog_std: np.ndarray
 
 
 class GaussianPolicy(NamedTuple):
@@ -318,6 +324,15 @@ def act_kernel(policy, obs, networks, noise, tau, rows, env_actions):
 
 ACT_STEPS[GaussianPolicy] = act_kernel
 
+
+@jit
+def loss_step(key, layer, samples, coefs):
+    """``loss_kernel`` as ``base.loss_step`` calls it."""
+    return loss_kernel(layer, key, samples, coefs)
+
+
+LOSS_STEPS[GaussianLoss] = loss_step
+
 @jit
 def loss_kernel(layer, log_std_and_grad, samples, coefs):
     r"""The actor's side of ``losses.ppo_loss`` for N(mu, sigma^2), mu = h W + b, sigma = tau exp(l), from
@@ -333,7 +348,7 @@ def loss_kernel(layer, log_std_and_grad, samples, coefs):
     dmu overwrites z; then ``layers.output_backward`` (dW, db, dh); log_std_and_grad = (log_std, where
     its gradient (D,) is written). ``layer`` is a ``fused.OutputLayer``, ``samples`` a ``PolicySamples``
     (old rows y_old = (mu_old, l_old)), ``coefs`` a ``fused.KernelCoefs``. Returns the minibatch's
-    ``PolicySums`` (as a plain tuple, which ``loss_rows`` names).
+    ``PolicySums`` (as a plain tuple, which ``fused.FusedLoss`` names).
     """
     z, h, W, b, dW, db, dh = layer
     log_std, dlog_std = log_std_and_grad

@@ -19,12 +19,12 @@ from typing import NamedTuple
 import gymnasium as gym
 import numpy as np
 
-from ppo_np.heads.base import ACT_STEPS, ActRows, PolicyHead, PolicySamples, check_rows, check_same_shape
+from ppo_np.heads.base import ACT_STEPS, LOSS_STEPS, ActRows, PolicyHead, check_rows, check_same_shape
 from ppo_np.heads.categorical import Categorical, log_softmax_row, sample_row
 from ppo_np.jit import jit
 from ppo_np.layers import output_backward
 from ppo_np.mlp import infer_kernel
-from ppo_np.surrogate import NO_SUMS, PolicySums, add_sample, advantage_scale, surrogate_sample
+from ppo_np.surrogate import NO_SUMS, add_sample, advantage_scale, surrogate_sample
 
 
 class MultiCategorical(PolicyHead):
@@ -167,10 +167,10 @@ class MultiCategorical(PolicyHead):
     def compiled_policy(self, params: dict) -> "MultiCategoricalPolicy":
         return MultiCategoricalPolicy(self.offsets)
 
-    def loss_rows(self, params: dict, grads: dict, layer: tuple, samples: PolicySamples, coefs: tuple) -> PolicySums:
-        """The actor's side of ``fused.FusedLoss`` (``loss_kernel``); a ValueError for an action out of range."""
-        self._actions(samples[0], layer[0].shape[0])
-        return PolicySums(*loss_kernel(layer, self.offsets, samples, coefs))
+    def loss_key(self, params: dict, grads: dict, actions: np.ndarray, B: int) -> "MultiCategoricalPolicy":
+        """The key to ``base.loss_step`` (``loss_kernel``); a ValueError for an action out of range."""
+        self._actions(actions, B)
+        return MultiCategoricalPolicy(self.offsets)
 
 
 # --- the kernels, on the categorical head's row helpers -----------------------------------------------
@@ -216,6 +216,15 @@ def act_step(policy, obs, networks, noise, tau, rows, env_actions):
 
 
 ACT_STEPS[MultiCategoricalPolicy] = act_step
+
+
+@jit
+def loss_step(key, layer, samples, coefs):
+    """``loss_kernel`` as ``base.loss_step`` calls it: the blocks' offsets from the key."""
+    return loss_kernel(layer, key.offsets, samples, coefs)
+
+
+LOSS_STEPS[MultiCategoricalPolicy] = loss_step
 
 @jit
 def loss_kernel(layer, offsets, samples, coefs):
