@@ -135,7 +135,9 @@ def loss_pass(obs, actor, critic, policy_key, samples, coefs, value_targets, inp
 
 def output_layer(obs, workspace, input_kernels):
     """z = h W_L (BLAS, without b_L) after the network's ``hidden_forward``, with what the loss kernel
-    needs besides: an ``OutputLayer`` of the first B rows, plain."""
+    needs besides: an ``OutputLayer`` of the first B rows, plain. The bias and the layer's backward are
+    the loss kernel's (``layers.output_backward``): for a fan-out of 1 or 2 a BLAS call costs more than
+    a short loop."""
     network, hidden, upstream, output, dW, db, dh = workspace
     weights, biases, _ = network
     B = obs.shape[0]
