@@ -43,7 +43,8 @@ against seconds since ``learn`` started. ``--plot`` draws it; the JSON keeps the
 
 ``--breakdown`` (ppo-np): ``agent.phase_times`` (env_step, inference, storage, or with ``--env-backend numba``
 rollout (the compiled rollout: all three in one call), advantages,
-minibatch_fwd_bwd, optimizer; "other" = learn wall - their sum), mean over seeds, set beside two
+minibatch_fwd_bwd, optimizer (0 where the update loop runs compiled whole: its Adam passes are in
+minibatch_fwd_bwd); "other" = learn wall - their sum), mean over seeds, set beside two
 limits measured in the same run, right after each seed:
   rollout    env_step + inference + storage + rollout  vs  stepping the same vector env
              (``EnvSource.of(env_id).make_vector(N)``) with batched random actions

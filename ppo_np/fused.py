@@ -42,10 +42,9 @@ import numpy as np
 from ppo_np.heads.base import loss_step
 from ppo_np.jit import compiled_with, jit, plain
 from ppo_np.layers import activation_derivative, bias_activation_kernel, matmul_rows, output_backward
-from ppo_np.losses import LossCoefs, Minibatch
+from ppo_np.losses import STAT_KEYS, LossCoefs, Minibatch
 from ppo_np.mlp import MLP
 from ppo_np.params import aligned_empty, aligned_zeros, num_params, views_of
-from ppo_np.surrogate import PolicySums
 
 #: a first layer with at most this many inputs runs in ``input_layer_kernel`` / ``input_backward_kernel``
 #: (a BLAS call of so few inputs costs several times its arithmetic); wider ones go through BLAS like
@@ -288,16 +287,29 @@ class FusedLoss:
         a, c = self._actor, self._critic
         policy, value = self._loss_pass(obs, a.args, c.args, policy_key, samples, kernel_coefs, value_targets,
                                         (a.input_kernels(B), c.input_kernels(B)))
-        policy, value = PolicySums(*policy), ValueSums(*value)
+        loss, *stats = loss_statistics(policy, value, B, kernel_coefs, coefs.vf_coef, has_old)
+        return loss, dict(zip(STAT_KEYS, stats))
 
-        objective, kl, entropy, k1, k3, clipped = (x / B for x in policy[:6])  # means over the minibatch
-        value_loss = value.value_loss / B
-        policy_loss = -objective + (coefs.beta * kl if penalty else 0.0)
-        loss = policy_loss + coefs.vf_coef * value_loss - coefs.ent_coef * entropy
-        return loss, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy,
-                      "approx_kl_k1": k1, "approx_kl_k3": k3, "exact_kl": kl if has_old else math.nan,
-                      "clip_frac": clipped, "explained_variance": value.explained_variance,
-                      "outside_share": policy.weight_outside / policy.weight if policy.weight > 0 else 0.0}
+    @property
+    def compiled(self) -> bool:
+        """Whether ``loss_pass`` runs as one compiled call (``COMPILED_LOSS_PASS``)."""
+        return self._loss_pass is COMPILED_LOSS_PASS
+
+
+@jit
+def loss_statistics(policy, value, B, coefs, vf_coef, has_old):
+    """The loss and ``losses.STAT_KEYS``'s statistics (a tuple, loss first) from the sums a ``loss_pass``
+    returns (``PolicySums``, ``ValueSums``) over a minibatch of B rows: means over it, and
+    L = -objective (+ beta KL for the penalty) + c_v L^V - c_e H. ``coefs`` a ``KernelCoefs``."""
+    objective, kl, entropy, k1, k3, clipped, weight, weight_outside = policy
+    value_loss, explained_variance = value
+    penalty, _, beta, ent_coef, _, _ = coefs
+    objective, kl, entropy, k1, k3, clipped = objective / B, kl / B, entropy / B, k1 / B, k3 / B, clipped / B
+    value_loss = value_loss / B
+    policy_loss = -objective + (beta * kl if penalty else 0.0)
+    loss = policy_loss + vf_coef * value_loss - ent_coef * entropy
+    return (loss, policy_loss, value_loss, entropy, k1, k3, kl if has_old else math.nan, clipped,
+            explained_variance, weight_outside / weight if weight > 0 else 0.0)
 
 
 # --- kernels ---------------------------------------------------------------------------------------

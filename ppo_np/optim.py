@@ -83,16 +83,28 @@ class Adam:
         with packed parameters (``params.pack``) the step is a single pass over four vectors, and
         ``scale = clip_coefficient(norm, max_norm)`` clips in that same pass.
         """
+        runs = self.flat_runs(grad)
+        self.t += 1
+        bias1, bias2 = self.bias_corrections(self.t, 1)
+        self._update(runs[0], runs[1], runs[2], (scale, self.lr, self.beta1, self.beta2, self.eps, bias1[0],
+                                                 bias2[0]))                   # an AdamCoefs, plain
+
+    def flat_runs(self, grad: np.ndarray) -> tuple:
+        """(parameter runs, ``grad``'s runs, (m runs, v runs)): what ``adam_update_kernel`` takes for a step
+        with the flat gradient ``grad`` (``step_flat``), for a caller that makes the steps in a kernel."""
         if grad is not self._grad:                       # the caller's buffer, cut into runs once
             n = self._m_flat.size
             if not (isinstance(grad, np.ndarray) and grad.shape == (n,)):
                 raise ValueError(f"step_flat needs a gradient vector of shape ({n},), "
                                  f"got {getattr(grad, 'shape', grad)!r}")
             self._grad, self._grad_runs = grad, tuple(grad[s] for s in self._run_slices)
-        self.t += 1
-        coefs = (scale, self.lr, self.beta1, self.beta2, self.eps, 1.0 - self.beta1 ** self.t,
-                 1.0 - self.beta2 ** self.t)                                  # an AdamCoefs, plain
-        self._update(self._param_runs, self._grad_runs, (self._m_runs, self._v_runs), coefs)
+        return self._param_runs, self._grad_runs, (self._m_runs, self._v_runs)
+
+    def bias_corrections(self, t: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
+        """1 - beta1^k and 1 - beta2^k for the steps k = t .. t + steps - 1, as two float64 arrays."""
+        ks = range(t, t + steps)
+        return (np.array([1.0 - self.beta1 ** k for k in ks], dtype=np.float64),
+                np.array([1.0 - self.beta2 ** k for k in ks], dtype=np.float64))
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Everything needed to continue bit-identically: m, v (copies) and the step count."""
@@ -236,4 +248,39 @@ def clip_coefficient(norm: float, max_norm: float) -> float:
     ``Adam.step_flat``'s ``scale``, the clip costs no pass of its own)."""
     if not max_norm > 0:
         raise ValueError(f"max_norm must be > 0, got {max_norm!r}")
+    return clip_scale(norm, max_norm)
+
+
+@jit
+def clip_scale(norm, max_norm):
+    """``clip_coefficient`` without its check of max_norm, for kernels."""
     return max_norm / (norm + 1e-12) if norm > max_norm else 1.0
+
+
+@jit
+def squared_norm(flat):
+    """||flat||^2 of a 1-D array in float64, in eight running sums (one would wait on each addition
+    before the next): the clip's norm of a network's flat gradient, in ``PPO`` and its compiled update alike."""
+    sums = np.zeros(8)
+    n = flat.shape[0]
+    i = 0
+    while i + 8 <= n:
+        for j in range(8):
+            x = np.float64(flat[i + j])
+            sums[j] += x * x
+        i += 8
+    for k in range(i, n):
+        x = np.float64(flat[k])
+        sums[0] += x * x
+    return ((sums[0] + sums[1]) + (sums[2] + sums[3])) + ((sums[4] + sums[5]) + (sums[6] + sums[7]))
+
+
+@jit
+def clip_scales(actor_squared_norm, critic_squared_norm, max_norm, joint):
+    """(||g||, the actor's clip scale, the critic's) from the two networks' squared gradient norms: one
+    global norm over both (``joint``), or one per network (the norm reported is still that of both)."""
+    norm = np.sqrt(actor_squared_norm + critic_squared_norm)
+    if joint:
+        scale = clip_scale(norm, max_norm)
+        return norm, scale, scale
+    return norm, clip_scale(np.sqrt(actor_squared_norm), max_norm), clip_scale(np.sqrt(critic_squared_norm), max_norm)

@@ -47,13 +47,14 @@ from ppo_np.advantages import gae, rewards_to_go
 from ppo_np.config import RESUMABLE_FIELDS, PPOConfig
 from ppo_np.envs import EnvSource
 from ppo_np.fused import FusedLoss
+from ppo_np.fused_update import FusedUpdate
 from ppo_np.heads import head_for
 from ppo_np.jit import cached_since_edited
 from ppo_np.losses import LossCoefs, Minibatch, explained_variance
 from ppo_np.minibatches import MinibatchGatherer, epoch_minibatches
 from ppo_np.normalize import ObsNormalizer, RewardScaler
 from ppo_np.observations import flat_dim, flatten_observations
-from ppo_np.optim import Adam, clip_coefficient, clip_grad_norm, global_norm
+from ppo_np.optim import Adam, clip_grad_norm, clip_scales, squared_norm
 from ppo_np.policy import Actor, Critic
 from ppo_np.ratios import importance_ratios
 from ppo_np.rollout import Collector, CompiledCollector, RolloutBuffer
@@ -132,6 +133,7 @@ class PPO:
         self.phase_times: dict[str, float] = {}
         self.timer = PhaseTimer(self.phase_times)
         self._fused_loss: Optional[FusedLoss] = None  # the minibatch step's buffers, made at the first update
+        self._fused_update: Optional[FusedUpdate] = None  # the compiled update loop's, likewise
         self._gradient_monitor: Optional[gradients.GradientMonitor] = None  # with log_gradients, made beside them
         self._tensorboard: Optional[rundir.TensorBoardLog] = None  # with tensorboard, open during learn
         self.run_dir = rundir.check_new_run_dir(run_dir, overwrite) if run_dir is not None else None
@@ -390,7 +392,8 @@ class PPO:
 
     def _ppo_update(self, flat: Minibatch, valid: np.ndarray, progress: float) -> tuple[dict, int]:
         """Step 3 for PPO: K epochs of shuffled minibatches; per minibatch L and its gradient, the global-norm
-        clip, one Adam step per network; the epochs stop early once approx KL > target_kl.
+        clip, one Adam step per network; the epochs stop early once approx KL > target_kl. The loop below
+        is the reference; with the loss pass compiled, ``fused_update.FusedUpdate`` runs it in one call.
 
         Returns the metrics averaged over the minibatches, and the epochs run.
         """
@@ -409,6 +412,19 @@ class PPO:
         if monitor is not None:
             monitor.reset()
         coefs = self.loss_coefs(progress)
+        # The loop compiled whole where it can be: an entropy coefficient tuned after every minibatch, or a
+        # per-minibatch gradient log, needs Python between minibatches (and is the reference it is tested to)
+        if loss_and_grads.compiled and monitor is None and self.ent_coef.kind != "auto":
+            if self._fused_update is None or self._fused_update.loss is not loss_and_grads:
+                self._fused_update = FusedUpdate(loss_and_grads, (self.actor_opt, self.critic_opt))
+            with self.timer("minibatch_fwd_bwd"):  # the optimizer's passes too: one compiled call makes both
+                sums, n_minibatches, epochs_run, stopped = self._fused_update(
+                    flat, valid, coefs,
+                    (cfg.minibatch_size, cfg.update_epochs, cfg.seed, self.update_count, cfg.norm_adv, cfg.target_kl),
+                    (cfg.max_grad_norm, cfg.clip_grad == "joint"))
+            if stopped is not None:
+                self._check_finite(loss=np.array(stopped[0]), gradient_norm=np.array(stopped[1]))
+            return {**_means(sums, n_minibatches), **NO_TRPO_STEP}, epochs_run
         gather = _minibatch_gatherer(flat, cfg.minibatch_size)
         with self.timer("minibatch_fwd_bwd"):
             # One minibatch holding every valid sample: shuffling it would only reorder the sums of its
@@ -478,14 +494,9 @@ class PPO:
     def _clip_scales(self, actor_grad: np.ndarray, critic_grad: np.ndarray) -> tuple[float, float, float]:
         """The gradient norm and the factors min(1, max_norm / norm) that clip each network's gradient:
         one global norm over both networks (``clip_grad="joint"``) or one per network (``"separate"``,
-        reporting the norm of both together)."""
-        max_norm = self.config.max_grad_norm
-        if self.config.clip_grad == "joint":
-            norm = global_norm(actor_grad, critic_grad)
-            return norm, clip_coefficient(norm, max_norm), clip_coefficient(norm, max_norm)
-        actor_norm, critic_norm = global_norm(actor_grad), global_norm(critic_grad)
-        return (math.hypot(actor_norm, critic_norm), clip_coefficient(actor_norm, max_norm),
-                clip_coefficient(critic_norm, max_norm))
+        reporting the norm of both together): ``optim.clip_scales``."""
+        return clip_scales(squared_norm(actor_grad), squared_norm(critic_grad), self.config.max_grad_norm,
+                           self.config.clip_grad == "joint")
 
     def _trpo_update(self, flat: Minibatch, valid: np.ndarray, temperature: float,
                      progress: float) -> tuple[dict, int]:

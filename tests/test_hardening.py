@@ -33,6 +33,7 @@ import ppo_np
 from ppo_np import PPO, PPOConfig, checkpoint, cli
 from ppo_np.checkpoint import CheckpointError
 from ppo_np.fused import FusedLoss
+from ppo_np.fused_update import FusedUpdate
 from ppo_np.ppo import NonFiniteError
 from ppo_np.rundir import CHECKPOINT_NAME
 
@@ -134,6 +135,9 @@ def test_non_finite_loss_or_gradient_mid_update_rolls_the_whole_update_back(tmp_
     """The NaN appears at the third minibatch of update 2: minibatches 1 and 2 have stepped Adam already,
     and must be undone, so that the weights are exactly those of the checkpoint after update 1."""
     agent = PPO("CartPole-v1", PPOConfig(**TINY), run_dir=tmp_path)
+    # the update's Python loop, whose loss calls can be poisoned one by one (the compiled loop's stop
+    # before a non-finite step: tests/test_fused_update.py)
+    agent._fused_loss = FusedLoss(agent.actor, agent.critic, TINY["minibatch_size"], compiled_passes=False)
     real_loss, calls = FusedLoss.__call__, []
 
     def poisoned(fused, mb, coefs, normalize_advantages=False):
@@ -621,16 +625,16 @@ def test_sigint_or_sigterm_saves_a_checkpoint_exits_130_or_143_and_says_how_to_r
 
 
 def _signal_at(agent_updates: dict, presses: dict, signum: int):
-    """A minibatch loss that sends this process ``signum`` at the first minibatch of the given updates."""
-    real_loss = FusedLoss.__call__
+    """The update's compiled loop, sending this process ``signum`` as it starts the given updates."""
+    real_loop = FusedUpdate.__call__
 
-    def loss(fused, mb, coefs, normalize_advantages=False):
+    def loop(fused_update, *args):
         update = agent_updates["agent"].update_count + 1
         if presses.get(update):
             presses[update] -= 1
             os.kill(os.getpid(), signum)
-        return real_loss(fused, mb, coefs, normalize_advantages)
-    return loss
+        return real_loop(fused_update, *args)
+    return loop
 
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -638,8 +642,8 @@ def _signal_at(agent_updates: dict, presses: dict, signum: int):
 def test_a_stop_signal_once_finishes_the_update_twice_stops_at_once(tmp_path, monkeypatch, presses, stops_at,
                                                                     signum, status):
     """Ctrl-C (SIGINT) or SIGTERM in update 3 lets update 3 finish and checkpoint; a second one in update 5
-    (the first one's stop is suppressed by patching learn's callback) interrupts update 5 mid-minibatch:
-    it is rolled back, and the checkpoint holds update 4, with counters that agree. Exit status 128 + the
+    (the first one's stop is suppressed by patching learn's callback) interrupts update 5 as its minibatches
+    start: it is rolled back, and the checkpoint holds update 4, with counters that agree. Exit status 128 + the
     signal's number; the previous handlers are put back."""
     seen = {}
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -649,7 +653,7 @@ def test_a_stop_signal_once_finishes_the_update_twice_stops_at_once(tmp_path, mo
         real_init(self, *args, **kwargs)
         seen["agent"] = self
     monkeypatch.setattr(PPO, "__init__", init)
-    monkeypatch.setattr(FusedLoss, "__call__", _signal_at(seen, dict(presses), signum))
+    monkeypatch.setattr(FusedUpdate, "__call__", _signal_at(seen, dict(presses), signum))
     if len(presses) == 2:  # keep training after the first press, to press again mid-update
         monkeypatch.setattr(cli._StopSignals, "callback", lambda self, agent, row: True)
     run = tmp_path / "run"
