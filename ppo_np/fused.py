@@ -283,7 +283,7 @@ class FusedLoss:
         samples = (actions, logp_old, adv, dist_old, has_old)                  # a PolicySamples, plain
 
         policy_key = head.loss_key(self.actor.head_params, self.actor_grads, actions, B)
-        value_targets = (returns, values_old, coefs.vf_coef, -1.0 if coefs.vf_clip is None else coefs.vf_clip)
+        value_targets = (returns, values_old, coefs.vf_coef, kernel_value_clip(coefs))
         a, c = self._actor, self._critic
         policy, value = self._loss_pass(obs, a.args, c.args, policy_key, samples, kernel_coefs, value_targets,
                                         (a.input_kernels(B), c.input_kernels(B)))
@@ -294,6 +294,11 @@ class FusedLoss:
     def compiled(self) -> bool:
         """Whether ``loss_pass`` runs as one compiled call (``COMPILED_LOSS_PASS``)."""
         return self._loss_pass is COMPILED_LOSS_PASS
+
+
+def kernel_value_clip(coefs: LossCoefs) -> float:
+    """The value clip eps_v as ``value_head_kernel`` takes it: -1 for none."""
+    return -1.0 if coefs.vf_clip is None else coefs.vf_clip
 
 
 @jit

@@ -4,8 +4,9 @@
 rows, ``fused.FusedLoss`` (L and its gradient), the global-norm clip (``optim.clip_scales``), one Adam
 pass per network (``optim.adam_update_kernel``), the running sums of the statistics, and the early stop
 once approx KL > target_kl. ``update_epochs_kernel`` makes the same calls in the same order inside one
-compiled function (``FusedUpdate`` lays out its arguments, once per update), so that Python runs once per update rather than about ten times per minibatch (on
-cartpole-zoo's 20 epochs of one 256-row minibatch, that Python was a tenth of the update's time).
+compiled function (``FusedUpdate`` lays out its arguments, once per update), so that Python runs once
+per update rather than about ten times per minibatch (on cartpole-zoo's 20 epochs of one 256-row
+minibatch, that Python was a tenth of the update's time).
 
 It serves the common case: the loss pass compiled (``FusedLoss.compiled``: SciPy installed, networks
 with hidden layers), the entropy coefficient scheduled rather than tuned after every minibatch, and no
@@ -16,15 +17,14 @@ for bit.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import numpy as np
 
-from typing import Optional
-
-from ppo_np.fused import COMPILED_LOSS_PASS, INPUT_KERNEL_MAX_ROWS, FusedLoss, loss_statistics
+from ppo_np.fused import COMPILED_LOSS_PASS, INPUT_KERNEL_MAX_ROWS, FusedLoss, kernel_value_clip, loss_statistics
 from ppo_np.jit import jit
 from ppo_np.losses import STAT_KEYS, LossCoefs, Minibatch
-from ppo_np.minibatches import epoch_seed, gather_minibatch_kernel, permutation
+from ppo_np.minibatches import epoch_order, gather_minibatch_kernel
 from ppo_np.optim import Adam, adam_update_kernel, clip_scales, squared_norm
 from ppo_np.params import aligned_empty
 
@@ -38,10 +38,11 @@ class FusedUpdate:
 
     Calling it with (batch, valid, coefs, schedule, clip) runs the epochs on ``batch``'s rows ``valid``:
     schedule = (minibatch_size, epochs, run_seed, update, normalize_advantages, target_kl or None), whose
-    epochs are shuffled as ``minibatches.epoch_minibatches`` shuffles them (not at all when one minibatch
-    holds every row); clip = (max_norm, joint). It returns (the sums of ``UPDATE_STAT_KEYS`` over the
-    minibatches run, the minibatches run, the epochs run, and the non-finite (loss, gradient norm) that
-    stopped it before its step, or None), and moves the optimisers' step counts by the minibatches run.
+    epochs are shuffled as ``minibatches.epoch_minibatches`` shuffles them (``epoch_order``; not at all
+    when one minibatch holds every row, as in ``PPO._ppo_update``); clip = (max_norm, joint). It returns
+    (the sums of ``UPDATE_STAT_KEYS`` over the minibatches run, the minibatches run, the epochs run, and
+    the non-finite (loss, gradient norm) that stopped it before its step, or None), and moves the
+    optimisers' step counts by the minibatches run.
     """
 
     def __init__(self, loss: FusedLoss, optimisers: tuple[Adam, Adam]):
@@ -63,7 +64,7 @@ class FusedUpdate:
         if n <= minibatch_size:       # one minibatch of every row: gathered once, in order, no shuffle drawn
             order = np.tile(valid.astype(np.int64), (epochs, 1))
         else:
-            order = np.stack([valid[permutation(n, epoch_seed(run_seed, update, e))] for e in range(epochs)])
+            order = np.stack([epoch_order(valid, run_seed, update, e) for e in range(epochs)])
         buffers = self._minibatch_buffers(sources)
         pairs = tuple((src, buf) if src.ndim == 2 else (src[:, None], buf[:, None])
                       for src, buf in zip(sources, buffers))
@@ -72,8 +73,9 @@ class FusedUpdate:
         adam_args = tuple((*opt.flat_runs(grad), opt.bias_corrections(opt.t + 1, steps),
                            (opt.lr, opt.beta1, opt.beta2, opt.eps)) for opt, grad in zip(self.optimisers, grads))
         a, c = loss._actor, loss._critic
-        loss_args = (a.args, c.args, (a.small_input, c.small_input), policy_key,
-                     loss._kernel_coefs(coefs, normalize), (coefs.vf_coef, -1.0 if coefs.vf_clip is None else coefs.vf_clip))
+        value_coefs = (coefs.vf_coef, kernel_value_clip(coefs))
+        loss_args = (a.args, c.args, (a.small_input, c.small_input), policy_key, loss._kernel_coefs(coefs, normalize),
+                     value_coefs)
         sums = np.zeros(len(UPDATE_STAT_KEYS))
         done, epochs_run, last_loss, last_norm = update_epochs_kernel(
             order, minibatch_size, (pairs, buffers), loss_args, grads, adam_args, clip,
@@ -122,7 +124,8 @@ def update_epochs_kernel(order, minibatch_size, gathering, loss_args, grads, ada
             B = rows.shape[0]
             if epoch == 0 or n > minibatch_size:  # one minibatch of every row stays gathered
                 gather_minibatch_kernel(pairs, rows, n_sources)
-            input_kernels = (small_input[0] and B <= INPUT_KERNEL_MAX_ROWS, small_input[1] and B <= INPUT_KERNEL_MAX_ROWS)
+            small_rows = B <= INPUT_KERNEL_MAX_ROWS
+            input_kernels = (small_input[0] and small_rows, small_input[1] and small_rows)
             policy, value = COMPILED_LOSS_PASS(obs_rows[:B], actor, critic, policy_key,
                                                (actions[:B], logp_old[:B], advantages[:B], dist_old[:B], True), coefs,
                                                (returns[:B], values_old[:B], vf_coef, vf_clip), input_kernels)

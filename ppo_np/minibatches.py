@@ -167,8 +167,14 @@ def epoch_minibatches(rows: np.ndarray, minibatch_size: int, run_seed: int, upda
                          f"{getattr(rows, 'dtype', type(rows).__name__)} with shape {getattr(rows, 'shape', None)}")
     _check_int("minibatch_size", minibatch_size, 1)
     epochs = _check_int("epochs", epochs, 0)
-    return ([rows[idx] for idx in minibatch_indices(rows.size, minibatch_size, epoch_seed(run_seed, update, epoch))]
-            for epoch in range(epochs))
+    slices = minibatch_slices(rows.size, minibatch_size)
+    return ([order[s] for s in slices] for order in (epoch_order(rows, run_seed, update, e) for e in range(epochs)))
+
+
+def epoch_order(rows: np.ndarray, run_seed: int, update: int, epoch: int) -> np.ndarray:
+    """``rows`` in epoch ``epoch``'s shuffled order, which ``epoch_minibatches`` cuts into its minibatches:
+    rows[permutation(n, epoch_seed(run_seed, update, epoch))]."""
+    return rows[permutation(rows.size, epoch_seed(run_seed, update, epoch))]
 
 
 # --- gathering minibatch rows -----------------------------------------------------------------------

@@ -83,11 +83,10 @@ class Adam:
         with packed parameters (``params.pack``) the step is a single pass over four vectors, and
         ``scale = clip_coefficient(norm, max_norm)`` clips in that same pass.
         """
-        runs = self.flat_runs(grad)
+        params, grads, moments = self.flat_runs(grad)
         self.t += 1
-        bias1, bias2 = self.bias_corrections(self.t, 1)
-        self._update(runs[0], runs[1], runs[2], (scale, self.lr, self.beta1, self.beta2, self.eps, bias1[0],
-                                                 bias2[0]))                   # an AdamCoefs, plain
+        self._update(params, grads, moments, (scale, self.lr, self.beta1, self.beta2, self.eps,
+                                              bias_correction(self.beta1, self.t), bias_correction(self.beta2, self.t)))
 
     def flat_runs(self, grad: np.ndarray) -> tuple:
         """(parameter runs, ``grad``'s runs, (m runs, v runs)): what ``adam_update_kernel`` takes for a step
@@ -101,10 +100,9 @@ class Adam:
         return self._param_runs, self._grad_runs, (self._m_runs, self._v_runs)
 
     def bias_corrections(self, t: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
-        """1 - beta1^k and 1 - beta2^k for the steps k = t .. t + steps - 1, as two float64 arrays."""
-        ks = range(t, t + steps)
-        return (np.array([1.0 - self.beta1 ** k for k in ks], dtype=np.float64),
-                np.array([1.0 - self.beta2 ** k for k in ks], dtype=np.float64))
+        """``bias_correction`` of beta1 and of beta2 for the steps k = t .. t + steps - 1, as two float64 arrays."""
+        return tuple(np.array([bias_correction(beta, k) for k in range(t, t + steps)], dtype=np.float64)
+                     for beta in (self.beta1, self.beta2))
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Everything needed to continue bit-identically: m, v (copies) and the step count."""
@@ -126,6 +124,11 @@ class Adam:
                 a[...] = src
         self.t = int(state["t"])
         self.lr = float(state["lr"])
+
+
+def bias_correction(beta: float, t: int) -> float:
+    """1 - beta^t: Adam's bias correction at step t."""
+    return 1.0 - beta ** t
 
 
 def _dtype_of(params: Params):

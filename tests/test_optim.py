@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ppo_np.gradcheck import away_from_zero
-from ppo_np.optim import Adam, clip_grad_norm, global_norm
+from ppo_np.optim import Adam, clip_grad_norm, clip_scales, global_norm, squared_norm
 from ppo_np.params import flatten, pack
 
 FAST = settings(deadline=None, max_examples=40)
@@ -292,6 +292,31 @@ def test_global_norm_matches_concatenated_norm(shapes, seed):
     flat_a, flat_b = flatten(a), flatten(b)              # a set given as one flat array: the same sum
     assert global_norm(flat_a, flat_b) == global_norm({"a": flat_a}, {"b": flat_b})
     assert global_norm(flat_a) == global_norm({"a": flat_a})
+
+
+@FAST
+@given(shapes=shape_lists, actor_scale=st.floats(0.01, 10), critic_scale=st.floats(0.01, 10),
+       max_norm=st.floats(0.05, 5), dtype=st.sampled_from([np.float32, np.float64]), seed=seeds)
+def test_the_kernels_clip_scales_bound_each_norm(shapes, actor_scale, critic_scale, max_norm, dtype, seed):
+    """squared_norm is ||g||^2 (float64, within rounding of the sum of squares); clip_scales' factors bring
+    the joint norm, or each network's, to at most max_norm, and are 1 where it already is; the norm it
+    reports is that of both networks either way."""
+    rng = np.random.default_rng(seed)
+    actor = flatten(random_grads(rng, shapes, actor_scale)).astype(dtype)
+    critic = flatten(random_grads(rng, shapes[::-1], critic_scale)).astype(dtype)
+    sq_a, sq_c = squared_norm(actor), squared_norm(critic)
+    assert sq_a == pytest.approx(float(np.sum(actor.astype(np.float64) ** 2)), rel=1e-12)
+    for joint in (True, False):
+        norm, scale_a, scale_c = clip_scales(sq_a, sq_c, max_norm, joint)
+        assert norm == pytest.approx(math.sqrt(sq_a + sq_c), rel=1e-15)
+        assert 0 < scale_a <= 1 and 0 < scale_c <= 1
+        if joint:
+            assert scale_a == scale_c and norm * scale_a <= max_norm * (1 + 1e-12)
+            assert (scale_a == 1.0) == (norm <= max_norm)
+        else:
+            for sq, scale in ((sq_a, scale_a), (sq_c, scale_c)):
+                assert math.sqrt(sq) * scale <= max_norm * (1 + 1e-12)
+                assert (scale == 1.0) == (math.sqrt(sq) <= max_norm)
 
 
 @pytest.mark.parametrize("max_norm", [0.0, -1.0, float("nan")])
