@@ -374,7 +374,7 @@ def loss_kernel(layer, samples, coefs):
     with dlogp from the surrogate, dH = -c_e / B and dkl = beta / B (penalty only); dz overwrites z.
     Then ``layers.output_backward`` (dW, db, dh). ``layer`` is a ``fused.OutputLayer``, ``samples`` a
     ``PolicySamples``, ``coefs`` a ``fused.KernelCoefs``. Returns the minibatch's ``PolicySums`` (as a plain
-    tuple, which ``fused.FusedLoss`` names).
+    tuple, which ``fused.loss_statistics`` unpacks).
     """
     z, h, W, b, dW, db, dh = layer
     actions, logp_old, adv, logits_old, has_old = samples

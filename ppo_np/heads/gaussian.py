@@ -348,7 +348,7 @@ def loss_kernel(layer, log_std_and_grad, samples, coefs):
     dmu overwrites z; then ``layers.output_backward`` (dW, db, dh); log_std_and_grad = (log_std, where
     its gradient (D,) is written). ``layer`` is a ``fused.OutputLayer``, ``samples`` a ``PolicySamples``
     (old rows y_old = (mu_old, l_old)), ``coefs`` a ``fused.KernelCoefs``. Returns the minibatch's
-    ``PolicySums`` (as a plain tuple, which ``fused.FusedLoss`` names).
+    ``PolicySums`` (as a plain tuple, which ``fused.loss_statistics`` unpacks).
     """
     z, h, W, b, dW, db, dh = layer
     log_std, dlog_std = log_std_and_grad
