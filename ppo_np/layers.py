@@ -230,7 +230,7 @@ def activation_derivative(y, code):
 
 
 #: the fan-in from which ``matmul_rows`` takes four rows at a time: below it there is little of M's rows
-#: to share, and the accumulator costs more than it saves (256 x 2 x 64, the output layer's dh, was slower)
+#: to share, and the accumulator costs more than it saves (on 256 x 2 x 64 it was slower)
 ROW_BLOCK_MIN_FAN_IN = 16
 
 
@@ -281,30 +281,6 @@ def bias_activation_kernel(a, b, act):
     for r in range(B):
         for j in range(n):
             a[r, j] = activate(a[r, j] + b[j], act)
-
-
-@jit
-def output_backward(h, W, dz, dW, db, dh):
-    """``linear_backward`` of an output layer with a fan-out K of a few units, in loops.
-
-    dW = h^T dz, db = 1^T dz, and dh = dz W^T when dh has columns (none: the layer's input is data).
-    K outside and the hidden units inside, dW and W taken transposed, so the inner loops run along
-    contiguous rows. Shapes: h (B, n), W (n, K), dz (B, K) -> dW (n, K), db (K,), dh (B, n).
-    Checked against ``linear_backward`` through ``tests/test_fused.py``.
-    """
-    n = h.shape[1]
-    K = W.shape[1]
-    dW_t = np.zeros((K, n))                                   # dW^T, accumulated in float64
-    db[:] = 0
-    for t in range(h.shape[0]):
-        for k in range(K):
-            g = dz[t, k]
-            db[k] += g
-            for i in range(n):
-                dW_t[k, i] += h[t, i] * g
-    dW[:] = dW_t.T
-    if dh.shape[1] > 0:
-        matmul_rows(dz, np.ascontiguousarray(W.T), dh)
 
 
 def orthogonal(shape: tuple[int, int], gain: float, rng: np.random.Generator, dtype=np.float64) -> np.ndarray:

@@ -31,7 +31,6 @@ import numpy as np
 from ppo_np.heads.base import ACT_STEPS, LOSS_STEPS, ActRows, PolicyHead, check_rows, check_same_shape, check_size, \
     check_temperature
 from ppo_np.jit import jit
-from ppo_np.layers import output_backward
 from ppo_np.mlp import infer_kernel
 from ppo_np.surrogate import NO_SUMS, add_sample, advantage_scale, surrogate_sample
 
@@ -273,10 +272,10 @@ def loss_kernel(layer, samples, coefs):
 
     .. math:: \tau\,dz_d = dlogp\,(a_d - p_d) - dH\,u_d p_d (1 - p_d) + dkl\,(p_d - p^{old}_d)
 
-    with dlogp from the surrogate, dH = -c_e / B and dkl = beta / B (penalty only); dz overwrites z.
-    Then ``layers.output_backward``. Returns the minibatch's ``PolicySums`` (plain).
+    with dlogp from the surrogate, dH = -c_e / B and dkl = beta / B (penalty only); dz overwrites z, whose
+    layer's backward is ``fused.backward``'s. Returns the minibatch's ``PolicySums`` (plain).
     """
-    z, h, W, b, dW, db, dh = layer
+    z, b = layer
     actions, logp_old, adv, logits_old, has_old = samples
     penalty, clip_eps, beta, ent_coef, tau, normalize_advantages = coefs
     B, n = z.shape
@@ -305,5 +304,4 @@ def loss_kernel(layer, samples, coefs):
             if penalty:
                 g += dkl * (p[d] - p_old[d])
             z[t, d] = g / tau
-    output_backward(h, W, z, dW, db, dh)
     return sums

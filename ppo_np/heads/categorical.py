@@ -49,7 +49,6 @@ import numpy as np
 
 from ppo_np.heads.base import ACT_STEPS, LOSS_STEPS, ActRows, PolicyHead, check_same_shape, check_size, check_temperature
 from ppo_np.jit import jit
-from ppo_np.layers import output_backward
 from ppo_np.mlp import infer_kernel
 from ppo_np.surrogate import NO_SUMS, add_sample, advantage_scale, surrogate_sample
 
@@ -371,12 +370,12 @@ def loss_kernel(layer, samples, coefs):
 
     .. math:: \tau\,dz_j = dlogp\,(1[j=a] - \pi_j) - dH\,\pi_j(\log\pi_j + H) + dkl\,(\pi_j - p^{old}_j)
 
-    with dlogp from the surrogate, dH = -c_e / B and dkl = beta / B (penalty only); dz overwrites z.
-    Then ``layers.output_backward`` (dW, db, dh). ``layer`` is a ``fused.OutputLayer``, ``samples`` a
+    with dlogp from the surrogate, dH = -c_e / B and dkl = beta / B (penalty only); dz overwrites z, whose
+    layer's backward is ``fused.backward``'s. ``layer`` is a ``fused.OutputLayer``, ``samples`` a
     ``PolicySamples``, ``coefs`` a ``fused.KernelCoefs``. Returns the minibatch's ``PolicySums`` (as a plain
     tuple, which ``fused.loss_statistics`` unpacks).
     """
-    z, h, W, b, dW, db, dh = layer
+    z, b = layer
     actions, logp_old, adv, logits_old, has_old = samples
     penalty, clip_eps, beta, ent_coef, tau, normalize_advantages = coefs
     B, K = z.shape
@@ -408,5 +407,4 @@ def loss_kernel(layer, samples, coefs):
             if penalty:
                 g -= dkl * p_old[k]
             z[t, k] = g / tau
-    output_backward(h, W, z, dW, db, dh)
     return sums

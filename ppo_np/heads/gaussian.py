@@ -42,7 +42,6 @@ import numpy as np
 from ppo_np.heads.base import ACT_STEPS, LOSS_STEPS, ActRows, PolicyHead, check_rows, check_same_shape, check_size, \
     check_temperature
 from ppo_np.jit import jit
-from ppo_np.layers import output_backward
 from ppo_np.mlp import infer_kernel
 from ppo_np.surrogate import NO_SUMS, add_sample, advantage_scale, surrogate_sample
 
@@ -345,12 +344,12 @@ def loss_kernel(layer, log_std_and_grad, samples, coefs):
               dl = \sum_t \Big[dlogp\,(w^2 - 1) + dH + dkl\,\Big(1 - \frac{\sigma_{old}^2 +
               (\mu^{old} - \mu)^2}{\sigma^2}\Big)\Big]
 
-    dmu overwrites z; then ``layers.output_backward`` (dW, db, dh); log_std_and_grad = (log_std, where
+    dmu overwrites z (its layer's backward is ``fused.backward``'s); log_std_and_grad = (log_std, where
     its gradient (D,) is written). ``layer`` is a ``fused.OutputLayer``, ``samples`` a ``PolicySamples``
     (old rows y_old = (mu_old, l_old)), ``coefs`` a ``fused.KernelCoefs``. Returns the minibatch's
     ``PolicySums`` (as a plain tuple, which ``fused.loss_statistics`` unpacks).
     """
-    z, h, W, b, dW, db, dh = layer
+    z, b = layer
     log_std, dlog_std = log_std_and_grad
     actions, logp_old, adv, dist_old, has_old = samples
     penalty, clip_eps, beta, ent_coef, tau, normalize_advantages = coefs
@@ -388,5 +387,4 @@ def loss_kernel(layer, log_std_and_grad, samples, coefs):
                 dl += dkl * (1.0 - var_ratio - diff * diff)
             dlog_std[d] += dl
             z[t, d] = dmu
-    output_backward(h, W, z, dW, db, dh)
     return sums

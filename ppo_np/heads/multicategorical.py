@@ -22,7 +22,6 @@ import numpy as np
 from ppo_np.heads.base import ACT_STEPS, LOSS_STEPS, ActRows, PolicyHead, check_rows, check_same_shape
 from ppo_np.heads.categorical import Categorical, log_softmax_row, sample_row
 from ppo_np.jit import jit
-from ppo_np.layers import output_backward
 from ppo_np.mlp import infer_kernel
 from ppo_np.surrogate import NO_SUMS, add_sample, advantage_scale, surrogate_sample
 
@@ -236,9 +235,10 @@ def loss_kernel(layer, offsets, samples, coefs):
     .. math:: \tau\,dz_{g,j} = dlogp\,(1[j=a_g] - \pi_{g,j}) - dH\,\pi_{g,j}(\log\pi_{g,j} + H_g)
               + dkl\,(\pi_{g,j} - p^{old}_{g,j})
 
-    dz overwrites z; then ``layers.output_backward``. Returns the minibatch's ``PolicySums`` (plain).
+    dz overwrites z, whose layer's backward is ``fused.backward``'s. Returns the minibatch's ``PolicySums``
+    (plain).
     """
-    z, h, W, b, dW, db, dh = layer
+    z, b = layer
     actions, logp_old, adv, logits_old, has_old = samples
     penalty, clip_eps, beta, ent_coef, tau, normalize_advantages = coefs
     B, K = z.shape
@@ -276,5 +276,4 @@ def loss_kernel(layer, offsets, samples, coefs):
                 if penalty:
                     grad -= dkl * p_old[k]
                 z[t, k] = grad / tau
-    output_backward(h, W, z, dW, db, dh)
     return sums
