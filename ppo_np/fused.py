@@ -127,6 +127,18 @@ def loss_pass(obs, actor, critic, policy_key, samples, coefs, value_targets, inp
     return policy, value
 
 
+def kl_sum(obs, actor, policy_key, samples, coefs, input_kernels):
+    """sum_t KL(pi_old,tau(. | s_t) || pi_tau(. | s_t)) over the rows of ``obs``: the actor's ``output_layer``,
+    then the head's loss kernel, whose KL sum it is (the kernels' one home of the head's KL; its other sums,
+    and the dL/dz it writes, go unused). coefs = ``kl_coefs(tau)``; samples' dist_old must be given."""
+    return loss_step(policy_key, output_layer(obs, actor, input_kernels), samples, coefs)[1]
+
+
+def kl_coefs(temperature: float) -> tuple:
+    """The ``KernelCoefs`` (plain) of ``kl_sum``: only tau acts on the KL."""
+    return False, 0.0, 0.0, 0.0, float(temperature), False
+
+
 def output_layer(obs, workspace, input_kernels):
     """z = h W_L (BLAS, without b_L) after the network's ``hidden_forward``: the ``OutputLayer`` of the
     first B rows, plain. The bias is the loss kernel's to add: for a fan-out of 1 or 2, a pass of its
@@ -207,7 +219,8 @@ class FusedLoss:
     ``compiled_passes``: ``loss_pass``, the forward and backward through both networks, as one compiled
     call (``COMPILED_LOSS_PASS``), or run as Python calling the same kernels; by default compiled where
     Numba can call BLAS (SciPy, the ``fast`` extra; ``numba_can_call_blas``). Networks without hidden
-    layers take the Python pass either way.
+    layers take the Python pass either way. ``mean_kl`` gives the exact KL of the actor as it stands over a
+    batch of any size, from the same kernels.
     Checked against ``ppo_loss`` by ``tests/test_fused.py``, and against central differences in float64
     by ``tests/test_losses.py::test_ppo_loss_gradients`` (the ``fused`` cases) and ``ppo-np gradcheck``.
     """
@@ -235,10 +248,11 @@ class FusedLoss:
         # Numba types a workspace's hidden layers by their count: the compiled pass wants at least one
         compiled = self.compiled_passes and self._actor.has_hidden and self._critic.has_hidden
         self._loss_pass = COMPILED_LOSS_PASS if compiled else loss_pass
+        self._kl_sum = COMPILED_KL_SUM if compiled else kl_sum
         self._no_old = np.zeros((1, actor.head.dist_dim), dtype)   # stands for a missing dist_old
         self._coefs = (None, None, None)                           # (LossCoefs, normalize, KernelCoefs)
 
-    def _kernel_coefs(self, coefs: LossCoefs, normalize_advantages: bool) -> tuple:
+    def kernel_coefs(self, coefs: LossCoefs, normalize_advantages: bool) -> tuple:
         """The kernels' ``KernelCoefs`` (plain), made again only when the loss coefficients change."""
         if self._coefs[0] is not coefs or self._coefs[1] != normalize_advantages:
             self._coefs = (coefs, normalize_advantages, plain(KernelCoefs(
@@ -249,14 +263,43 @@ class FusedLoss:
     def __call__(self, mb: Minibatch, coefs: LossCoefs, normalize_advantages: bool = False) -> tuple[float, dict]:
         if not isinstance(coefs, LossCoefs):
             raise ValueError(f"coefs must be a LossCoefs, got {type(coefs).__name__}")
+        kernel_coefs = self.kernel_coefs(coefs, normalize_advantages)
+        has_old = mb.dist_old is not None
+        if coefs.surrogate == "penalty" and not has_old:
+            raise ValueError("the 'penalty' surrogate needs mb.dist_old (the old policy's distribution parameters)")
+        obs, samples, returns, values_old = self._arrays(mb)
+        B = obs.shape[0]
+        policy_key = self.actor.head.loss_key(self.actor.head_params, self.actor_grads, samples[0], B)
+        value_targets = (returns, values_old, coefs.vf_coef, kernel_value_clip(coefs))
+        a, c = self._actor, self._critic
+        policy, value = self._loss_pass(obs, a.args, c.args, policy_key, samples, kernel_coefs, value_targets,
+                                        (a.input_kernels(B), c.input_kernels(B)))
+        loss, *stats = loss_statistics(policy, value, B, kernel_coefs, coefs.vf_coef, has_old)
+        return loss, dict(zip(STAT_KEYS, stats))
+
+    def mean_kl(self, batch: Minibatch, rows: np.ndarray, temperature: float) -> float:
+        """The exact mean KL(pi_old,tau(. | s) || pi_tau(. | s)) over ``batch``'s ``rows``, with the actor's
+        weights as they are: the head's loss kernel's KL (``kl_sum``) on up to max_rows rows at a time, the
+        sums added in order (as ``fused_update.FusedUpdate`` adds them); NaN for no rows. Overwrites the
+        gradients, like a call. Checked against ``heads.*.kl`` by ``tests/test_fused.py``."""
+        if batch.dist_old is None:
+            raise ValueError("the exact KL needs batch.dist_old (the old policy's distribution parameters)")
+        coefs, total = kl_coefs(temperature), 0.0
+        for start in range(0, rows.size, self.max_rows):
+            chunk = rows[start:start + self.max_rows]
+            obs, samples, _, _ = self._arrays(Minibatch(*(field[chunk] for field in batch)))
+            policy_key = self.actor.head.loss_key(self.actor.head_params, self.actor_grads, samples[0], chunk.size)
+            total += self._kl_sum(obs, self._actor.args, policy_key, samples, coefs,
+                                  self._actor.input_kernels(chunk.size))
+        return total / rows.size if rows.size else math.nan
+
+    def _arrays(self, mb: Minibatch) -> tuple:
+        """mb's arrays as the kernels take them (checked, in the networks' dtype): obs, a ``PolicySamples``
+        (plain), returns, values_old."""
         B = mb.obs.shape[0]
         if not 1 <= B <= self.max_rows:
             raise ValueError(f"a minibatch of {B} rows; this FusedLoss takes 1 to {self.max_rows}")
-        kernel_coefs = self._kernel_coefs(coefs, normalize_advantages)
         has_old = mb.dist_old is not None
-        penalty = coefs.surrogate == "penalty"
-        if penalty and not has_old:
-            raise ValueError("the 'penalty' surrogate needs mb.dist_old (the old policy's distribution parameters)")
         head, dtype = self.actor.head, self.actor.dtype
         obs = np.ascontiguousarray(mb.obs, dtype=dtype)
         if obs.shape != (B, self.actor.obs_dim):
@@ -273,20 +316,23 @@ class FusedLoss:
             if dist_old.shape != (B, head.dist_dim):
                 raise ValueError(f"dist_old must have shape ({B}, {head.dist_dim}), got {dist_old.shape}")
         actions = np.ascontiguousarray(mb.actions, dtype=head.action_dtype(dtype))
-        samples = (actions, logp_old, adv, dist_old, has_old)                  # a PolicySamples, plain
-
-        policy_key = head.loss_key(self.actor.head_params, self.actor_grads, actions, B)
-        value_targets = (returns, values_old, coefs.vf_coef, kernel_value_clip(coefs))
-        a, c = self._actor, self._critic
-        policy, value = self._loss_pass(obs, a.args, c.args, policy_key, samples, kernel_coefs, value_targets,
-                                        (a.input_kernels(B), c.input_kernels(B)))
-        loss, *stats = loss_statistics(policy, value, B, kernel_coefs, coefs.vf_coef, has_old)
-        return loss, dict(zip(STAT_KEYS, stats))
+        return obs, (actions, logp_old, adv, dist_old, has_old), returns, values_old   # PolicySamples, plain
 
     @property
     def compiled(self) -> bool:
         """Whether ``loss_pass`` runs as one compiled call (``COMPILED_LOSS_PASS``)."""
         return self._loss_pass is COMPILED_LOSS_PASS
+
+    @property
+    def workspaces(self) -> tuple:
+        """The actor's and the critic's ``_Workspace.args``, as ``loss_pass`` takes them."""
+        return self._actor.args, self._critic.args
+
+    @property
+    def small_inputs(self) -> tuple[bool, bool]:
+        """Whether the actor's and the critic's first layers may run in the input kernels (by their fan-in;
+        ``_Workspace.input_kernels`` adds the rows' rule)."""
+        return self._actor.small_input, self._critic.small_input
 
 
 def kernel_value_clip(coefs: LossCoefs) -> float:
@@ -403,7 +449,8 @@ def value_head_kernel(layer, returns, values_old, vf_coef, vf_clip):
     return loss, np.nan if var_r <= 1e-24 * sq_r else 1.0 - var_e / var_r
 
 
-#: ``loss_pass`` as one compiled call, its networks' passes compiled too (their products call BLAS
-#: through SciPy: ``numba_can_call_blas``)
-COMPILED_LOSS_PASS = compiled_with(loss_pass, backward=jit(backward),
-                                   output_layer=compiled_with(output_layer, hidden_forward=jit(hidden_forward)))
+#: ``loss_pass`` and ``kl_sum`` as one compiled call each, their networks' passes compiled too (their
+#: products call BLAS through SciPy: ``numba_can_call_blas``)
+_COMPILED_OUTPUT_LAYER = compiled_with(output_layer, hidden_forward=jit(hidden_forward))
+COMPILED_LOSS_PASS = compiled_with(loss_pass, backward=jit(backward), output_layer=_COMPILED_OUTPUT_LAYER)
+COMPILED_KL_SUM = compiled_with(kl_sum, output_layer=_COMPILED_OUTPUT_LAYER)

@@ -377,7 +377,6 @@ class PPO:
             row, epochs_run = self._trpo_update(flat, valid, temperature, progress)
         else:
             row, epochs_run = self._ppo_update(flat, valid, progress)
-        row["exact_kl"] = self._batch_kl(flat, valid, temperature)
         if cfg.algo == "penalty":
             self.beta.update(row["exact_kl"])
         row.update(update=self.update_count + 1, step=step, epochs_run=epochs_run, learning_rate=lr,
@@ -392,18 +391,17 @@ class PPO:
 
     def _ppo_update(self, flat: Minibatch, valid: np.ndarray, progress: float) -> tuple[dict, int]:
         """Step 3 for PPO: K epochs of shuffled minibatches; per minibatch L and its gradient, the global-norm
-        clip, one Adam step per network; the epochs stop early once approx KL > target_kl. The loop below
-        is the reference; with the loss pass compiled, ``fused_update.FusedUpdate`` runs it in one call.
+        clip, one Adam step per network; the epochs stop early once approx KL > target_kl. Then the exact KL
+        over the batch. The loop below is the reference; with the loss pass compiled,
+        ``fused_update.FusedUpdate`` runs it (and the KL) in one call.
 
-        Returns the metrics averaged over the minibatches, and the epochs run.
+        Returns the metrics averaged over the minibatches with the exact KL, and the epochs run.
         """
         cfg = self.config
         self.ent_coef.at(progress)           # a schedule's value for this update; the tuner moves it in observe
         if valid.size == 0:  # every row a reset step (possible only for T = 1): nothing to learn from
-            return dict(NO_TRPO_STEP), 0
-        if self._fused_loss is None:         # the loss's buffers, made once
-            self._fused_loss = FusedLoss(self.actor, self.critic, cfg.minibatch_size)
-        loss_and_grads = self._fused_loss
+            return {**NO_TRPO_STEP, "exact_kl": math.nan}, 0
+        loss_and_grads = self._loss()
         actor_grad, critic_grad = loss_and_grads.actor_flat_grad, loss_and_grads.critic_flat_grad
         if cfg.log_gradients and self._gradient_monitor is None:
             self._gradient_monitor = gradients.GradientMonitor(actor_grad, self.actor.params, critic_grad,
@@ -418,13 +416,22 @@ class PPO:
             if self._fused_update is None or self._fused_update.loss is not loss_and_grads:
                 self._fused_update = FusedUpdate(loss_and_grads, (self.actor_opt, self.critic_opt))
             with self.timer("minibatch_fwd_bwd"):  # the optimizer's passes too: one compiled call makes both
-                sums, n_minibatches, epochs_run, stopped = self._fused_update(
+                sums, n_minibatches, epochs_run, exact_kl, stopped = self._fused_update(
                     flat, valid, coefs,
                     (cfg.minibatch_size, cfg.update_epochs, cfg.seed, self.update_count, cfg.norm_adv, cfg.target_kl),
                     (cfg.max_grad_norm, cfg.clip_grad == "joint"))
             if stopped is not None:
                 self._check_finite(loss=np.array(stopped[0]), gradient_norm=np.array(stopped[1]))
-            return {**_means(sums, n_minibatches), **NO_TRPO_STEP}, epochs_run
+            return {**_means(sums, n_minibatches), **NO_TRPO_STEP, "exact_kl": exact_kl}, epochs_run
+        sums, n_minibatches, epochs_run = self._python_epochs(flat, valid, coefs, monitor)
+        exact_kl = loss_and_grads.mean_kl(flat, valid, coefs.temperature)
+        return {**_means(sums, n_minibatches), **NO_TRPO_STEP, "exact_kl": exact_kl}, epochs_run
+
+    def _python_epochs(self, flat: Minibatch, valid: np.ndarray, coefs: LossCoefs, monitor) -> tuple[dict, int, int]:
+        """``_ppo_update``'s epochs as Python: the statistics' sums, the minibatches run, the epochs run."""
+        cfg = self.config
+        loss_and_grads = self._loss()
+        actor_grad, critic_grad = loss_and_grads.actor_flat_grad, loss_and_grads.critic_flat_grad
         gather = _minibatch_gatherer(flat, cfg.minibatch_size)
         with self.timer("minibatch_fwd_bwd"):
             # One minibatch holding every valid sample: shuffling it would only reorder the sums of its
@@ -455,8 +462,8 @@ class PPO:
                     sums[key] = sums.get(key, 0.0) + value
                 n_minibatches += 1
                 if cfg.target_kl is not None and stats["approx_kl_k3"] > cfg.target_kl:
-                    return {**_means(sums, n_minibatches), **NO_TRPO_STEP}, epochs_run
-        return {**_means(sums, n_minibatches), **NO_TRPO_STEP}, epochs_run
+                    return sums, n_minibatches, epochs_run
+        return sums, n_minibatches, epochs_run
 
     def last_update_progress(self) -> float:
         """The schedules' progress, min(1, steps before its rollout / H), at which the last update ran;
@@ -508,7 +515,7 @@ class PPO:
         """
         cfg = self.config
         if valid.size == 0:  # every row a reset step (possible only for T = 1): nothing to learn from
-            return dict(NO_TRPO_STEP), 0
+            return {**NO_TRPO_STEP, "exact_kl": math.nan}, 0
         with self.timer("policy_step"):
             batch = _minibatch_gatherer(flat, valid.size)(valid)
             if cfg.norm_adv:  # over the whole batch: the policy step uses every sample at once
@@ -524,6 +531,7 @@ class PPO:
             row = {"policy_loss": -step.surrogate_new,
                    "entropy": float(np.mean(self.head.entropy(dist_new, temperature))),
                    "approx_kl_k1": k1, "approx_kl_k3": k3, "clip_frac": math.nan, "grad_norm": step.grad_norm,
+                   "exact_kl": float(np.mean(self.head.kl(batch.dist_old, dist_new, temperature))),
                    "max_kl": max_kl, "step_size": step.step_norm, "line_search_backtracks": step.backtracks,
                    "cg_residual": step.cg_residual}
 
@@ -542,10 +550,11 @@ class PPO:
         row["value_loss"] = float(np.mean(value_losses))
         return row, cfg.update_epochs
 
-    def _batch_kl(self, flat: Minibatch, valid: np.ndarray, temperature: float) -> float:
-        """Exact mean KL(pi_old(.|s) || pi_new(.|s)) over the rollout's valid states, after the update."""
-        dist_new = self.actor.forward(flat.obs[valid])[0]
-        return float(np.mean(self.head.kl(flat.dist_old[valid], dist_new, temperature)))
+    def _loss(self) -> FusedLoss:
+        """The fused loss and its buffers, made at the first update."""
+        if self._fused_loss is None:
+            self._fused_loss = FusedLoss(self.actor, self.critic, self.config.minibatch_size)
+        return self._fused_loss
 
     def _check_finite(self, **quantities: np.ndarray) -> None:
         """During an update: NonFiniteError names the update under way and the step its rollout reached."""

@@ -234,3 +234,33 @@ def test_fused_loss_equals_ppo_loss_for_the_later_heads(multi, n, hidden, B, sur
     ref = ppo_loss(actor, critic, mb._replace(advantages=normalize_advantages(mb.advantages)) if normalize else mb,
                    coefs)
     _assert_matches(fused, loss, stats, ref, 1e-9, B)
+
+
+@settings(deadline=None, max_examples=40)
+@given(head=st.sampled_from(["categorical", "gaussian", "bernoulli", "multicategorical"]),
+       dtype=st.sampled_from(["float64", "float32"]), hidden=st.sampled_from([(), (8,), (16, 16)]),
+       n=st.integers(1, 3 * INPUT_KERNEL_MAX_ROWS), max_rows=st.sampled_from([7, INPUT_KERNEL_MAX_ROWS + 16]),
+       obs_dim=st.sampled_from([3, INPUT_KERNEL_MAX_FAN_IN + 1]), tau=st.floats(0.3, 3.0), seed=st.integers(0, 2**16))
+def test_mean_kl_is_the_heads_kl_over_the_rows(head, dtype, hidden, n, max_rows, obs_dim, tau, seed):
+    """``FusedLoss.mean_kl`` is the mean of the head's ``kl(y_old, y, tau)`` (NumPy, float64) over the rows
+    asked for, in chunks of max_rows or one; the compiled pass and the Python one give it to the bit."""
+    rng = np.random.default_rng(seed)
+    head = {"categorical": Categorical(3), "gaussian": DiagGaussian(2), "bernoulli": Bernoulli(2),
+            "multicategorical": MultiCategorical([2, 3])}[head]
+    actor = Actor(obs_dim, head, hidden, rng=rng, dtype=dtype)
+    critic = Critic(obs_dim, hidden, rng=rng, dtype=dtype)
+    obs = rng.standard_normal((n + 5, obs_dim)).astype(dtype)
+    actions, logp, y = actor.act(obs, rng, tau)
+    batch = Minibatch(obs, actions, logp, np.zeros(n + 5, dtype), np.zeros(n + 5, dtype), np.zeros(n + 5, dtype),
+                      (y + 0.3 * rng.standard_normal(y.shape)).astype(dtype))
+    rows = np.sort(rng.choice(n + 5, n, replace=False))
+    want = np.mean(head.kl(batch.dist_old[rows].astype(np.float64), actor.forward(obs[rows])[0].astype(np.float64),
+                           tau))
+    got = [FusedLoss(actor, critic, max_rows, compiled_passes=compiled).mean_kl(batch, rows, tau)
+           for compiled in (True, False)]
+    assert got[0] == got[1]
+    assert got[0] == pytest.approx(want, rel=1e-9 if dtype == "float64" else 1e-3, abs=1e-12 if dtype == "float64"
+                                   else 1e-5)
+    assert math.isnan(FusedLoss(actor, critic, max_rows).mean_kl(batch, rows[:0], tau))
+    with pytest.raises(ValueError, match="the exact KL needs batch.dist_old"):
+        FusedLoss(actor, critic, max_rows).mean_kl(batch._replace(dist_old=None), rows, tau)

@@ -34,8 +34,12 @@ def test_cartpole_on_the_compiled_port_reaches_475_within_100k_steps():
 
 
 def test_ppo_penalty_learns_cartpole():
-    agent = train("CartPole-v1", 50_000, seed=1, algo="penalty")
-    assert evaluate(agent, episodes=20, seed=123)["mean_return"] >= 300
+    """The median of three seeds: at 50k steps about one seed in six is still below 350 (seeds 0-5 gave
+    500 but for one at 233 or 345, the one moving with the last bits of the gradients), so one seed's
+    return would test the seed."""
+    returns = [evaluate(train("CartPole-v1", 50_000, seed=seed, algo="penalty"), episodes=20, seed=123)["mean_return"]
+               for seed in (0, 1, 2)]
+    assert np.median(returns) >= 300, returns
 
 
 def test_pendulum_learns_measurably_in_a_short_run():
