@@ -136,17 +136,22 @@ def run_ppo_np(spec: dict, seed: int, envs: dict, curve: bool) -> tuple[dict, PP
 
     start = time.perf_counter()
     agent = PPO(spec["env_id"], ppo_np_config(spec, seed, envs))
-    learn_start = time.perf_counter()
+    learn_start, learn_cpu_start = time.perf_counter(), time.process_time()
     agent.learn(spec["total_steps"], callback=record if curve else None)
-    end = time.perf_counter()
+    end, learn_cpu = time.perf_counter(), time.process_time() - learn_cpu_start
     result = evaluate(agent, episodes=EVAL_EPISODES, seed=EVAL_SEED + seed, deterministic=True)
     agent.close()
-    return side_row(seed, end - start, end - learn_start, agent.global_step, result["mean_return"], points), agent
+    return side_row(seed, end - start, end - learn_start, learn_cpu, agent.global_step, result["mean_return"],
+                    points), agent
 
 
-def side_row(seed: int, wall: float, learn_wall: float, steps: int, final_return: float, points: list) -> dict:
-    row = {"seed": seed, "wall_s": round(wall, 3), "learn_wall_s": round(learn_wall, 3), "steps": int(steps),
-           "steps_per_s": round(steps / wall, 1), "final_return": round(final_return, 3)}
+def side_row(seed: int, wall: float, learn_wall: float, learn_cpu: float, steps: int, final_return: float,
+             points: list) -> dict:
+    """One run's row: wall_s from construction to the end of learn; learn_cpu_s the process's CPU time in learn
+    (the JAX comparison's measure: equal to learn_wall_s on an idle core, above it where threads run)."""
+    row = {"seed": seed, "wall_s": round(wall, 3), "learn_wall_s": round(learn_wall, 3),
+           "learn_cpu_s": round(learn_cpu, 3), "steps": int(steps), "steps_per_s": round(steps / wall, 1),
+           "final_return": round(final_return, 3)}
     if points:
         row["time_to_solved_s"] = next((t for t, _, r in points if r >= SOLVED), None)
         row["curve"] = points
@@ -240,13 +245,13 @@ def run_sb3(spec: dict, seed: int, curve: bool) -> dict:
     with threadpool_limits(limits=1, user_api="blas"):
         start = time.perf_counter()
         model = sb3_model(spec, seed)
-        learn_start = time.perf_counter()
+        learn_start, learn_cpu_start = time.perf_counter(), time.process_time()
         model.learn(spec["total_steps"], callback=sb3_curve_callback(points) if curve else None)
-        end = time.perf_counter()
+        end, learn_cpu = time.perf_counter(), time.process_time() - learn_cpu_start
     result = evaluate_sb3(model, spec["env_id"], EVAL_EPISODES, EVAL_SEED + seed)
     steps = model.num_timesteps
     model.get_env().close()
-    return side_row(seed, end - start, end - learn_start, steps, result["mean_return"], points)
+    return side_row(seed, end - start, end - learn_start, learn_cpu, steps, result["mean_return"], points)
 
 
 # --- the breakdown's limits ----------------------------------------------------------------------
@@ -386,6 +391,7 @@ def warm_up(spec: dict, envs: dict, sb3: bool) -> dict:
 
 def side_summary(runs: list[dict]) -> dict:
     out = {"wall_s": summary([r["wall_s"] for r in runs], 3),
+           "learn_cpu_s": summary([r["learn_cpu_s"] for r in runs], 3),
            "steps_per_s": summary([r["steps_per_s"] for r in runs], 1),
            "final_return": summary([r["final_return"] for r in runs], 2)}
     if "time_to_solved_s" in runs[0]:
