@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -36,8 +37,8 @@ from _common import machine_info  # noqa: E402
 try:
     import jax
     import jax.numpy as jnp
-except ImportError:
-    sys.exit("bench_jax needs JAX beside ppo-np: pip install jax jaxlib")
+except ImportError:  # --help still runs; main() says what to install
+    jax = jnp = None
 
 from bench_train import COMMON, CONFIGS, ppo_np_config  # noqa: E402
 
@@ -51,7 +52,7 @@ LAST_UPDATES = 25
 
 GRAVITY, MASS_CART, MASS_POLE, HALF_LENGTH, FORCE, DT = 9.8, 1.0, 0.1, 0.5, 10.0, 0.02
 TOTAL_MASS, POLE_MOMENT = MASS_CART + MASS_POLE, MASS_POLE * HALF_LENGTH
-X_LIMIT, THETA_LIMIT = 2.4, 12 * 2 * jnp.pi / 360
+X_LIMIT, THETA_LIMIT = 2.4, 12 * 2 * math.pi / 360
 
 
 def env_reset(key):
@@ -187,6 +188,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. K-1 per side")
     args = parser.parse_args()
+    if jax is None:
+        sys.exit("bench_jax needs JAX beside ppo-np: pip install jax jaxlib")
     batch = SPEC["num_envs"] * SPEC["num_steps"]
     num_updates = -(-SPEC["total_steps"] // batch)
     runs = {"jax": [], "ppo_np": []}
