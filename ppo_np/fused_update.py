@@ -114,7 +114,7 @@ def update_epochs_kernel(rows, minibatch_size, gathering, loss_args, grads, adam
         return done, epochs_run, loss, norm, np.nan
     pairs, buffers = gathering
     obs_rows, actions, logp_old, advantages, _, _, dist_old = buffers
-    actor, small_input, policy_key, kl_coefs = loss_args[0], loss_args[2], loss_args[3], loss_args[6]
+    actor, small_input, policy_key, tau_only = loss_args[0], loss_args[2], loss_args[3], loss_args[6]
     n = valid.shape[0]
     total = 0.0
     for start in range(0, n, minibatch_size):
@@ -122,7 +122,7 @@ def update_epochs_kernel(rows, minibatch_size, gathering, loss_args, grads, adam
         if n > minibatch_size:  # one minibatch of every row is still gathered, in order
             gather_minibatch_kernel(pairs, valid[start:start + B], pairs[0][0].shape[0])
         total += COMPILED_KL_SUM(obs_rows[:B], actor, policy_key,
-                                 (actions[:B], logp_old[:B], advantages[:B], dist_old[:B], True), kl_coefs,
+                                 (actions[:B], logp_old[:B], advantages[:B], dist_old[:B], True), tau_only,
                                  small_input[0] and B <= INPUT_KERNEL_MAX_ROWS)
     return done, epochs_run, loss, norm, total / n
 
