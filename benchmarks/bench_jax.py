@@ -10,8 +10,9 @@ eps 1e-5), 100k steps. Like PureJaxRL it ends an episode's bootstrap at truncati
 
 Both sides run in one process pinned to one core (``os.sched_setaffinity``), XLA with one thread, ppo-np
 on its numba backend with SciPy's BLAS; per seed, each side's process CPU time of training alone (JAX:
-the compiled program's run; its compile time is reported apart), and the mean return of the training
-episodes at the end (ppo-np's last 100; JAX's, those that end in the last ``LAST_UPDATES`` updates). JAX is an optional comparison, never a dependency of ppo-np:
+the compiled program's run, its compile time reported apart; ppo-np: ``bench_train.run_ppo_np``'s
+learn_cpu_s), and the return: ppo-np's over ``bench_train``'s 20 deterministic evaluation episodes, JAX's
+the mean of the training episodes that end in its last ``LAST_UPDATES`` updates. JAX is an optional comparison, never a dependency of ppo-np:
 
     python -m venv .venv-jax && . .venv-jax/bin/activate
     pip install jax jaxlib && pip install -e '.[fast]'
@@ -40,7 +41,7 @@ try:
 except ImportError:  # --help still runs; main() says what to install
     jax = jnp = None
 
-from bench_train import COMMON, CONFIGS, ppo_np_config  # noqa: E402
+from bench_train import COMMON, CONFIGS, ppo_np_config, run_ppo_np  # noqa: E402
 
 ZOO = CONFIGS["cartpole-zoo"]
 SPEC = {**ZOO, **COMMON}                      # ZOO with what bench_train gives both sides
@@ -193,11 +194,11 @@ def main() -> None:
     batch = SPEC["num_envs"] * SPEC["num_steps"]
     num_updates = -(-SPEC["total_steps"] // batch)
     runs = {"jax": [], "ppo_np": []}
-    programs = {}
+    programs, compile_s = {}, {}
     for name, epochs in (("train", SPEC["update_epochs"]), ("rollout_only", 0)):
         start = time.perf_counter()
         programs[name] = jax.jit(make_train(num_updates, epochs)).lower(jax.random.PRNGKey(0)).compile()
-        programs[name + "_compile_s"] = round(time.perf_counter() - start, 3)
+        compile_s[name] = round(time.perf_counter() - start, 3)
 
     from ppo_np import PPO  # imported after JAX pinned the core: both sides share it
     envs = {"vectorization": "auto", "env_backend": "numba"}
@@ -208,17 +209,10 @@ def main() -> None:
         runs["jax"].append({"seed": seed, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
                             "rollout_s": round(rollout_wall, 3),
                             "mean_return_last_updates": round(float(returns) / max(int(episodes), 1), 1)})
-        agent = PPO(SPEC["env_id"], ppo_np_config(ZOO, seed, envs))
-        wall, cpu = time.perf_counter(), time.process_time()
-        agent.learn(SPEC["total_steps"])
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        runs["ppo_np"].append({"seed": seed, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
-                               "rollout_s": round(agent.phase_times.get("rollout", 0.0), 3),
-                               "mean_return_last_100": round(agent.mean_recent_return(100), 1)})
-        agent.close()
+        row, agent = run_ppo_np(ZOO, seed, envs, curve=False)
+        runs["ppo_np"].append({**row, "rollout_s": round(agent.phase_times.get("rollout", 0.0), 3)})
     report = machine_info(extra=("jax", "jaxlib"))
-    report.update(config="cartpole-zoo", steps=num_updates * batch,
-                  compile_s={k: v for k, v in programs.items() if k.endswith("_s")}, runs=runs)
+    report.update(config="cartpole-zoo", steps=num_updates * batch, compile_s=compile_s, runs=runs)
     print(json.dumps(report))
 
 

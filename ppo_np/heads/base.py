@@ -62,7 +62,8 @@ act_step = by_type("act_step", ACT_STEPS)
 
 #: ``loss_step(key, layer, samples, coefs)``: the actor's side of the fused PPO loss for the head whose
 #: ``loss_key`` ``key`` is, in Python and inside ``fused.loss_pass`` alike: its ``PolicySums`` (plain), with
-#: dL/dz in layer.z and the output layer's gradients (and the head's own, a Gaussian's log-std) written.
+#: dL/dz in layer.z (``fused.backward`` goes on from there) and the head's own gradients (a Gaussian's
+#: log-std) written.
 #: Checked against ``losses.ppo_loss`` for every head by ``tests/test_fused.py``.
 loss_step = by_type("loss_step", LOSS_STEPS)
 
